@@ -1,0 +1,7 @@
+"""Preprocessing: gene selection, the paper's normalisation, and its noise-aware expectation."""
+
+from ._expectation import expected_log_normalized
+from ._genes import select_genes
+from ._normalize import Normalization, log_normalize
+
+__all__ = ["Normalization", "expected_log_normalized", "log_normalize", "select_genes"]
