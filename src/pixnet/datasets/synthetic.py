@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -19,6 +18,7 @@ from scipy import sparse
 from skimage.transform import resize
 from tqdm.auto import tqdm
 
+from .._cache import default_data_dir
 from ._counts import Grid, block_weights, coarsen, sample_counts
 from ._layout import make_layout
 from ._programme import make_programme
@@ -32,11 +32,6 @@ MANIFEST_FILE = "pixnet_demo.json"
 BIN_SIZES = (2, 8, 16)
 FULL_SIZE_UM = 6700.0  # 3350 x 3350 bins of 2 um: the array of a real Visium HD slide
 _TILE = 1024
-
-
-def default_data_dir() -> Path:
-    """Where demo slides are cached: ``$PIXNET_DATA`` or ``~/.cache/pixnet``."""
-    return Path(os.environ.get("PIXNET_DATA", Path.home() / ".cache" / "pixnet"))
 
 
 def visium_hd_demo(

@@ -21,6 +21,8 @@ import numpy as np
 from scipy import stats
 from scipy.special import gammaln, xlog1py, xlogy
 
+from .._cache import default_data_dir
+
 _P = np.concatenate([[0.0], np.geomspace(1e-7, 1.0, 240)])
 _L = np.geomspace(1e-3, 1e6, 180)
 _EXACT_MAX = 400.0  # above this total, T is concentrated enough to take n = Lambda
@@ -47,8 +49,6 @@ def _g(n: int, p: np.ndarray, c: float) -> np.ndarray:
 @lru_cache(maxsize=4)
 def _table(c: float) -> np.ndarray:
     """F(p, Lambda) on the grid ``_P x _L``, cached on disk (it takes a few seconds to build)."""
-    from ..datasets import default_data_dir
-
     path = default_data_dir() / f"expectation_table_v1_{c:g}.npy"
     try:
         table = np.load(path)

@@ -1,0 +1,21 @@
+"""Training data: a SpatialData image on a working grid, and tiles with the bins inside them."""
+
+from .bins import TableSpots, shapes_to_spots, table_counts, table_spots
+from .dataset import EpochSampler, SlideData, TileSpec, TrainTiles, ValTiles, collate, spatial_split
+from .image import SlideImage, element_to_cs
+
+__all__ = [
+    "EpochSampler",
+    "SlideData",
+    "SlideImage",
+    "TableSpots",
+    "TileSpec",
+    "TrainTiles",
+    "ValTiles",
+    "collate",
+    "element_to_cs",
+    "spatial_split",
+    "table_counts",
+    "shapes_to_spots",
+    "table_spots",
+]

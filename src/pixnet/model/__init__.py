@@ -1,0 +1,28 @@
+"""PixNet in pure PyTorch: encoder, decoder, head, aggregation into spots, losses (no SpatialData here)."""
+
+from .aggregate import Spots, aggregate, spot_weights
+from .config import ModelConfig
+from .encoder import build_encoder, load_checkpoint
+from .lightning import PixNetLightning, pearson_per_gene
+from .losses import log_normalize, mse_pcc, pcc_loss, poisson
+from .network import DFFN, DecoderStage, PixNetModule
+from .pixnet import PixNet
+
+__all__ = [
+    "DFFN",
+    "DecoderStage",
+    "ModelConfig",
+    "PixNet",
+    "PixNetLightning",
+    "PixNetModule",
+    "Spots",
+    "aggregate",
+    "build_encoder",
+    "load_checkpoint",
+    "log_normalize",
+    "mse_pcc",
+    "pcc_loss",
+    "pearson_per_gene",
+    "poisson",
+    "spot_weights",
+]

@@ -1,0 +1,78 @@
+"""The training step as a LightningModule: map, aggregate into bins, compare with the counts."""
+
+from __future__ import annotations
+
+import lightning as L
+import numpy as np
+import torch
+
+from .aggregate import aggregate
+from .losses import log_normalize, mse_pcc, pcc_loss, poisson
+from .network import PixNetModule
+
+
+class PixNetLightning(L.LightningModule):
+    """Train a :class:`PixNetModule` on batches of tiles (see :func:`pixnet.data.collate`).
+
+    ``gene_weight`` weighs the Poisson loss per output (typically 1 / mean count).
+    """
+
+    def __init__(self, net: PixNetModule, *, lr: float, weight_decay: float, gene_weight: torch.Tensor, freeze_encoder: bool = False):
+        super().__init__()
+        self.net, self.cfg = net, net.config
+        self.lr, self.weight_decay = lr, weight_decay
+        self.register_buffer("gene_weight", gene_weight.float())
+        if freeze_encoder:
+            self.net.encoder.requires_grad_(False)
+        self._val: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Loss, predicted and measured normalised expression of the batch's bins."""
+        cfg, n_genes = self.cfg, len(self.cfg.genes)
+        maps = self.net(batch["image"].float() / 255.0)  # (B, C, m, m)
+        agg = aggregate(maps.float(), batch["spot"], batch["pixel"], batch["weight"], batch["n_spots"], mean=cfg.semantics == "mean")  # (n, C)
+        target = log_normalize(batch["counts"][:, :n_genes], batch["totals"], cfg.target_sum)  # (n, G)
+        pred = log_normalize(agg[:, :n_genes], agg.sum(1), cfg.target_sum) if cfg.semantics == "density" else agg
+        if cfg.loss == "mse_pcc":
+            loss = mse_pcc(pred, target, cfg.pcc_weight)
+        else:
+            loss = poisson(agg, batch["counts"], self.gene_weight)
+            if cfg.loss == "poisson_pcc":
+                loss = loss + cfg.pcc_weight * pcc_loss(pred, target)
+        return loss, pred, target
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss, _, _ = self.step(batch)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"The training loss became {loss.item()} at step {self.global_step}. Lower the learning rate (lr=...), "
+                "or check the image and counts for NaN or inf."
+            )
+        self.log("train_loss", loss, prog_bar=True, batch_size=len(batch["image"]))
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        loss, pred, target = self.step(batch)
+        self._val.append((pred.detach().float().cpu(), target.detach().float().cpu()))
+        self.log("val_loss", loss, prog_bar=True, batch_size=len(batch["image"]))
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val:
+            return
+        pred = torch.cat([p for p, _ in self._val]).numpy()
+        target = torch.cat([t for _, t in self._val]).numpy()
+        self._val.clear()
+        self.log("val_pcc", float(np.nanmean(pearson_per_gene(pred, target))), prog_bar=True)
+
+    def configure_optimizers(self):
+        params = [p for p in self.parameters() if p.requires_grad]
+        return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+
+
+def pearson_per_gene(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Pearson correlation of each column across rows; NaN where either side is constant."""
+    p = pred - pred.mean(0)
+    t = target - target.mean(0)
+    den = np.sqrt((p * p).sum(0) * (t * t).sum(0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, (p * t).sum(0) / den, np.nan)

@@ -1,0 +1,7 @@
+"""Tools: fit, predict and evaluate PixNet on SpatialData objects."""
+
+from .evaluate import compare, evaluate, metrics
+from .fit import fit
+from .predict import predict
+
+__all__ = ["compare", "evaluate", "fit", "metrics", "predict"]

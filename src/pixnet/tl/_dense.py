@@ -1,0 +1,105 @@
+"""The dense map of a slide as a lazy dask array, and its aggregation into spots, chunk by chunk.
+
+The map is cut into blocks of ``tile_px`` input pixels; each block runs the network on the
+block plus ``context_px`` of image around it and keeps the centre (U-Net's overlap-tile
+strategy), so no map pixel is predicted near a tile border and blocks join without seams.
+Memory is bounded by a block; the same graph runs on a dask.distributed cluster.
+"""
+
+from __future__ import annotations
+
+import dask
+import dask.array as da
+import numpy as np
+import torch
+from scipy import sparse
+
+from ..data import SlideImage
+from ..model import PixNet, Spots, spot_weights
+
+
+def map_region(spots_map: Spots, image_shape: tuple[int, int], stride: int, margin: int = 2) -> tuple[int, int, int, int]:
+    """``(y0, x0, h, w)`` in map pixels covering every spot plus ``margin``, within the image."""
+    if len(spots_map) == 0:
+        raise ValueError("There are no spots to predict into.")
+    ext = spots_map.extent()[:, None]
+    lo = np.floor((spots_map.centres - ext).min(0)).astype(int) - margin
+    hi = np.ceil((spots_map.centres + ext).max(0)).astype(int) + margin
+    limit = np.array([image_shape[1], image_shape[0]]) // stride + 1
+    lo, hi = np.maximum(lo, 0), np.minimum(hi, limit)
+    if (hi <= lo).any():
+        raise ValueError("The spots to predict lie outside the image; check that they share its coordinate system.")
+    return int(lo[1]), int(lo[0]), int(hi[1] - lo[1]), int(hi[0] - lo[0])
+
+
+def dense_map(
+    model: PixNet, image: SlideImage, region: tuple[int, int, int, int], *, tile_px: int, context_px: int, device: torch.device
+) -> da.Array:
+    """The map over ``region`` (map pixels), ``(C, h, w)`` float32, one dask block per tile."""
+    s = model.config.map_stride
+    if tile_px % 32 or context_px % 32 or tile_px % s:
+        raise ValueError(f"tile_px and context_px must be multiples of 32 (got {tile_px}, {context_px}).")
+    y0, x0, h, w = region
+    core = tile_px // s
+    chunks = ((model.config.n_outputs,), _splits(h, core), _splits(w, core))
+    net = model.module.to(device).eval()
+
+    def block(block_info=None) -> np.ndarray:
+        (_, _), (by0, by1), (bx0, bx1) = block_info[None]["array-location"]
+        iy, ix = (y0 + by0) * s - context_px, (x0 + bx0) * s - context_px
+        tile = image.read(iy, ix, tile_px + 2 * context_px, tile_px + 2 * context_px)  # (T, T, 3) uint8
+        x = torch.from_numpy(np.array(tile)).to(device).permute(2, 0, 1)[None].float() / 255.0  # (1, 3, T, T)
+        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            out = net(x)[0].float()  # (C, T / s, T / s)
+        c = context_px // s
+        return out[:, c : c + by1 - by0, c : c + bx1 - bx0].cpu().numpy()
+
+    return da.map_blocks(block, chunks=chunks, dtype=np.float32, meta=np.zeros((0, 0, 0), np.float32))
+
+
+def _splits(n: int, size: int) -> tuple[int, ...]:
+    return tuple([size] * (n // size) + ([n % size] if n % size else []))
+
+
+def aggregate_lazy(dmap: da.Array, spots: Spots, *, mean: bool, supersample: int = 4, chunk: int = 65536) -> da.Array:
+    """``(n, C)`` sums (or means) of ``dmap`` over ``spots`` (in the map's pixels), lazily, chunk by chunk.
+
+    Spots are processed in a spatially coherent order (as given when already sorted by row,
+    as Visium HD tables are) so each chunk reads one strip of the map.
+    """
+    n, c = len(spots), dmap.shape[0]
+    order = _coherent_order(spots.centres)
+    ext = spots.extent()
+    parts = []
+    for start in range(0, n, chunk):
+        idx = order[start : start + chunk] if order is not None else np.arange(start, min(n, start + chunk))
+        sub = spots.subset(idx)
+        e = ext[idx][:, None]
+        lo = np.maximum(np.floor((sub.centres - e).min(0)).astype(int) - 1, 0)
+        hi = np.minimum(np.ceil((sub.centres + e).max(0)).astype(int) + 2, (dmap.shape[2], dmap.shape[1]))
+        window = dmap[:, lo[1] : hi[1], lo[0] : hi[0]]
+        part = dask.delayed(_aggregate_window)(window, sub.scaled(1.0, tuple(lo)), mean, supersample)
+        parts.append(da.from_delayed(part, shape=(len(idx), c), dtype=np.float32))
+    out = da.concatenate(parts) if parts else da.zeros((0, c), dtype=np.float32)
+    if order is not None:
+        out = out[np.argsort(order)]
+    return out
+
+
+def _coherent_order(centres: np.ndarray, band: float = 64.0) -> np.ndarray | None:
+    """None if spots already come in horizontal bands; else a band-major order."""
+    key = np.floor(centres[:, 1] / band)
+    if len(key) < 2 or (np.diff(key) >= 0).all():
+        return None
+    return np.lexsort((centres[:, 0], key))
+
+
+def _aggregate_window(window: np.ndarray, spots: Spots, mean: bool, supersample: int) -> np.ndarray:
+    c, h, w = window.shape
+    s, p, wt = spot_weights(spots, (h, w), supersample=supersample)
+    weights = sparse.csr_matrix((wt, (s, p)), shape=(len(spots), h * w))
+    out = np.asarray(weights @ window.reshape(c, h * w).T, np.float32)  # (n, C)
+    if mean:
+        area = np.asarray(weights.sum(1)).reshape(-1, 1)
+        out = out / np.maximum(area, 1e-12)
+    return out

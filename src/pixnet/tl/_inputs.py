@@ -1,0 +1,111 @@
+"""Resolve what a tool call refers to: the slide image, its coordinate system and scale, the table."""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+
+from spatialdata import SpatialData
+from spatialdata.transformations import get_transformation
+
+from .._constants import UNS_KEY, bin_table_name
+from ..data import SlideImage
+from ..model import PixNet
+
+
+@dataclass
+class Slide:
+    """A SpatialData object with the image pixnet reads and the scale of its coordinate system."""
+
+    sdata: SpatialData
+    image: str
+    cs: str
+    um_per_px: float  # micrometres per unit of the coordinate system
+
+    def working_image(self, um_per_px: float) -> SlideImage:
+        """The image on a working grid of ``um_per_px``."""
+        return SlideImage(self.sdata.images[self.image], cs=self.cs, cs_um_per_px=self.um_per_px, work_um_per_px=um_per_px)
+
+
+def resolve_slide(sdata: SpatialData, *, image: str | None = None, um_per_px: float | None = None) -> Slide:
+    """The slide image and its scale, from arguments or what :mod:`pixnet.io` recorded in ``sdata.attrs``."""
+    if not isinstance(sdata, SpatialData):
+        raise TypeError(f"Expected a SpatialData object, got {type(sdata).__name__}. Read data with pixnet.io.visium_hd.")
+    attrs = sdata.attrs.get(UNS_KEY, {})
+    name = image or attrs.get("image")
+    if name is None:
+        candidates = list(sdata.images)
+        if len(candidates) != 1:
+            raise ValueError(
+                f"Which image is the H&E? The SpatialData has images {candidates}; pass image='...'."
+                if candidates
+                else "The SpatialData object has no image: pixnet predicts from the H&E image. Add one (Image2DModel)."
+            )
+        name = candidates[0]
+    if name not in sdata.images:
+        raise KeyError(f"No image {name!r} in the SpatialData object (images: {sorted(sdata.images)}).")
+    cs = attrs.get("coordinate_system") or next(iter(get_transformation(sdata.images[name], get_all=True)))
+    scale = um_per_px or attrs.get("um_per_px")
+    if scale is None:
+        raise ValueError(
+            "The image's micrometres per pixel are unknown: pass um_per_px=... (a 40x scan is about 0.25, 20x about 0.5)."
+        )
+    if not scale > 0:
+        raise ValueError(f"um_per_px must be positive, got {scale}.")
+    return Slide(sdata, name, cs, float(scale))
+
+
+def resolve_table(sdata: SpatialData, *, bin_size: float | None, table: str | None, default: float | None = None) -> str:
+    """The table named by ``table``, or the Visium HD table of ``bin_size`` um bins."""
+    if table is not None:
+        if table not in sdata.tables:
+            raise KeyError(f"No table {table!r} in the SpatialData object (tables: {sorted(sdata.tables)}).")
+        return table
+    size = bin_size if bin_size is not None else default
+    if size is None:
+        raise ValueError("Pass bin_size=... (for Visium HD bins) or table=... (any table annotating shapes).")
+    _check_bin_size(size)
+    name = bin_table_name(int(size))
+    if name not in sdata.tables:
+        have = sorted(t for t in sdata.tables if t.startswith("square_"))
+        raise KeyError(
+            f"No table of {size:g} um bins ({name!r}); this SpatialData has {have or sorted(sdata.tables)}. "
+            "Read the run with pixnet.io.visium_hd(..., bin_sizes=...), or pass table=..."
+        )
+    return name
+
+
+def _check_bin_size(size) -> None:
+    if isinstance(size, bool) or not isinstance(size, int | float) or not size > 0:
+        raise ValueError(f"bin_size must be a positive number of micrometres, got {size!r}.")
+
+
+# Models fitted on a SpatialData object, so that predict finds them without being told. A weak
+# mapping: the model lives as long as the object; sdata.attrs records its config (and path, if saved).
+_MODELS: weakref.WeakKeyDictionary[SpatialData, dict[str, PixNet]] = weakref.WeakKeyDictionary()
+
+
+def record_model(sdata: SpatialData, model: PixNet, key: str, path: str | None = None) -> None:
+    """Remember ``model`` as fitted on ``sdata`` under ``key``."""
+    _MODELS.setdefault(sdata, {})[key] = model
+    models = dict(sdata.attrs.get(UNS_KEY, {}).get("models", {}))
+    models[key] = {"config": model.config.to_dict(), "path": path}
+    sdata.attrs[UNS_KEY] = {**sdata.attrs.get(UNS_KEY, {}), "models": models, "last_model": key}
+
+
+def find_model(sdata: SpatialData, key: str | None = None) -> PixNet:
+    """The model recorded by the last :func:`pixnet.tl.fit` on ``sdata`` (or under ``key``)."""
+    attrs = sdata.attrs.get(UNS_KEY, {})
+    key = key or attrs.get("last_model")
+    if key is None:
+        raise ValueError("No model was fitted on this SpatialData object: call pixnet.tl.fit(sdata) first, or pass model=...")
+    model = _MODELS.get(sdata, {}).get(key)
+    if model is not None:
+        return model
+    path = attrs.get("models", {}).get(key, {}).get("path")
+    if path:
+        return PixNet.load(path)
+    raise ValueError(
+        f"The model {key!r} fitted on this SpatialData is not in memory and was not saved: pass model=... "
+        "(fit with model_dir=... to keep it)."
+    )

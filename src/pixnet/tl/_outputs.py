@@ -1,0 +1,159 @@
+"""Write predict's results into a SpatialData object, streaming to its zarr store when it is backed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+from geopandas import GeoDataFrame
+from spatialdata import SpatialData
+from spatialdata.models import Image2DModel, ShapesModel
+from spatialdata.transformations import Identity, Scale, Sequence, Translation
+
+from .._constants import INSTANCE_KEY, LABELS_INSTANCE_KEY, UNS_KEY
+from ..io.visium_hd import _labels
+from ..model import PixNet
+from ..model.config import ModelConfig
+from ..pp import expected_log_normalized
+from ._progress import compute
+
+logger = logging.getLogger(__name__)
+
+ELEMENT_KINDS = {"labels": "labels", "shapes": "shapes"}
+IN_MEMORY_LIMIT = 4 * 2**30  # bytes of map or table kept in memory when the sdata is not backed
+OTHER_CHANNEL = "other_genes"
+
+
+def fingerprint(model: PixNet) -> str:
+    """Hash of a model's config and weights: a stored map is reused only for the very same model."""
+    h = hashlib.sha1(json.dumps(model.config.to_dict(), sort_keys=True).encode())
+    for k, v in sorted(model.module.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def check_free(sdata: SpatialData, names: dict, model: PixNet, *, overwrite: bool) -> dict | None:
+    """Refuse to replace elements unless ``overwrite``; return a reusable map made by the same model."""
+    for kind in ("table", "geometry"):
+        if names[kind] in sdata and not overwrite:
+            raise ValueError(f"{names[kind]!r} already exists in the SpatialData object; pass overwrite=True or another key_added.")
+    name = names["map"]
+    if name not in sdata:
+        return None
+    info = sdata.attrs.get(UNS_KEY, {}).get("maps", {}).get(name, {})
+    if info.get("model") == fingerprint(model):
+        return {"array": _level0(sdata.images[name]), "region": tuple(info["region"])}
+    if not overwrite:
+        raise ValueError(f"{name!r} exists and was made by another model; pass overwrite=True or another key_added.")
+    return None
+
+
+def _level0(element) -> da.Array:
+    data = element["scale0"]["image"].data if hasattr(element, "children") and "scale0" in element else element.data
+    return data if isinstance(data, da.Array) else da.from_array(data, chunks=(data.shape[0], 512, 512))
+
+
+def map_element(sdata, name: str, dmap: da.Array, model: PixNet, region, f_map: float, cs: str, *, progress: bool) -> da.Array:
+    """Compute the map, add it to ``sdata`` as a multiscale image, and return its level 0 (lazy)."""
+    cfg = model.config
+    channels = list(cfg.genes) + ([OTHER_CHANNEL] if cfg.semantics == "density" else [])
+    y0, x0 = region[0], region[1]
+    to_cs = Sequence([Translation([x0, y0], axes=("x", "y")), Scale([f_map, f_map], axes=("x", "y"))])
+    scales = [2] * int(np.clip(np.log2(max(1, min(dmap.shape[1:]) / 64)), 0, 4))  # down to ~64 px
+    size = dmap.size * 4
+    chunks = (min(16, len(channels)), 512, 512)
+    if sdata.is_backed():
+        # Level 0 is computed once into a scratch store; the pyramid and the element are made from it.
+        scratch = Path(tempfile.mkdtemp(prefix=f".pixnet-{name}-", dir=Path(sdata.path).parent))
+        try:
+            compute(dmap.rechunk(chunks).to_zarr(str(scratch / "level0.zarr"), compute=False), "computing map", progress)
+            level0 = da.from_zarr(str(scratch / "level0.zarr"))
+            el = Image2DModel.parse(level0, dims=("c", "y", "x"), c_coords=channels, scale_factors=scales or None,
+                                    transformations={cs: to_cs}, chunks=chunks)  # fmt: skip
+            _replace(sdata, name, el, "images")
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        from spatialdata import read_zarr
+
+        sdata.images[name] = read_zarr(sdata.path, selection=("images",)).images[name]
+    else:
+        if size > IN_MEMORY_LIMIT:
+            raise ValueError(
+                f"The map of this slide takes {size / 2**30:.1f} GB; write the SpatialData to zarr first "
+                "(sdata.write('slide.zarr')) so that pixnet streams the map and the predictions to disk."
+            )
+        arr = compute(dmap, "computing map", progress)
+        el = Image2DModel.parse(arr, dims=("c", "y", "x"), c_coords=channels, scale_factors=scales or None,
+                                transformations={cs: to_cs}, chunks=chunks)  # fmt: skip
+        sdata.images[name] = el
+    maps = dict(sdata.attrs.get(UNS_KEY, {}).get("maps", {}))
+    maps[name] = {"model": fingerprint(model), "region": [int(v) for v in region]}
+    sdata.attrs[UNS_KEY] = {**sdata.attrs.get(UNS_KEY, {}), "maps": maps}
+    return _level0(sdata.images[name])
+
+
+def expression_arrays(lam: da.Array, cfg: ModelConfig, layers) -> tuple:
+    """X, layers and obs columns from the spots' aggregates (``(n, C)``, computed here if small)."""
+    n_genes = len(cfg.genes)
+    small = lam.size * 4 * (1 + len(layers)) < IN_MEMORY_LIMIT
+    if small:
+        lam = compute(lam, "aggregating", False)
+    if cfg.semantics != "density":
+        return lam, {"layers": {}}
+    genes, total = lam[:, :n_genes], lam.sum(axis=1)
+    x = _blockwise(expected_log_normalized, genes, total, cfg.target_sum, small)
+    out = {"layers": {}, "predicted_total_counts": np.asarray(total) if small else total}
+    if "counts" in layers:
+        out["layers"]["counts"] = genes
+    if "lognorm" in layers:
+        out["layers"]["lognorm"] = _blockwise(_lognorm, genes, total, cfg.target_sum, small)
+    return x, out
+
+
+def _lognorm(genes, total, target_sum: float):
+    return np.log1p(genes / np.maximum(np.asarray(total).reshape(-1, 1), 1e-12) * target_sum).astype(np.float32)
+
+
+def _blockwise(fn, genes, total, target_sum: float, small: bool):
+    if small:
+        return fn(genes, total, target_sum=target_sum)
+    return da.map_blocks(lambda g, t: fn(g, t[:, 0], target_sum=target_sum), genes, total[:, None], dtype=np.float32)
+
+
+def geometry_element(target, slide, as_labels: bool):
+    """The element the prediction table annotates, and the table's instance key."""
+    if target.geometry is not None:
+        return target.geometry, "instance_id"
+    rows, cols = target.obs["array_row"].to_numpy(), target.obs["array_col"].to_numpy()
+    if as_labels:
+        return _labels(target.grid, rows, cols, {slide.cs: Identity()}), LABELS_INSTANCE_KEY
+    gdf = GeoDataFrame(geometry=target.grid.polygons(rows, cols), index=np.arange(len(rows)))
+    return ShapesModel.parse(gdf, transformations={slide.cs: Identity()}), INSTANCE_KEY
+
+
+def store_elements(sdata: SpatialData, names: dict, geometry, table, kind: str, progress: bool):
+    """Add geometry and table to ``sdata``; write them to its store when it is backed."""
+    _replace(sdata, names["geometry"], geometry, kind)
+    _replace(sdata, names["table"], table, "tables")
+    return sdata.tables[names["table"]]
+
+
+def _replace(sdata: SpatialData, name: str, element, kind: str) -> None:
+    if name in sdata:
+        del sdata[name]
+        if sdata.is_backed() and name in _on_disk(sdata):
+            sdata.delete_element_from_disk(name)
+    getattr(sdata, kind)[name] = element
+    if sdata.is_backed():
+        sdata.write_element(name)
+
+
+def _on_disk(sdata: SpatialData) -> set[str]:
+    return {p.name for kind in ("images", "labels", "shapes", "points", "tables") for p in (Path(sdata.path) / kind).glob("*")}

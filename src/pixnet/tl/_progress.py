@@ -1,0 +1,35 @@
+"""Compute dask graphs with a tqdm progress bar (dask's own bar prints to stdout)."""
+
+from __future__ import annotations
+
+import dask
+from dask.callbacks import Callback
+from tqdm.auto import tqdm
+
+
+class _Tqdm(Callback):
+    def __init__(self, desc: str):
+        super().__init__()
+        self.desc = desc
+        self.bar = None
+
+    def _start_state(self, dsk, state):
+        self.bar = tqdm(total=sum(len(state[k]) for k in ("ready", "waiting", "running", "finished")), desc=self.desc, leave=False)
+
+    def _posttask(self, key, result, dsk, state, worker_id):
+        self.bar.update(1)
+
+    def _finish(self, dsk, state, errored):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def compute(obj, desc: str, progress: bool):
+    """``dask.compute(obj)`` on threads, with a progress bar when ``progress``."""
+    if not hasattr(obj, "__dask_graph__"):
+        return obj
+    with dask.config.set(scheduler="threads"):
+        if progress:
+            with _Tqdm(desc):
+                return dask.compute(obj)[0]
+        return dask.compute(obj)[0]

@@ -1,0 +1,111 @@
+"""What to predict into: a Visium HD table's bins, a new bin grid, or any shapes element."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from geopandas import GeoDataFrame
+from spatialdata.models import ShapesModel, get_table_keys
+from spatialdata.transformations import get_transformation
+
+from .._constants import ARRAY_COL, ARRAY_ROW, UNS_KEY, bin_table_name
+from .._grid import BinGrid
+from ..data import element_to_cs, shapes_to_spots, table_spots
+from ..model import Spots
+from ._inputs import Slide, _check_bin_size
+
+
+@dataclass
+class Target:
+    """Spots to predict, in coordinate-system pixels, with the obs of the table to write."""
+
+    name: str  # what the elements are named after: square_008um, or the shapes element's name
+    spots: Spots
+    obs: pd.DataFrame
+    spatial: np.ndarray  # (n, 2) centres for obsm["spatial"]
+    grid: BinGrid | None = None
+    source_table: str | None = None  # the measured table these are the bins of
+    geometry: object = None  # shapes of the spots (a GeoDataFrame), or None for labels of a grid
+    instance: np.ndarray | None = None  # ids of the spots in `geometry` (default: 0..n-1)
+
+    def __post_init__(self):
+        if self.instance is None:
+            self.instance = np.arange(len(self.spots))
+
+
+def resolve_target(slide: Slide, *, bin_size: float | None, shapes: str | None) -> Target:
+    """Bins of ``bin_size`` (the measured table's, or a new grid on the array) or the shapes element ``shapes``."""
+    sdata = slide.sdata
+    if (bin_size is None) == (shapes is None):
+        raise ValueError("Pass exactly one of bin_size=... (square bins) or shapes=... (a shapes element's name).")
+    if shapes is not None:
+        return _shapes_target(slide, shapes)
+    _check_bin_size(bin_size)
+    name = bin_table_name(int(bin_size)) if float(bin_size).is_integer() else f"square_{bin_size:g}um"
+    if name in sdata.tables and "grid" in sdata.tables[name].uns.get(UNS_KEY, {}):
+        ts = table_spots(sdata, name, slide.cs)
+        obs = ts.table.obs[[c for c in ts.table.obs.columns if c in ("in_tissue", ARRAY_ROW, ARRAY_COL)]].copy()
+        return Target(name, ts.spots, obs, np.asarray(ts.table.obsm["spatial"]), ts.grid, name)
+    return _new_grid(slide, float(bin_size), name)
+
+
+def _new_grid(slide: Slide, bin_size: float, name: str) -> Target:
+    """A new grid of ``bin_size`` bins on the slide's Visium HD array, over the measured tissue."""
+    sdata = slide.sdata
+    grids = [(t, sdata.tables[t]) for t in sdata.tables if "grid" in sdata.tables[t].uns.get(UNS_KEY, {})]
+    if not grids:
+        raise ValueError(
+            f"No table of {bin_size:g} um bins and no Visium HD grid to place new bins on. Read the run with "
+            "pixnet.io.visium_hd, or pass shapes=... to predict into a shapes element."
+        )
+    _, ref = min(grids, key=lambda kv: kv[1].uns[UNS_KEY]["grid"]["bin_size_um"])
+    old = BinGrid.from_dict(ref.uns[UNS_KEY]["grid"])
+    grid = old.rescale(bin_size)
+    if grid.side_px * slide.um_per_px < slide.um_per_px:
+        raise ValueError(f"bin_size={bin_size:g} um is smaller than a pixel of the image ({slide.um_per_px:g} um).")
+    measured = set(zip(ref.obs[ARRAY_ROW].to_numpy().tolist(), ref.obs[ARRAY_COL].to_numpy().tolist()))
+    rows, cols = ref.obs[ARRAY_ROW].to_numpy(), ref.obs[ARRAY_COL].to_numpy()
+    # Candidate new bins: those whose extent meets a measured bin; keep the ones centred on one.
+    corners = old.corners(rows, cols).reshape(-1, 2)
+    r, c = grid.index_of(corners[:, 0], corners[:, 1])
+    cand = np.unique(np.stack([r, c], 1), axis=0)
+    cx = grid.centres(cand[:, 0], cand[:, 1])
+    orow, ocol = old.index_of(cx[:, 0], cx[:, 1])
+    keep = np.array([(a, b) in measured for a, b in zip(orow.tolist(), ocol.tolist())], bool)
+    cand = cand[keep & (cand >= 0).all(1)]
+    cand = cand[np.lexsort((cand[:, 1], cand[:, 0]))]
+    rr, cc = cand[:, 0], cand[:, 1]
+    code = f"s_{bin_size:g}um_" if not bin_size.is_integer() else f"s_{int(bin_size):03d}um_"
+    index = pd.Index([f"{code}{a:05d}_{b:05d}-1" for a, b in zip(rr.tolist(), cc.tolist())])
+    obs = pd.DataFrame({ARRAY_ROW: rr.astype(np.int32), ARRAY_COL: cc.astype(np.int32)}, index=index)
+    centres = grid.centres(rr, cc)
+    spots = Spots("square", centres, np.full(len(rr), grid.side_px / 2), grid.angle)
+    return Target(name, spots, obs, centres, grid, None)
+
+
+def _shapes_target(slide: Slide, shapes: str) -> Target:
+    """Every shape of the element; in the order of the table that annotates it, if there is one."""
+    sdata = slide.sdata
+    if shapes not in sdata.shapes:
+        raise KeyError(f"No shapes element {shapes!r} in the SpatialData object (shapes: {sorted(sdata.shapes)}).")
+    gdf = sdata.shapes[shapes]
+    geometry = ShapesModel.parse(GeoDataFrame(gdf.copy()), transformations=get_transformation(gdf, get_all=True))
+    source = _table_of(sdata, shapes)
+    if source is not None:
+        ts = table_spots(sdata, source, slide.cs)
+        obs = pd.DataFrame(index=ts.table.obs_names.copy())
+        instance = ts.table.obs[get_table_keys(ts.table)[2]].to_numpy()
+        return Target(shapes, ts.spots, obs, ts.spots.centres, None, source, geometry, instance)
+    spots = shapes_to_spots(gdf, element_to_cs(gdf, slide.cs))
+    obs = pd.DataFrame(index=pd.Index(gdf.index.astype(str)))
+    return Target(shapes, spots, obs, spots.centres, None, None, geometry, gdf.index.to_numpy())
+
+
+def _table_of(sdata, element: str) -> str | None:
+    for name, table in sdata.tables.items():
+        region = table.uns.get("spatialdata_attrs", {}).get("region")
+        if region == element or (isinstance(region, list) and region == [element]):
+            return name
+    return None

@@ -1,0 +1,60 @@
+"""The Lightning trainer pixnet trains with: devices, precision, checkpoints, early stopping, history."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+
+
+class HistoryCallback(Callback):
+    """Per-epoch metrics (train loss, validation loss and PCC), kept with the model."""
+
+    def __init__(self):
+        self.rows: list[dict] = []
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        m = trainer.callback_metrics
+        row = {"epoch": trainer.current_epoch, "step": trainer.global_step}
+        for key in ("train_loss", "val_loss", "val_pcc"):
+            if key in m:
+                row[key] = float(m[key])
+        self.rows.append(row)
+
+    def state_dict(self) -> dict:  # saved in checkpoints, so a resumed run keeps its history
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rows = list(state.get("rows", []))
+
+
+def make_trainer(
+    ckpt_dir: Path,
+    *,
+    epochs: int,
+    accelerator: str,
+    devices,
+    precision: str | None,
+    has_val: bool,
+    early_stopping: int | None,
+    progress: bool,
+    callbacks: list[Callback],
+) -> tuple[L.Trainer, ModelCheckpoint]:
+    """A Trainer keeping the best epoch by validation PCC (the last one without validation)."""
+    cuda = torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda")
+    precision = precision or ("bf16-mixed" if cuda and torch.cuda.is_bf16_supported() else "32-true")
+    best = ModelCheckpoint(
+        dirpath=ckpt_dir, filename="best", monitor="val_pcc" if has_val else None, mode="max", save_last=True,
+        save_top_k=1, enable_version_counter=False,
+    )  # fmt: skip
+    cbs = [best, *callbacks]
+    if early_stopping is not None and has_val:
+        cbs.append(EarlyStopping(monitor="val_pcc", mode="max", patience=early_stopping))
+    trainer = L.Trainer(
+        max_epochs=epochs, accelerator=accelerator, devices=devices, precision=precision, callbacks=cbs,
+        logger=False, enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
+        deterministic="warn" if cuda else True, default_root_dir=str(ckpt_dir), log_every_n_steps=1,
+    )  # fmt: skip
+    return trainer, best

@@ -1,0 +1,132 @@
+"""``pixnet.tl.evaluate``: the paper's metrics between predicted and measured expression."""
+
+from __future__ import annotations
+
+import logging
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+from scipy import sparse
+from spatialdata import SpatialData
+
+from .._constants import UNS_KEY, bin_table_name
+from ..model import pearson_per_gene
+from ..pp import Normalization
+
+logger = logging.getLogger(__name__)
+
+
+def metrics(pred: np.ndarray, measured: np.ndarray, genes: list[str] | None = None) -> tuple[pd.Series, pd.DataFrame]:
+    """MSE, MAE and PCC@F/S/M between two bins x genes matrices in the same units.
+
+    PCC@F, PCC@S and PCC@M are the first quartile, median and mean over genes of each gene's
+    Pearson correlation across bins. A gene that is constant on either side has no
+    correlation: it is left out of the PCC summaries and counted in ``n_constant_genes``.
+
+    Returns
+    -------
+    The summary, and a per-gene table with ``pcc`` and ``constant``.
+    """
+    pred, measured = np.asarray(pred, np.float64), np.asarray(measured, np.float64)
+    if pred.shape != measured.shape:
+        raise ValueError(f"Predicted {pred.shape} and measured {measured.shape} shapes differ.")
+    if pred.shape[0] < 2:
+        raise ValueError("At least two bins are needed to correlate predictions with measurements.")
+    if not (np.isfinite(pred).all() and np.isfinite(measured).all()):
+        raise ValueError("Predicted or measured values contain NaN or inf.")
+    pcc = pearson_per_gene(pred, measured)
+    constant = np.isnan(pcc)
+    valid = pcc[~constant]
+    summary = pd.Series(
+        {
+            "MSE": float(np.mean((pred - measured) ** 2)),
+            "MAE": float(np.mean(np.abs(pred - measured))),
+            "PCC@F": float(np.percentile(valid, 25)) if len(valid) else np.nan,
+            "PCC@S": float(np.median(valid)) if len(valid) else np.nan,
+            "PCC@M": float(np.mean(valid)) if len(valid) else np.nan,
+            "n_bins": int(pred.shape[0]),
+            "n_genes": int(pred.shape[1]),
+            "n_constant_genes": int(constant.sum()),
+        }
+    )
+    per_gene = pd.DataFrame({"pcc": pcc, "constant": constant}, index=genes)
+    return summary, per_gene
+
+
+def evaluate(
+    sdata: SpatialData,
+    *,
+    bin_size: float | None = None,
+    shapes: str | None = None,
+    table: str | None = None,
+    key_added: str = "pixnet",
+    layer: str | None = None,
+) -> pd.Series:
+    """Compare :func:`pixnet.tl.predict`'s table with the measured one: MSE, MAE, PCC@F, PCC@S, PCC@M.
+
+    Measured counts are normalised as the model's predictions are (each bin by its total over
+    all genes, ``log1p(x / total * 1e4)``); bins are matched by ``obs_names``.
+
+    Parameters
+    ----------
+    sdata
+        The slide, with a measured table and the prediction table.
+    bin_size, shapes
+        Which prediction: ``{key_added}_square_008um`` for ``bin_size=8``, ``{key_added}_{shapes}``.
+    table
+        The measured table (default: ``square_008um``, or the table annotating ``shapes``).
+    key_added
+        The prefix given to :func:`pixnet.tl.predict`.
+    layer
+        Compare this layer of the prediction (``"lognorm"``) instead of ``X``.
+
+    Returns
+    -------
+    The metrics; the per-gene PCC is also stored in the prediction table's ``var["pcc"]`` and the
+    summary in its ``uns["pixnet"]["evaluation"]``.
+    """
+    target = bin_table_name(int(bin_size)) if bin_size is not None else shapes
+    if target is None:
+        raise ValueError("Pass bin_size=... or shapes=... (what was given to pixnet.tl.predict).")
+    pred_name = f"{key_added}_{target}"
+    if pred_name not in sdata.tables:
+        raise KeyError(f"No prediction table {pred_name!r}: run pixnet.tl.predict(sdata, ...) first (with key_added={key_added!r}).")
+    pred = sdata.tables[pred_name]
+    meas_name = table or pred.uns.get(UNS_KEY, {}).get("source_table") or (target if target in sdata.tables else None)
+    if meas_name is None or meas_name not in sdata.tables:
+        raise KeyError(f"No measured table for {target!r}; pass table=... (the table of measured counts).")
+    measured = sdata.tables[meas_name]
+    summary, per_gene = compare(pred, measured, layer=layer)
+    pred.var["pcc"] = per_gene["pcc"].to_numpy()
+    pred.uns.setdefault(UNS_KEY, {})["evaluation"] = {**summary.to_dict(), "measured": meas_name, "layer": layer or "X"}
+    return summary.rename(pred_name)
+
+
+def compare(pred: ad.AnnData, measured: ad.AnnData, *, layer: str | None = None) -> tuple[pd.Series, pd.DataFrame]:
+    """Metrics between a prediction table and a table of measured counts, matched by bins and genes."""
+    genes = [g for g in pred.var_names if g in measured.var_names]
+    missing = len(pred.var_names) - len(genes)
+    if not genes:
+        raise KeyError("The measured table shares no gene with the prediction.")
+    if missing:
+        logger.warning("%d predicted genes are not in the measured table and are skipped.", missing)
+    common = pred.obs_names.intersection(measured.obs_names, sort=False)
+    if len(common) < 2:
+        raise ValueError("Predicted and measured tables share fewer than 2 bins (obs_names); were they made for the same bins?")
+    norm = Normalization(**pred.uns.get(UNS_KEY, {}).get("normalization", {}))
+    m = measured[common]
+    x = m.X
+    totals = np.asarray(x.sum(axis=1)).ravel()
+    counts = x[:, m.var_names.get_indexer(genes)]
+    counts = counts.toarray() if sparse.issparse(counts) else np.asarray(counts)
+    truth = norm.apply(counts, totals)
+    p = pred[common, genes]
+    values = p.layers[layer] if layer else p.X
+    values = np.asarray(values.compute() if hasattr(values, "compute") else values)
+    summary, per_gene = metrics(values, truth, genes)
+    constant = per_gene.index[per_gene["constant"]].tolist()
+    if constant:
+        logger.warning("%d genes are constant in the prediction or the measurement (no PCC): %s", len(constant), constant[:10])
+    per_gene = per_gene.reindex(pred.var_names)
+    return summary, per_gene

@@ -1,0 +1,206 @@
+"""``pixnet.tl.fit``: train PixNet on the bins (or any spots) of one or several slides."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+import numpy as np
+import torch
+from spatialdata import SpatialData
+from torch.utils.data import DataLoader
+
+from ..data import EpochSampler, SlideData, TileSpec, TrainTiles, ValTiles, collate, spatial_split, table_counts, table_spots
+from ..model import ModelConfig, PixNet, PixNetLightning, PixNetModule
+from ..pp import select_genes
+from ._inputs import record_model, resolve_slide, resolve_table
+from ._trainer import HistoryCallback, make_trainer
+
+logger = logging.getLogger(__name__)
+
+
+def fit(
+    sdata: SpatialData | Sequence[SpatialData],
+    *,
+    bin_size: float | None = 16,
+    table: str | None = None,
+    genes: Sequence[str] | None = None,
+    n_genes: int = 250,
+    epochs: int = 30,
+    um_per_px: float = 0.5,
+    map_stride: int = 4,
+    semantics: Literal["density", "sum", "mean"] = "density",
+    loss: Literal["mse_pcc", "poisson", "poisson_pcc"] = "mse_pcc",
+    pcc_weight: float = 0.5,
+    encoder: str = "resnet18",
+    encoder_weights: str | None = None,
+    decoder_hidden: int = 512,
+    learnable_skip: bool = True,
+    freeze_encoder: bool = False,
+    tile_px: int = 256,
+    context_px: int = 16,
+    batch_size: int = 8,
+    tiles_per_epoch: int | None = None,
+    augment: bool = True,
+    lr: float = 5e-4,
+    weight_decay: float = 1e-4,
+    val_fraction: float = 0.15,
+    early_stopping: int | None = None,
+    seed: int = 0,
+    accelerator: str = "auto",
+    devices: int | str = "auto",
+    precision: str | None = None,
+    num_workers: int = 0,
+    checkpoint_dir: str | Path | None = None,
+    model_dir: str | Path | None = None,
+    key_added: str = "pixnet",
+    image: str | None = None,
+    slide_um_per_px: float | None = None,
+    progress: bool = True,
+) -> PixNet:
+    """Train a PixNet model: a dense map of expression, supervised only where spots were measured.
+
+    Each training tile's map is summed over the bins inside it (exact area weights, rotated
+    squares, circles or polygons) and compared with their counts; bins cut by a tile edge are
+    not scored in that tile. Validation uses held-out square blocks of the slide (random bins
+    would leak through their neighbours). The best epoch by validation PCC is kept.
+
+    Parameters
+    ----------
+    sdata
+        One slide or several (read with :func:`pixnet.io.visium_hd` or :func:`pixnet.io.visium`).
+    bin_size
+        Train on the Visium HD table of these bins (``square_016um`` for 16).
+    table
+        Or any table annotating shapes (Visium spots, cells); overrides ``bin_size``.
+    genes, n_genes
+        The genes to model, or how many of the highest mean count (the paper: 250).
+    epochs
+        Passes over ``tiles_per_epoch`` random tiles.
+    um_per_px
+        Working resolution of the network's input.
+    map_stride
+        Map pixel size in input pixels (4: the paper's decoder depth; 2: a finer map).
+    semantics, loss, pcc_weight
+        What the map means and how it is fitted; see :class:`pixnet.model.ModelConfig`.
+    encoder, encoder_weights, decoder_hidden, learnable_skip
+        Architecture: any timm backbone; weights ``None``, ``"imagenet"`` or a checkpoint path.
+    freeze_encoder
+        Train only the decoder and head.
+    tile_px, context_px
+        Tile side (working pixels, a multiple of 32) and the band at its edge where bins are not scored.
+    batch_size, tiles_per_epoch, augment
+        Tiles per step, per epoch (default: twice the training area), and flips/rotations/stain jitter.
+    lr, weight_decay
+        Adam's parameters (the paper: 5e-4, 1e-4).
+    val_fraction
+        Share of the slide's blocks held out for validation (0 to train on everything).
+    early_stopping
+        Stop after this many epochs without a better validation PCC (``None``: never).
+    seed
+        Seed of initialisation, tiles and augmentation: the same seed gives the same model on CPU.
+    accelerator, devices, precision, num_workers
+        Lightning's: ``"auto"`` picks a GPU when there is one; several GPUs train with DDP;
+        precision defaults to ``"bf16-mixed"`` on GPU and ``"32-true"`` on CPU.
+    checkpoint_dir
+        Keep checkpoints there; a run killed mid-way resumes from the last one when called again.
+    model_dir
+        Save the trained model there (and record the path in ``sdata.attrs``).
+    key_added
+        Name of the model in ``sdata.attrs["pixnet"]["models"]``; :func:`pixnet.tl.predict` uses the last one.
+    image, slide_um_per_px
+        The H&E image and its micrometres per pixel, if :mod:`pixnet.io` did not record them.
+    progress
+        Show a progress bar.
+
+    Returns
+    -------
+    The trained :class:`pixnet.PixNet`, also recorded in every ``sdata``.
+    """
+    sdatas = [sdata] if isinstance(sdata, SpatialData) else list(sdata)
+    if not sdatas:
+        raise ValueError("sdata is an empty list; pass at least one SpatialData object.")
+    if epochs < 1:
+        raise ValueError(f"epochs must be at least 1, got {epochs}.")
+    L.seed_everything(seed, workers=True, verbose=False)
+    slides = [resolve_slide(s, image=image, um_per_px=slide_um_per_px) for s in sdatas]
+    tables = [resolve_table(s, bin_size=bin_size, table=table) for s in sdatas]
+    genes = select_genes(sdatas[0].tables[tables[0]], n_top=n_genes, genes=genes)
+    config = ModelConfig(
+        genes=tuple(genes), encoder=encoder, encoder_weights=None if encoder_weights is None else str(encoder_weights),
+        decoder_hidden=decoder_hidden, learnable_skip=learnable_skip, semantics=semantics, map_stride=map_stride,
+        um_per_px=um_per_px, loss=loss, pcc_weight=pcc_weight,
+    )  # fmt: skip
+    spec = TileSpec(tile=tile_px, context=context_px, map_stride=map_stride, supersample=2)
+    data = [_slide_data(sl, t, genes, config) for sl, t in zip(slides, tables)]
+    block = 2 * (tile_px - 2 * context_px)
+    val = [spatial_split(d.spots.centres, block=block, val_fraction=val_fraction, seed=seed) for d in data]
+    train_mask = [~v for v in val]
+    n_tiles = tiles_per_epoch or _default_tiles(data, train_mask, spec, batch_size)
+    train_ds = TrainTiles(data, train_mask, spec, n_tiles=n_tiles, seed=seed, augment=augment)
+    loader = DataLoader(train_ds, batch_size=batch_size, sampler=EpochSampler(n_tiles), collate_fn=collate, num_workers=num_workers)
+    val_loader = None
+    if any(v.any() for v in val):
+        val_ds = ValTiles(data, val, spec)
+        val_loader = DataLoader(val_ds, batch_size=batch_size, collate_fn=collate, num_workers=num_workers)
+
+    net = PixNetModule(config)
+    counts = np.concatenate([np.asarray(d.counts[m].mean(0)).ravel()[None] for d, m in zip(data, train_mask)]).mean(0)
+    area = np.mean([_mean_area(d.spots.subset(m)) for d, m in zip(data, train_mask)]) / map_stride**2
+    net.init_density(torch.as_tensor(counts / area, dtype=torch.float32))
+    gene_weight = torch.as_tensor(1.0 / np.maximum(counts, 1e-3), dtype=torch.float32)
+    gene_weight = gene_weight / gene_weight.mean()
+    module = PixNetLightning(net, lr=lr, weight_decay=weight_decay, gene_weight=gene_weight, freeze_encoder=freeze_encoder)
+
+    params = {
+        "bin_size": bin_size, "table": tables, "epochs": epochs, "tile_px": tile_px, "context_px": context_px,
+        "batch_size": batch_size, "tiles_per_epoch": n_tiles, "augment": augment, "lr": lr, "weight_decay": weight_decay,
+        "val_fraction": val_fraction, "seed": seed, "freeze_encoder": freeze_encoder, "n_slides": len(sdatas),
+        "n_train_bins": int(sum(m.sum() for m in train_mask)), "n_val_bins": int(sum(v.sum() for v in val)),
+    }  # fmt: skip
+    history = HistoryCallback()
+    with tempfile.TemporaryDirectory(prefix="pixnet-ckpt-") as tmp:
+        ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else Path(tmp)
+        trainer, best = make_trainer(
+            ckpt_dir, epochs=epochs, accelerator=accelerator, devices=devices, precision=precision,
+            has_val=val_loader is not None, early_stopping=early_stopping, progress=progress, callbacks=[history],
+        )  # fmt: skip
+        resume = ckpt_dir / "last.ckpt"
+        trainer.fit(module, loader, val_loader, ckpt_path=str(resume) if checkpoint_dir and resume.exists() else None)
+        if best.best_model_path:
+            state = torch.load(best.best_model_path, map_location="cpu", weights_only=False)["state_dict"]
+            module.load_state_dict(state)
+            params["best_epoch"] = int(torch.load(best.best_model_path, map_location="cpu", weights_only=False)["epoch"])
+    model = PixNet(config, net.cpu().eval(), {"params": params, "history": history.rows})
+    path = str(model.save(model_dir, overwrite=True)) if model_dir else None
+    for s in sdatas:
+        record_model(s, model, key_added, path)
+    return model
+
+
+def _slide_data(slide, table_name: str, genes: list[str], config: ModelConfig) -> SlideData:
+    work = slide.working_image(config.um_per_px)
+    ts = table_spots(slide.sdata, table_name, slide.cs)
+    counts, totals = table_counts(ts.table, genes, other=config.semantics == "density")
+    logger.info("loading %s at %g um/px (%d x %d px)", slide.image, config.um_per_px, *work.shape)
+    return SlideData(work.load(), ts.spots.scaled(work.f), counts, totals)
+
+
+def _mean_area(spots) -> float:
+    if spots.kind == "square":
+        return float(np.mean((2 * spots.size) ** 2))
+    if spots.kind == "circle":
+        return float(np.mean(np.pi * spots.size**2))
+    import shapely
+
+    return float(np.mean(shapely.area(np.asarray(spots.polygons))))
+
+
+def _default_tiles(data, masks, spec: TileSpec, batch_size: int) -> int:
+    window = (spec.tile - 2 * spec.context) ** 2
+    area = sum(_mean_area(d.spots.subset(m)) * m.sum() for d, m in zip(data, masks) if m.any())
+    return int(max(batch_size, np.ceil(2 * area / window / batch_size) * batch_size))

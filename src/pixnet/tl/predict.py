@@ -1,0 +1,159 @@
+"""``pixnet.tl.predict``: the dense map of a slide and its expression in any bins or shapes."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Literal
+
+import anndata as ad
+import dask.array as da
+import numpy as np
+import torch
+from spatialdata import SpatialData
+from spatialdata.models import TableModel
+
+from .. import __version__
+from .._constants import REGION_KEY, UNS_KEY
+from ..model import PixNet
+from ._dense import aggregate_lazy, dense_map, map_region
+from ._inputs import find_model, resolve_slide
+from ._outputs import ELEMENT_KINDS, check_free, expression_arrays, geometry_element, map_element, store_elements
+from ._targets import resolve_target
+
+logger = logging.getLogger(__name__)
+
+
+def predict(
+    sdata: SpatialData,
+    *,
+    model: PixNet | None = None,
+    bin_size: float | None = None,
+    shapes: str | None = None,
+    key_added: str = "pixnet",
+    overwrite: bool = False,
+    tile_px: int = 1024,
+    context_px: int = 64,
+    device: str | None = None,
+    layers: tuple[Literal["counts", "lognorm"], ...] = ("counts", "lognorm"),
+    image: str | None = None,
+    um_per_px: float | None = None,
+    progress: bool = True,
+) -> ad.AnnData:
+    """Predict the expression of every bin (or shape) of a slide from its H&E image.
+
+    The model's dense map is computed tile by tile (each tile sees ``context_px`` of image
+    around it, so tiles join without seams) and aggregated into the bins with exact area
+    weights. Three elements are written into ``sdata`` (and to its zarr store if it is backed):
+
+    - ``{key_added}_map``: the map, a multiscale image whose channels are the genes (plus
+      ``other_genes``, the expected counts of all other genes, in ``"density"`` models),
+      placed on the slide's coordinate system so it overlays the H&E. Values are expected
+      counts per map pixel (density models) or log-normalised expression.
+    - ``{key_added}_{target}_shapes`` (or ``_labels`` for 2 um bins): the bins or shapes.
+    - ``{key_added}_{target}``: the table annotating them, where ``target`` is
+      ``square_008um`` for ``bin_size=8`` or the shapes element's name.
+
+    The table, in the units of :func:`pixnet.pp.log_normalize`, holds:
+
+    - ``X``: the expected measured value ``E[log1p(x / T * 1e4)]`` under Poisson counting
+      noise at the bin's size: the best guess of what the measurement reads, and the one to
+      correlate with it;
+    - ``layers["counts"]``: expected counts of each gene in the bin;
+    - ``layers["lognorm"]``: ``log1p`` of the normalised expected counts (denoised expression);
+    - ``obs["predicted_total_counts"]``: expected total counts over all genes.
+
+    When ``bin_size`` matches a table read by :func:`pixnet.io.visium_hd`, the rows are exactly
+    its bins, with the same ``obs_names`` in the same order. Other sizes get a new grid on the
+    same array, over the measured tissue.
+
+    Parameters
+    ----------
+    sdata
+        The slide.
+    model
+        A trained model; by default the one last fitted on ``sdata``.
+    bin_size
+        Predict square bins of this size (um).
+    shapes
+        Or predict into this shapes element (Visium spots, cell segmentation polygons).
+    key_added
+        Prefix of the written elements.
+    overwrite
+        Replace elements of the same names (otherwise an error). A map made by the same model
+        is reused without recomputing.
+    tile_px, context_px
+        Tile side and the context around it, in the model's input pixels (multiples of 32).
+    device
+        ``"cuda"``, ``"cpu"``...; by default a GPU when there is one.
+    layers
+        Which layers to write besides ``X`` (each costs as much as ``X`` on disk).
+    image, um_per_px
+        The H&E image and its micrometres per pixel, if :mod:`pixnet.io` did not record them.
+    progress
+        Show progress.
+
+    Returns
+    -------
+    The prediction table (also in ``sdata.tables``).
+    """
+    t0 = time.perf_counter()
+    slide = resolve_slide(sdata, image=image, um_per_px=um_per_px)
+    model = model if model is not None else find_model(sdata)
+    if not isinstance(model, PixNet):
+        raise TypeError(f"model must be a pixnet.PixNet, got {type(model).__name__}.")
+    target = resolve_target(slide, bin_size=bin_size, shapes=shapes)
+    names = {
+        "map": f"{key_added}_map",
+        "table": f"{key_added}_{target.name}",
+        "geometry": f"{key_added}_{target.name}_" + ("labels" if _as_labels(target) else "shapes"),
+    }
+    reuse_map = check_free(sdata, names, model, overwrite=overwrite)
+    cfg = model.config
+    work = slide.working_image(cfg.um_per_px)
+    f_map = cfg.map_um_per_px / slide.um_per_px  # coordinate-system units per map pixel
+    spots_map = target.spots.scaled(f_map)
+    region = map_region(spots_map, work.shape, cfg.map_stride)
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+    if reuse_map is not None and _covers(reuse_map, region):
+        dmap, region = reuse_map["array"], reuse_map["region"]
+    else:
+        dmap = dense_map(model, work, region, tile_px=tile_px, context_px=context_px, device=dev)
+        dmap = map_element(sdata, names["map"], dmap, model, region, f_map, slide.cs, progress=progress)
+    y0, x0 = region[0], region[1]
+    lam = aggregate_lazy(dmap, spots_map.scaled(1.0, (x0, y0)), mean=cfg.semantics == "mean")
+    x, extra = expression_arrays(lam, cfg, layers)
+    table = ad.AnnData(X=x, obs=target.obs.copy(), layers=extra.pop("layers"))
+    for k, v in extra.items():
+        table.obs[k] = v
+    table.var_names = list(cfg.genes)
+    table.obsm["spatial"] = np.asarray(target.spatial)
+    geom, instance_key = geometry_element(target, slide, _as_labels(target))
+    table.obs[instance_key] = np.arange(1, table.n_obs + 1) if _as_labels(target) else target.instance
+    table.obs[REGION_KEY] = names["geometry"]
+    table.obs[REGION_KEY] = table.obs[REGION_KEY].astype("category")
+    table.uns[UNS_KEY] = {
+        "model": cfg.to_dict(), "map": names["map"], "source_table": target.source_table, "target": target.name,
+        "bin_size_um": bin_size, "shapes": shapes, "tile_px": tile_px, "context_px": context_px,
+        "normalization": {"target_sum": cfg.target_sum, "log1p": cfg.log1p}, "pixnet_version": __version__,
+        "X": "expected log1p(counts / total * target_sum) under Poisson counting noise at this bin size",
+    }  # fmt: skip
+    table = TableModel.parse(table, region=names["geometry"], region_key=REGION_KEY, instance_key=instance_key)
+    table = store_elements(sdata, names, geom, table, ELEMENT_KINDS["labels" if _as_labels(target) else "shapes"], progress)
+    logger.info("predicted %d spots x %d genes in %.1f s", table.n_obs, table.n_vars, time.perf_counter() - t0)
+    return table
+
+
+def _as_labels(target) -> bool:
+    """2 um grids (millions of bins) are written as labels; everything else as shapes."""
+    return target.grid is not None and target.grid.bin_size_um < 8 and target.geometry is None
+
+
+def _covers(stored: dict, region: tuple[int, int, int, int]) -> bool:
+    sy, sx, sh, sw = stored["region"]
+    y, x, h, w = region
+    return sy <= y and sx <= x and y + h <= sy + sh and x + w <= sx + sw
+
+
+__all__ = ["predict", "da"]
