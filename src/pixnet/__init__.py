@@ -1,3 +1,12 @@
-"""pixnet: spatially dense gene expression from H&E images (PixNet), for scverse."""
+"""pixnet: spatially dense gene expression from H&E images (PixNet), for scverse.
 
-__version__ = "0.1.0"
+``pixnet.io`` reads Visium HD and Visium runs into SpatialData, ``pixnet.tl`` fits, predicts
+and evaluates, ``pixnet.pl`` plots, ``pixnet.datasets`` makes synthetic slides.
+"""
+
+from ._version import __version__
+
+from . import datasets, io, model, pl, pp, tl
+from .model import PixNet
+
+__all__ = ["PixNet", "__version__", "datasets", "io", "model", "pl", "pp", "tl"]

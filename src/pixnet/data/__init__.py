@@ -2,6 +2,7 @@
 
 from .bins import TableSpots, shapes_to_spots, table_counts, table_spots
 from .dataset import EpochSampler, SlideData, TileSpec, TrainTiles, ValTiles, collate, spatial_split
+from .features import colour_texture_features
 from .image import SlideImage, element_to_cs
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "TrainTiles",
     "ValTiles",
     "collate",
+    "colour_texture_features",
     "element_to_cs",
     "spatial_split",
     "table_counts",

@@ -123,8 +123,10 @@ class TrainTiles(_Tiles):
         slide, t = self.slides[s], self.spec.tile
         anchor = self.train_idx[s][rng.integers(len(self.train_idx[s]))]
         cx, cy = slide.spots.centres[anchor]
-        x0 = int(np.floor(cx - rng.uniform(self.spec.context, t - self.spec.context)))
-        y0 = int(np.floor(cy - rng.uniform(self.spec.context, t - self.spec.context)))
+        lo, hi = self.spec.context + slide.extent[anchor] + 1, t - self.spec.context - slide.extent[anchor] - 1
+        lo, hi = min(lo, hi), max(lo, hi)  # the anchor bin lies wholly inside the scored window
+        x0 = int(np.floor(cx - rng.uniform(lo, hi)))
+        y0 = int(np.floor(cy - rng.uniform(lo, hi)))
         near = _near(slide, self.train_idx[s], y0, x0, t)
         return self._item(s, y0, x0, near, rng if self.augment else None)
 

@@ -76,8 +76,8 @@ def visium_hd_demo(
     rotation_deg
         Rotation of the bin array relative to the image, as on a real slide (a few degrees).
     prefix
-        File prefix real runs carry (``"Visium_HD_Human_Breast_"``): names the feature slice
-        and the full-resolution image ``{prefix}tissue_image.tif``.
+        File prefix real runs carry, the dataset id (``"Visium_HD_Human_Breast"``): the files
+        are then ``{prefix}_feature_slice.h5`` and ``{prefix}_tissue_image.tif``.
     stain_variation
         Perturbation of the H&E stain colours (0 = reference stain, 1 = a strong batch effect).
     um_per_px
@@ -144,7 +144,7 @@ def _write_slide(out: Path, p: dict) -> None:
     sf = {"hires": 1.0 / hires_f, "lowres": lowres_scale}
     (out / "spatial").mkdir(exist_ok=True)
     write_json(out / "spatial" / "scalefactors_json.json", scalefactors(bin_size=2, um_per_px=mpp, **sf))
-    write_feature_slice(out / f"{p['prefix']}feature_slice.h5", grid.affine(2))
+    write_feature_slice(out / f"{_prefix(p)}feature_slice.h5", grid.affine(2))
     _write_bins(out, layout, programme, grid, p, sf)
     logger.info("wrote %s (%d x %d px image)", out, shape, shape)
 
@@ -169,7 +169,7 @@ def _write_images(out: Path, layout, programme, stain, extent: float, mpp: float
                 yield padded
 
     if p["prefix"]:
-        image_path = out / f"{p['prefix']}tissue_image.tif"
+        image_path = out / f"{_prefix(p)}tissue_image.tif"
     else:
         (out / "microscope_image").mkdir(parents=True, exist_ok=True)
         image_path = out / "microscope_image" / "tissue_image.tif"
@@ -185,6 +185,10 @@ def _write_images(out: Path, layout, programme, stain, extent: float, mpp: float
     lowres = resize(hires, (low_side, low_side), anti_aliasing=True, preserve_range=True).astype(np.uint8)
     Image.fromarray(lowres).save(spatial / "tissue_lowres_image.png")
     return hires_f, low_side / shape
+
+
+def _prefix(p: dict) -> str:
+    return f"{p['prefix']}_" if p["prefix"] else ""
 
 
 def _block_mean(tile: np.ndarray, f: int) -> np.ndarray:

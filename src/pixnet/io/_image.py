@@ -29,6 +29,7 @@ def read_image(path: Path, *, transformations: dict[str, BaseTransformation], mu
             store = tifffile.imread(path, aszarr=True, level=0)
             arr = zarr.open(store, mode="r")
             data = da.from_zarr(arr)
+            data[-1:, -1:].compute()  # a truncated file fails here, not deep inside a later computation
         else:
             Image.MAX_IMAGE_PIXELS = None  # the user's own slide, not untrusted input
             data = da.from_array(np.asarray(Image.open(path).convert("RGB")), chunks=(2048, 2048, 3))

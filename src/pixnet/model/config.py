@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Literal
 
+Method = Literal["dense", "spot"]
 Semantics = Literal["density", "sum", "mean"]
 Loss = Literal["mse_pcc", "poisson", "poisson_pcc"]
 
@@ -48,6 +49,9 @@ class ModelConfig:
         ``"poisson"`` (count likelihood, genes weighted equally), ``"poisson_pcc"`` (both).
     pcc_weight
         The paper's lambda.
+    method
+        ``"dense"`` (PixNet) or ``"spot"``: the spot-regression baseline (a CNN from each spot's
+        crop, ``spot_context`` times the spot's side, resized to ``spot_input_px``, to its expression).
     """
 
     genes: tuple[str, ...]
@@ -63,6 +67,9 @@ class ModelConfig:
     log1p: bool = True
     loss: Loss = "mse_pcc"
     pcc_weight: float = 0.5
+    method: Method = "dense"
+    spot_input_px: int = 64
+    spot_context: float = 2.0
     format_version: int = field(default=FORMAT_VERSION)
 
     def __post_init__(self):
@@ -73,6 +80,8 @@ class ModelConfig:
             raise ValueError(f"semantics must be 'density', 'sum' or 'mean', got {self.semantics!r}.")
         if self.loss not in ("mse_pcc", "poisson", "poisson_pcc"):
             raise ValueError(f"loss must be 'mse_pcc', 'poisson' or 'poisson_pcc', got {self.loss!r}.")
+        if self.method not in ("dense", "spot"):
+            raise ValueError(f"method must be 'dense' or 'spot', got {self.method!r}.")
         if self.loss != "mse_pcc" and self.semantics != "density":
             raise ValueError(f"loss={self.loss!r} needs expected counts: use semantics='density'.")
         if self.um_per_px <= 0 or self.map_stride < 1:
@@ -81,7 +90,7 @@ class ModelConfig:
     @property
     def n_outputs(self) -> int:
         """Map channels: the genes, plus 'all other genes' in density mode."""
-        return len(self.genes) + (1 if self.semantics == "density" else 0)
+        return len(self.genes) + (1 if self.semantics == "density" and self.method == "dense" else 0)
 
     @property
     def map_um_per_px(self) -> float:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import lightning as L
 import numpy as np
 import torch
@@ -17,10 +19,21 @@ class PixNetLightning(L.LightningModule):
     ``gene_weight`` weighs the Poisson loss per output (typically 1 / mean count).
     """
 
-    def __init__(self, net: PixNetModule, *, lr: float, weight_decay: float, gene_weight: torch.Tensor, freeze_encoder: bool = False):
+    def __init__(
+        self,
+        net: PixNetModule,
+        *,
+        lr: float,
+        weight_decay: float,
+        gene_weight: torch.Tensor,
+        freeze_encoder: bool = False,
+        schedule: str = "constant",
+        total_steps: int = 0,
+    ):
         super().__init__()
         self.net, self.cfg = net, net.config
         self.lr, self.weight_decay = lr, weight_decay
+        self.schedule, self.total_steps = schedule, total_steps
         self.register_buffer("gene_weight", gene_weight.float())
         if freeze_encoder:
             self.net.encoder.requires_grad_(False)
@@ -42,13 +55,15 @@ class PixNetLightning(L.LightningModule):
         return loss, pred, target
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        if batch["n_spots"] < 2:  # nothing to compare in this batch (tiles at the tissue's edge)
+            return None
         loss, _, _ = self.step(batch)
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"The training loss became {loss.item()} at step {self.global_step}. Lower the learning rate (lr=...), "
                 "or check the image and counts for NaN or inf."
             )
-        self.log("train_loss", loss, prog_bar=True, batch_size=len(batch["image"]))
+        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(batch["image"]))
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
@@ -66,7 +81,19 @@ class PixNetLightning(L.LightningModule):
 
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]
-        return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+        opt = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+        if self.schedule == "constant" or self.total_steps < 2:
+            return opt
+        warm = max(1, self.total_steps // 20)
+
+        def factor(step: int) -> float:  # linear warm-up, then cosine decay to 2% of lr
+            if step < warm:
+                return (step + 1) / warm
+            t = min(1.0, (step - warm) / max(1, self.total_steps - warm))
+            return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * t))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
 def pearson_per_gene(pred: np.ndarray, target: np.ndarray) -> np.ndarray:

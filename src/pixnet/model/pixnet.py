@@ -44,7 +44,7 @@ class PixNet:
 
     def __init__(self, config: ModelConfig, module: PixNetModule | None = None, training: dict | None = None):
         self.config = config
-        self.module = module if module is not None else PixNetModule(config)
+        self.module = module if module is not None else build_module(config)
         self.training = training or {"params": {}, "history": []}
 
     @property
@@ -110,7 +110,7 @@ class PixNet:
             raise ValueError(f"{path / CONFIG_FILE} is not valid JSON (corrupt save?): {err}") from err
         config = ModelConfig.from_dict(raw)
         # The saved weights replace the initial ones, so none are fetched (the model loads offline).
-        module = PixNetModule(replace(config, encoder_weights=None))
+        module = build_module(replace(config, encoder_weights=None))
         try:
             state = load_file(str(path / WEIGHTS_FILE), device=str(device))
             module.load_state_dict(state)
@@ -120,6 +120,15 @@ class PixNet:
         if (path / HISTORY_FILE).is_file():
             training = json.loads((path / HISTORY_FILE).read_text())
         return cls(config, module.to(device), training)
+
+
+def build_module(config: ModelConfig) -> torch.nn.Module:
+    """The network a config describes: the dense PixNet or the spot-regression baseline."""
+    if config.method == "spot":
+        from .spot import SpotRegressor
+
+        return SpotRegressor(config)
+    return PixNetModule(config)
 
 
 def _jsonable(o):

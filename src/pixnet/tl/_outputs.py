@@ -44,8 +44,8 @@ def check_free(sdata: SpatialData, names: dict, model: PixNet, *, overwrite: boo
     for kind in ("table", "geometry"):
         if names[kind] in sdata and not overwrite:
             raise ValueError(f"{names[kind]!r} already exists in the SpatialData object; pass overwrite=True or another key_added.")
-    name = names["map"]
-    if name not in sdata:
+    name = names.get("map")
+    if name is None or name not in sdata:
         return None
     info = sdata.attrs.get(UNS_KEY, {}).get("maps", {}).get(name, {})
     if info.get("model") == fingerprint(model):

@@ -18,9 +18,9 @@ class HistoryCallback(Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         m = trainer.callback_metrics
         row = {"epoch": trainer.current_epoch, "step": trainer.global_step}
-        for key in ("train_loss", "val_loss", "val_pcc"):
+        for key, name in (("train_loss_epoch", "train_loss"), ("val_loss", "val_loss"), ("val_pcc", "val_pcc")):
             if key in m:
-                row[key] = float(m[key])
+                row[name] = float(m[key])
         self.rows.append(row)
 
     def state_dict(self) -> dict:  # saved in checkpoints, so a resumed run keeps its history

@@ -18,6 +18,7 @@ from ..data import EpochSampler, SlideData, TileSpec, TrainTiles, ValTiles, coll
 from ..model import ModelConfig, PixNet, PixNetLightning, PixNetModule
 from ..pp import select_genes
 from ._inputs import record_model, resolve_slide, resolve_table
+from ._spot import spot_loaders, spot_module
 from ._trainer import HistoryCallback, make_trainer
 
 logger = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ def fit(
     table: str | None = None,
     genes: Sequence[str] | None = None,
     n_genes: int = 250,
+    method: Literal["dense", "spot"] = "dense",
     epochs: int = 30,
     um_per_px: float = 0.5,
     map_stride: int = 4,
@@ -48,6 +50,7 @@ def fit(
     augment: bool = True,
     lr: float = 5e-4,
     weight_decay: float = 1e-4,
+    schedule: Literal["constant", "cosine"] = "constant",
     val_fraction: float = 0.15,
     early_stopping: int | None = None,
     seed: int = 0,
@@ -79,6 +82,9 @@ def fit(
         Or any table annotating shapes (Visium spots, cells); overrides ``bin_size``.
     genes, n_genes
         The genes to model, or how many of the highest mean count (the paper: 250).
+    method
+        ``"dense"`` (PixNet) or ``"spot"``: the ST-Net-like baseline, a CNN from each bin's
+        crop to its expression, under the same API (an epoch is then one pass over the bins).
     epochs
         Passes over ``tiles_per_epoch`` random tiles.
     um_per_px
@@ -97,6 +103,8 @@ def fit(
         Tiles per step, per epoch (default: twice the training area), and flips/rotations/stain jitter.
     lr, weight_decay
         Adam's parameters (the paper: 5e-4, 1e-4).
+    schedule
+        ``"constant"`` learning rate (the paper) or ``"cosine"`` (warm-up, then cosine decay).
     val_fraction
         Share of the slide's blocks held out for validation (0 to train on everything).
     early_stopping
@@ -133,32 +141,28 @@ def fit(
     config = ModelConfig(
         genes=tuple(genes), encoder=encoder, encoder_weights=None if encoder_weights is None else str(encoder_weights),
         decoder_hidden=decoder_hidden, learnable_skip=learnable_skip, semantics=semantics, map_stride=map_stride,
-        um_per_px=um_per_px, loss=loss, pcc_weight=pcc_weight,
+        um_per_px=um_per_px, loss=loss, pcc_weight=pcc_weight, method=method,
     )  # fmt: skip
     spec = TileSpec(tile=tile_px, context=context_px, map_stride=map_stride, supersample=2)
     data = [_slide_data(sl, t, genes, config) for sl, t in zip(slides, tables)]
     block = 2 * (tile_px - 2 * context_px)
     val = [spatial_split(d.spots.centres, block=block, val_fraction=val_fraction, seed=seed) for d in data]
     train_mask = [~v for v in val]
-    n_tiles = tiles_per_epoch or _default_tiles(data, train_mask, spec, batch_size)
-    train_ds = TrainTiles(data, train_mask, spec, n_tiles=n_tiles, seed=seed, augment=augment)
-    loader = DataLoader(train_ds, batch_size=batch_size, sampler=EpochSampler(n_tiles), collate_fn=collate, num_workers=num_workers)
-    val_loader = None
-    if any(v.any() for v in val):
-        val_ds = ValTiles(data, val, spec)
-        val_loader = DataLoader(val_ds, batch_size=batch_size, collate_fn=collate, num_workers=num_workers)
-
-    net = PixNetModule(config)
-    counts = np.concatenate([np.asarray(d.counts[m].mean(0)).ravel()[None] for d, m in zip(data, train_mask)]).mean(0)
-    area = np.mean([_mean_area(d.spots.subset(m)) for d, m in zip(data, train_mask)]) / map_stride**2
-    net.init_density(torch.as_tensor(counts / area, dtype=torch.float32))
-    gene_weight = torch.as_tensor(1.0 / np.maximum(counts, 1e-3), dtype=torch.float32)
-    gene_weight = gene_weight / gene_weight.mean()
-    module = PixNetLightning(net, lr=lr, weight_decay=weight_decay, gene_weight=gene_weight, freeze_encoder=freeze_encoder)
+    model = PixNet(config)
+    if method == "spot":
+        n_tiles = int(sum(m.sum() for m in train_mask))
+        loader, val_loader = spot_loaders(data, train_mask, val, config, batch_size=batch_size, seed=seed, augment=augment, num_workers=num_workers)
+        module = spot_module(model, lr=lr, weight_decay=weight_decay)
+    else:
+        n_tiles = tiles_per_epoch or _default_tiles(data, train_mask, spec, batch_size)
+        loader, val_loader = _tile_loaders(data, train_mask, val, spec, n_tiles, batch_size=batch_size, seed=seed, augment=augment, num_workers=num_workers)
+        module = _dense_module(model.module, data, train_mask, lr=lr, weight_decay=weight_decay, freeze_encoder=freeze_encoder,
+                               schedule=schedule, total_steps=epochs * len(loader))  # fmt: skip
 
     params = {
         "bin_size": bin_size, "table": tables, "epochs": epochs, "tile_px": tile_px, "context_px": context_px,
         "batch_size": batch_size, "tiles_per_epoch": n_tiles, "augment": augment, "lr": lr, "weight_decay": weight_decay,
+        "schedule": schedule,
         "val_fraction": val_fraction, "seed": seed, "freeze_encoder": freeze_encoder, "n_slides": len(sdatas),
         "n_train_bins": int(sum(m.sum() for m in train_mask)), "n_val_bins": int(sum(v.sum() for v in val)),
     }  # fmt: skip
@@ -172,14 +176,41 @@ def fit(
         resume = ckpt_dir / "last.ckpt"
         trainer.fit(module, loader, val_loader, ckpt_path=str(resume) if checkpoint_dir and resume.exists() else None)
         if best.best_model_path:
-            state = torch.load(best.best_model_path, map_location="cpu", weights_only=False)["state_dict"]
-            module.load_state_dict(state)
-            params["best_epoch"] = int(torch.load(best.best_model_path, map_location="cpu", weights_only=False)["epoch"])
-    model = PixNet(config, net.cpu().eval(), {"params": params, "history": history.rows})
+            ckpt = torch.load(best.best_model_path, map_location="cpu", weights_only=False)
+            module.load_state_dict(ckpt["state_dict"])
+            params["best_epoch"] = int(ckpt["epoch"])
+    model = PixNet(config, model.module.cpu().eval(), {"params": params, "history": history.rows})
     path = str(model.save(model_dir, overwrite=True)) if model_dir else None
     for s in sdatas:
         record_model(s, model, key_added, path)
     return model
+
+
+def _tile_loaders(data, train_mask, val, spec: TileSpec, n_tiles: int, *, batch_size: int, seed: int, augment: bool, num_workers: int):
+    window = spec.tile - 2 * spec.context
+    biggest = max(float(2 * d.extent.max()) for d in data)
+    if biggest > window:
+        need = int(np.ceil((biggest + 2 * spec.context) / 32) * 32)
+        raise ValueError(
+            f"Bins of {biggest:.0f} working pixels do not fit in a {spec.tile} px tile with {spec.context} px of "
+            f"context; use tile_px={need} or more."
+        )
+    train_ds = TrainTiles(data, train_mask, spec, n_tiles=n_tiles, seed=seed, augment=augment)
+    loader = DataLoader(train_ds, batch_size=batch_size, sampler=EpochSampler(n_tiles), collate_fn=collate, num_workers=num_workers)
+    val_loader = None
+    if any(v.any() for v in val):
+        val_loader = DataLoader(ValTiles(data, val, spec), batch_size=batch_size, collate_fn=collate, num_workers=num_workers)
+    return loader, val_loader
+
+
+def _dense_module(net: PixNetModule, data, train_mask, **kw) -> PixNetLightning:
+    """The training module, its density head started at the observed counts per map pixel."""
+    counts = np.concatenate([np.asarray(d.counts[m].mean(0)).ravel()[None] for d, m in zip(data, train_mask)]).mean(0)
+    area = np.mean([_mean_area(d.spots.subset(m)) for d, m in zip(data, train_mask)]) / net.config.map_stride**2
+    net.init_density(torch.as_tensor(counts / area, dtype=torch.float32))
+    # Poisson losses weigh each output by 1 / its mean count, so that every gene's fit counts.
+    gene_weight = torch.as_tensor(1.0 / np.maximum(counts, 1e-3), dtype=torch.float32)
+    return PixNetLightning(net, gene_weight=gene_weight / gene_weight.mean(), **kw)
 
 
 def _slide_data(slide, table_name: str, genes: list[str], config: ModelConfig) -> SlideData:

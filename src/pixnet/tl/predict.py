@@ -13,11 +13,12 @@ import torch
 from spatialdata import SpatialData
 from spatialdata.models import TableModel
 
-from .. import __version__
+from .._version import __version__
 from .._constants import REGION_KEY, UNS_KEY
 from ..model import PixNet
 from ._dense import aggregate_lazy, dense_map, map_region
 from ._inputs import find_model, resolve_slide
+from ._spot import predict_spots
 from ._outputs import ELEMENT_KINDS, check_free, expression_arrays, geometry_element, map_element, store_elements
 from ._targets import resolve_target
 
@@ -103,27 +104,29 @@ def predict(
     if not isinstance(model, PixNet):
         raise TypeError(f"model must be a pixnet.PixNet, got {type(model).__name__}.")
     target = resolve_target(slide, bin_size=bin_size, shapes=shapes)
+    cfg = model.config
     names = {
-        "map": f"{key_added}_map",
         "table": f"{key_added}_{target.name}",
         "geometry": f"{key_added}_{target.name}_" + ("labels" if _as_labels(target) else "shapes"),
     }
+    if cfg.method == "dense":
+        names["map"] = f"{key_added}_map"
     reuse_map = check_free(sdata, names, model, overwrite=overwrite)
-    cfg = model.config
     work = slide.working_image(cfg.um_per_px)
-    f_map = cfg.map_um_per_px / slide.um_per_px  # coordinate-system units per map pixel
-    spots_map = target.spots.scaled(f_map)
-    region = map_region(spots_map, work.shape, cfg.map_stride)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-
-    if reuse_map is not None and _covers(reuse_map, region):
-        dmap, region = reuse_map["array"], reuse_map["region"]
+    if cfg.method == "spot":  # the baseline: one crop per spot, no map
+        x, extra = predict_spots(model, work, target.spots.scaled(work.f), device=dev), {"layers": {}}
     else:
-        dmap = dense_map(model, work, region, tile_px=tile_px, context_px=context_px, device=dev)
-        dmap = map_element(sdata, names["map"], dmap, model, region, f_map, slide.cs, progress=progress)
-    y0, x0 = region[0], region[1]
-    lam = aggregate_lazy(dmap, spots_map.scaled(1.0, (x0, y0)), mean=cfg.semantics == "mean")
-    x, extra = expression_arrays(lam, cfg, layers)
+        f_map = cfg.map_um_per_px / slide.um_per_px  # coordinate-system units per map pixel
+        spots_map = target.spots.scaled(f_map)
+        region = map_region(spots_map, work.shape, cfg.map_stride)
+        if reuse_map is not None and _covers(reuse_map, region):
+            dmap, region = reuse_map["array"], reuse_map["region"]
+        else:
+            dmap = dense_map(model, work, region, tile_px=tile_px, context_px=context_px, device=dev)
+            dmap = map_element(sdata, names["map"], dmap, model, region, f_map, slide.cs, progress=progress)
+        lam = aggregate_lazy(dmap, spots_map.scaled(1.0, (region[1], region[0])), mean=cfg.semantics == "mean")
+        x, extra = expression_arrays(lam, cfg, layers)
     table = ad.AnnData(X=x, obs=target.obs.copy(), layers=extra.pop("layers"))
     for k, v in extra.items():
         table.obs[k] = v
@@ -134,11 +137,13 @@ def predict(
     table.obs[REGION_KEY] = names["geometry"]
     table.obs[REGION_KEY] = table.obs[REGION_KEY].astype("category")
     table.uns[UNS_KEY] = {
-        "model": cfg.to_dict(), "map": names["map"], "source_table": target.source_table, "target": target.name,
+        "model": cfg.to_dict(), "map": names.get("map"), "source_table": target.source_table, "target": target.name,
         "bin_size_um": bin_size, "shapes": shapes, "tile_px": tile_px, "context_px": context_px,
         "normalization": {"target_sum": cfg.target_sum, "log1p": cfg.log1p}, "pixnet_version": __version__,
         "X": "expected log1p(counts / total * target_sum) under Poisson counting noise at this bin size",
     }  # fmt: skip
+    if target.grid is not None:
+        table.uns[UNS_KEY]["grid"] = target.grid.to_dict()
     table = TableModel.parse(table, region=names["geometry"], region_key=REGION_KEY, instance_key=instance_key)
     table = store_elements(sdata, names, geom, table, ELEMENT_KINDS["labels" if _as_labels(target) else "shapes"], progress)
     logger.info("predicted %d spots x %d genes in %.1f s", table.n_obs, table.n_vars, time.perf_counter() - t0)

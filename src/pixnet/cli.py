@@ -1,0 +1,139 @@
+"""The ``pixnet`` command line: fit, predict, evaluate and the demo.
+
+Exit codes: 0 success, 2 bad input (a message says what to fix), 1 unexpected error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+logger = logging.getLogger("pixnet")
+
+
+def _read(path: str, bin_sizes: list[int] | None = None):
+    """A Space Ranger ``outs/`` folder or a SpatialData zarr store."""
+    import spatialdata
+
+    from . import io
+
+    p = Path(path)
+    if p.suffix == ".zarr" or (p / "zarr.json").exists() or (p / ".zgroup").exists():
+        return spatialdata.read_zarr(p)
+    return io.visium_hd(p, bin_sizes=bin_sizes or (2, 8, 16))
+
+
+def _fit(args) -> None:
+    from . import tl
+
+    sdata = _read(args.outs, sorted({args.bin_size}))
+    genes = args.genes.split(",") if args.genes else None
+    model = tl.fit(
+        sdata, bin_size=args.bin_size, genes=genes, n_genes=args.n_genes, epochs=args.epochs, seed=args.seed,
+        checkpoint_dir=args.checkpoint_dir, accelerator=args.accelerator, progress=not args.quiet,
+    )  # fmt: skip
+    model.save(args.out, overwrite=args.overwrite)
+    print(f"saved {model} to {args.out}")
+
+
+def _predict(args) -> None:
+    from . import tl
+    from .model import PixNet
+
+    model = PixNet.load(args.model)
+    sdata = _read(args.outs)
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it, or choose another --out.")
+    if not sdata.is_backed() or Path(sdata.path).resolve() != out.resolve():
+        sdata.write(out, overwrite=args.overwrite)  # the prediction then streams into the store
+        import spatialdata
+
+        sdata = spatialdata.read_zarr(out)
+    table = tl.predict(sdata, model=model, bin_size=args.bin_size, key_added=args.key_added, overwrite=True, progress=not args.quiet)
+    print(f"wrote {table.n_obs} x {table.n_vars} predictions to {out} (table {args.key_added}_square_{args.bin_size:03d}um)")
+
+
+def _evaluate(args) -> None:
+    from . import tl
+
+    sdata = _read(args.result)
+    scores = tl.evaluate(sdata, bin_size=args.bin_size, key_added=args.key_added)
+    print(json.dumps({k: (float(v) if k.startswith(("PCC", "M")) else int(v)) for k, v in scores.items()}, indent=2))
+
+
+def _demo(args) -> None:
+    from .demo import run_demo
+
+    run_demo(Path(args.out), size_um=args.size_um, epochs=args.epochs, progress=not args.quiet)
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``pixnet`` command."""
+    p = argparse.ArgumentParser(prog="pixnet", description="Spatially dense gene expression from H&E images.")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    f = sub.add_parser("fit", help="train a model on a Visium HD run")
+    f.add_argument("outs", help="Space Ranger outs/ folder (or a SpatialData .zarr)")
+    f.add_argument("--bin-size", type=int, default=16, help="train on these bins (um)")
+    f.add_argument("--out", required=True, help="folder to save the model to")
+    f.add_argument("--epochs", type=int, default=30)
+    f.add_argument("--n-genes", type=int, default=250)
+    f.add_argument("--genes", help="comma-separated gene list (default: the top --n-genes)")
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--checkpoint-dir", help="keep checkpoints here; a killed run resumes from them")
+    f.add_argument("--accelerator", default="auto", help="auto, cpu or gpu")
+    f.add_argument("--overwrite", action="store_true")
+    f.set_defaults(func=_fit)
+
+    pr = sub.add_parser("predict", help="predict bins of a slide with a saved model")
+    pr.add_argument("outs", help="Space Ranger outs/ folder (or a SpatialData .zarr)")
+    pr.add_argument("--model", required=True, help="a model folder saved by `pixnet fit`")
+    pr.add_argument("--bin-size", type=int, default=8)
+    pr.add_argument("--out", required=True, help="SpatialData .zarr to write (the slide with the predictions)")
+    pr.add_argument("--key-added", default="pixnet")
+    pr.add_argument("--overwrite", action="store_true")
+    pr.set_defaults(func=_predict)
+
+    e = sub.add_parser("evaluate", help="score predictions against the measured bins")
+    e.add_argument("result", help="SpatialData .zarr written by `pixnet predict`")
+    e.add_argument("--bin-size", type=int, default=8)
+    e.add_argument("--key-added", default="pixnet")
+    e.set_defaults(func=_evaluate)
+
+    d = sub.add_parser("demo", help="fit and predict on the synthetic Visium HD slide, writing figures")
+    d.add_argument("--out", default="demo_output")
+    d.add_argument("--size-um", type=float, default=1000.0)
+    d.add_argument("--epochs", type=int, default=None, help="default: the demo's short schedule")
+    d.set_defaults(func=_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        args.func(args)
+    except (ValueError, KeyError, FileNotFoundError, FileExistsError, NotADirectoryError) as err:
+        msg = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"pixnet {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("pixnet: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""Shared plotting pieces: figure layout, the H&E background, bins drawn on the slide."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib as mpl
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.collections import EllipseCollection, PolyCollection
+from matplotlib.transforms import Affine2D
+from spatialdata import SpatialData
+
+from .._constants import UNS_KEY, bin_table_name
+from .._grid import BinGrid
+
+
+def panels(n: int, *, ncols: int, size: float, ax=None, nrows: int | None = None):
+    """A figure with ``n`` panels (or the given axes), as scanpy lays out one panel per key."""
+    if ax is not None:
+        axes = np.atleast_1d(ax).ravel()
+        if len(axes) < n:
+            raise ValueError(f"{n} panels are needed but {len(axes)} axes were given.")
+        return axes[0].figure, axes
+    nrows = nrows or int(np.ceil(n / ncols))
+    ncols = min(ncols, n) if nrows == 1 else ncols
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows), squeeze=False)
+    for a in axes.ravel()[n:]:
+        a.set_visible(False)
+    return fig, axes.ravel()[:n]
+
+
+def finish(fig, axes, *, show: bool | None, save: str | Path | None):
+    """Save (when asked), show (when asked, or by default in an interactive session), return the axes."""
+    if save:
+        Path(save).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(save, dpi=150, bbox_inches="tight")
+    if show or (show is None and not save and mpl.is_interactive()):
+        plt.show()
+    return axes if len(axes) > 1 else axes[0]
+
+
+def prediction_table(sdata: SpatialData, *, bin_size, shapes, key, key_added: str) -> str:
+    """The name of the table :func:`pixnet.tl.predict` wrote for these arguments."""
+    if key is not None:
+        name = key
+    elif bin_size is not None:
+        name = f"{key_added}_{bin_table_name(int(bin_size))}"
+    elif shapes is not None:
+        name = f"{key_added}_{shapes}"
+    else:
+        raise ValueError("Pass bin_size=..., shapes=... or key=... (the table written by pixnet.tl.predict).")
+    if name not in sdata.tables:
+        raise KeyError(f"No table {name!r}: run pixnet.tl.predict(sdata, ...) first (tables: {sorted(sdata.tables)}).")
+    return name
+
+
+def values(table, genes, layer: str | None) -> np.ndarray:
+    """Dense values of ``genes`` (columns) from ``X`` or a layer."""
+    missing = [g for g in genes if g not in table.var_names]
+    if missing:
+        raise KeyError(f"Genes not in the table: {missing}. Available: {table.var_names[:8].tolist()}...")
+    sub = table[:, list(genes)]
+    x = sub.layers[layer] if layer else sub.X
+    x = x.compute() if hasattr(x, "compute") else x
+    return np.asarray(x.toarray() if hasattr(x, "toarray") else x, np.float32)
+
+
+def background(ax, sdata: SpatialData, *, max_px: int = 2000) -> None:
+    """The H&E at a resolution fit for a figure, in the slide's pixel coordinates."""
+    name = sdata.attrs.get(UNS_KEY, {}).get("image")
+    if name is None or name not in sdata.images:
+        return
+    element = sdata.images[name]
+    levels = [element[k]["image"] for k in element] if hasattr(element, "children") and len(element.children) else [element]
+    full = levels[0].sizes
+    level = next((lv for lv in levels if max(lv.sizes["y"], lv.sizes["x"]) <= max_px), levels[-1])
+    arr = np.moveaxis(np.asarray(level.data[:3]), 0, -1)
+    ax.imshow(arr, extent=(0, full["x"], full["y"], 0), interpolation="antialiased")
+
+
+def draw(ax, sdata: SpatialData, table, v: np.ndarray, *, cmap, vmin, vmax, alpha: float = 1.0):
+    """Bins coloured by ``v``: a grid as one rotated image, other shapes as circles or polygons."""
+    grid = table.uns.get(UNS_KEY, {}).get("grid")
+    norm = mpl.colors.Normalize(vmin=vmin, vmax=vmax)
+    if grid is not None and "array_row" in table.obs:
+        g = BinGrid.from_dict(grid)
+        r, c = table.obs["array_row"].to_numpy(), table.obs["array_col"].to_numpy()
+        r0, c0 = r.min(), c.min()
+        img = np.full((r.max() - r0 + 1, c.max() - c0 + 1), np.nan, np.float32)
+        img[r - r0, c - c0] = v
+        to_px = Affine2D(g.affine)
+        art = ax.imshow(img, extent=(c0 - 0.5, c.max() + 0.5, r.max() + 0.5, r0 - 0.5), cmap=cmap, norm=norm,
+                        transform=to_px + ax.transData, interpolation="nearest", alpha=alpha)  # fmt: skip
+        corners = g.corners(np.array([r0, r0, r.max(), r.max()]), np.array([c0, c.max(), c0, c.max()])).reshape(-1, 2)
+        lo, hi = corners.min(0), corners.max(0)
+    else:
+        art, lo, hi = _shapes(ax, sdata, table, v, cmap, norm, alpha)
+    pad = 0.02 * (hi - lo).max()
+    ax.set_xlim(lo[0] - pad, hi[0] + pad)
+    ax.set_ylim(hi[1] + pad, lo[1] - pad)
+    ax.set_aspect("equal")
+    ax.set_axis_off()
+    return art
+
+
+def _shapes(ax, sdata, table, v, cmap, norm, alpha):
+    from ..data import shapes_to_spots
+    from ..data.image import element_to_cs
+
+    region = table.uns["spatialdata_attrs"]["region"]
+    cs = sdata.attrs.get(UNS_KEY, {}).get("coordinate_system", "global")
+    instance_key = table.uns["spatialdata_attrs"]["instance_key"]
+    gdf = sdata.shapes[region].loc[table.obs[instance_key].to_numpy()]
+    spots = shapes_to_spots(gdf, element_to_cs(gdf, cs))
+    if spots.kind == "circle":
+        d = 2 * spots.size
+        art = EllipseCollection(d, d, np.zeros(len(d)), units="xy", offsets=spots.centres, offset_transform=ax.transData,
+                                cmap=cmap, norm=norm, alpha=alpha)  # fmt: skip
+    else:
+        import shapely
+
+        verts = [np.asarray(shapely.get_coordinates(p)) for p in spots.polygons]
+        art = PolyCollection(verts, cmap=cmap, norm=norm, alpha=alpha)
+    art.set_array(v)
+    ax.add_collection(art)
+    ext = spots.extent()[:, None]
+    return art, (spots.centres - ext).min(0), (spots.centres + ext).max(0)
+
+
+def limits(v: np.ndarray, vmax: str | float | None) -> tuple[float, float]:
+    """Colour limits: ``"p99"`` is the 99th percentile, a number is taken as it is."""
+    finite = v[np.isfinite(v)]
+    if isinstance(vmax, str) and vmax.startswith("p"):
+        hi = float(np.percentile(finite, float(vmax[1:]))) if len(finite) else 1.0
+    else:
+        hi = float(vmax) if vmax is not None else float(finite.max(initial=1.0))
+    lo = float(min(0.0, finite.min(initial=0.0)))
+    return lo, hi if hi > lo else lo + 1.0

@@ -1,0 +1,54 @@
+"""The dense map over the H&E, through spatialdata-plot."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from spatialdata import SpatialData
+
+from .._constants import UNS_KEY
+from ._utils import finish, panels
+
+
+def map(  # noqa: A001 - the scverse name for the dense map plot
+    sdata: SpatialData,
+    genes: str | Sequence[str],
+    *,
+    key_added: str = "pixnet",
+    cmap: str = "magma",
+    alpha: float = 0.7,
+    ncols: int = 3,
+    panel_size: float = 5.0,
+    ax=None,
+    show: bool | None = None,
+    save: str | Path | None = None,
+):
+    """The dense expression map of ``genes`` (``{key_added}_map``) overlaid on the H&E with spatialdata-plot.
+
+    The same element opens in napari-spatialdata, channel by gene.
+
+    Returns
+    -------
+    The axes (one per gene).
+    """
+    import spatialdata_plot  # noqa: F401 - registers the .pl accessor
+
+    genes = [genes] if isinstance(genes, str) else list(genes)
+    name = f"{key_added}_map"
+    if name not in sdata.images:
+        raise KeyError(f"No map {name!r}: run pixnet.tl.predict(sdata, ...) with a dense model first.")
+    channels = list(sdata.images[name]["scale0"]["image"].coords["c"].values)
+    missing = [g for g in genes if g not in channels]
+    if missing:
+        raise KeyError(f"Genes not in the map: {missing}.")
+    attrs = sdata.attrs.get(UNS_KEY, {})
+    cs = attrs.get("coordinate_system", "global")
+    fig, axes = panels(len(genes), ncols=ncols, size=panel_size, ax=ax)
+    for a, g in zip(axes, genes):
+        pl = sdata.pl
+        if attrs.get("image") in sdata.images:
+            pl = pl.render_images(attrs["image"])
+        pl.render_images(name, channel=g, cmap=cmap, alpha=alpha).pl.show(ax=a, coordinate_systems=cs, title=g)
+        a.set_axis_off()
+    return finish(fig, axes, show=show, save=save)

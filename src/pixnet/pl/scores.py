@@ -1,0 +1,59 @@
+"""Accuracy per gene, and training curves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from spatialdata import SpatialData
+
+from ..model import PixNet
+from ._utils import finish, panels, prediction_table
+
+
+def scores(
+    sdata: SpatialData,
+    *,
+    bin_size: float | None = None,
+    shapes: str | None = None,
+    key: str | None = None,
+    key_added: str = "pixnet",
+    n_top: int = 10,
+    show: bool | None = None,
+    save: str | Path | None = None,
+):
+    """Distribution of per-gene PCC (from :func:`pixnet.tl.evaluate`) and the best and worst genes."""
+    table = sdata.tables[prediction_table(sdata, bin_size=bin_size, shapes=shapes, key=key, key_added=key_added)]
+    if "pcc" not in table.var:
+        raise KeyError("No per-gene PCC in this table: run pixnet.tl.evaluate(sdata, ...) first.")
+    pcc = table.var["pcc"].dropna().sort_values()
+    fig, axes = panels(2, ncols=2, size=4.5)
+    axes[0].hist(pcc.to_numpy(), bins=30, color="0.4")
+    for q, ls in ((pcc.quantile(0.25), ":"), (pcc.median(), "--"), (pcc.mean(), "-")):
+        axes[0].axvline(q, color="C3", ls=ls)
+    axes[0].set(xlabel="PCC across bins", ylabel="genes", title=f"PCC@M {pcc.mean():.3f}  (F {pcc.quantile(0.25):.3f}, S {pcc.median():.3f})")
+    ends = np.concatenate([pcc.iloc[:n_top].to_numpy(), pcc.iloc[-n_top:].to_numpy()]) if len(pcc) > 2 * n_top else pcc.to_numpy()
+    names = list(pcc.index[:n_top]) + list(pcc.index[-n_top:]) if len(pcc) > 2 * n_top else list(pcc.index)
+    axes[1].barh(range(len(ends)), ends, color=["C0" if v >= 0 else "C3" for v in ends])
+    axes[1].set_yticks(range(len(ends)), names, fontsize=7, style="italic")
+    axes[1].set(xlabel="PCC", title=f"worst and best {n_top} genes")
+    fig.tight_layout()
+    return finish(fig, axes, show=show, save=save)
+
+
+def training(model: PixNet, *, show: bool | None = None, save: str | Path | None = None):
+    """Training loss, validation loss and validation PCC per epoch."""
+    h = model.history
+    if not h:
+        raise ValueError("This model has no training history (it was not trained with pixnet.tl.fit).")
+    epochs = [r["epoch"] for r in h]
+    fig, axes = panels(2, ncols=2, size=4.0)
+    for key, label in (("train_loss", "train"), ("val_loss", "validation")):
+        ys = [r.get(key, np.nan) for r in h]
+        axes[0].plot(epochs, ys, marker="o", ms=3, label=label)
+    axes[0].set(xlabel="epoch", ylabel="loss", title="loss")
+    axes[0].legend(frameon=False)
+    axes[1].plot(epochs, [r.get("val_pcc", np.nan) for r in h], marker="o", ms=3, color="C2")
+    axes[1].set(xlabel="epoch", ylabel="PCC@M", title="validation PCC")
+    fig.tight_layout()
+    return finish(fig, axes, show=show, save=save)

@@ -1,0 +1,125 @@
+import numpy as np
+import pytest
+import shapely
+import torch
+
+from pixnet.model import ModelConfig, PixNet, PixNetModule, Spots, aggregate, build_encoder, load_checkpoint, spot_weights
+
+GENES = tuple(f"G{i}" for i in range(7))
+
+
+@pytest.mark.parametrize("encoder", ["resnet18", "efficientnet_b0", "mobilenetv3_small_100"])
+@pytest.mark.parametrize("map_stride", [2, 4])
+def test_block_shapes_for_backbones(encoder, map_stride):
+    cfg = ModelConfig(genes=GENES, encoder=encoder, decoder_hidden=32, map_stride=map_stride)
+    net = PixNetModule(cfg).eval()
+    out = net(torch.rand(2, 3, 128, 96))
+    assert out.shape == (2, len(GENES) + 1, 128 // map_stride, 96 // map_stride)
+    assert (out >= 0).all()  # density maps are non-negative
+    assert len(net.stages) == len(net.encoder.feature_info.channels()) - 1 - net.first_level
+
+
+def test_paper_semantics_can_be_negative():
+    net = PixNetModule(ModelConfig(genes=GENES, semantics="sum", decoder_hidden=16)).eval()
+    assert net(torch.rand(1, 3, 64, 64)).shape[1] == len(GENES)
+
+
+def _brute(kind, c, size, ang, shape):
+    h, w = shape
+    yy, xx = np.mgrid[0:h, 0:w] + 0.5
+    out = np.zeros((len(c), h * w))
+    for n in range(len(c)):
+        dx, dy = xx - c[n, 0], yy - c[n, 1]
+        if kind == "circle":
+            m = dx * dx + dy * dy <= size[n] ** 2
+        else:
+            u, v = dx * np.cos(ang) + dy * np.sin(ang), dy * np.cos(ang) - dx * np.sin(ang)
+            m = (np.abs(u) <= size[n]) & (np.abs(v) <= size[n])
+        out[n] = m.ravel()
+    return out
+
+
+@pytest.mark.parametrize(("kind", "angle"), [("circle", 0.0), ("square", 0.0), ("square", 0.35)])
+def test_aggregation_equals_pixel_mask_sum(kind, angle):
+    rng = np.random.default_rng(1)
+    shape = (50, 64)
+    c, size = rng.uniform(4, 46, (30, 2)), rng.uniform(0.7, 7, 30)
+    spots = Spots(kind, c, size, angle)
+    s, p, w = spot_weights(spots, shape, supersample=1)
+    maps = torch.rand(1, 3, *shape, dtype=torch.float64)
+    got = aggregate(maps, torch.as_tensor(s), torch.as_tensor(p), torch.as_tensor(w), len(c)).numpy()
+    mask = _brute(kind, c, size, angle, shape)
+    np.testing.assert_allclose(got, mask @ maps[0].reshape(3, -1).numpy().T, rtol=1e-10)
+
+
+def test_aggregation_of_polygons_equals_mask_sum():
+    rng = np.random.default_rng(2)
+    shape = (40, 40)
+    polys = [shapely.Polygon(rng.uniform(0, 12, (6, 2)) + rng.uniform(0, 28, 2)).convex_hull for _ in range(15)]
+    spots = Spots("polygon", shapely.get_coordinates(shapely.centroid(polys)), polygons=polys)
+    s, p, w = spot_weights(spots, shape, supersample=1)
+    maps = torch.rand(1, 2, *shape, dtype=torch.float64)
+    got = aggregate(maps, torch.as_tensor(s), torch.as_tensor(p), torch.as_tensor(w), len(polys)).numpy()
+    yy, xx = np.mgrid[0:40, 0:40] + 0.5
+    mask = np.stack([shapely.contains_xy(q, xx.ravel(), yy.ravel()) for q in polys]).astype(float)
+    np.testing.assert_allclose(got, mask @ maps[0].reshape(2, -1).numpy().T, rtol=1e-10)
+
+
+def test_supersampled_weights_measure_area():
+    spots = Spots("square", np.array([[20.3, 20.7]]), np.array([3.0]), 0.4)
+    _, _, w = spot_weights(spots, (40, 40), supersample=32)
+    assert abs(w.sum() - 36.0) < 0.3
+
+
+def test_gradients_reach_the_encoder():
+    net = PixNetModule(ModelConfig(genes=GENES, decoder_hidden=16))
+    spots = Spots("square", np.array([[8.0, 8.0], [20.0, 12.0]]), np.array([4.0, 4.0]))
+    s, p, w = (torch.as_tensor(a) for a in spot_weights(spots, (32, 32)))
+    out = aggregate(net(torch.rand(1, 3, 128, 128)), s, p, w, 2)
+    out.sum().backward()
+    grad = net.encoder.conv1.weight.grad
+    assert grad is not None and grad.abs().sum() > 0
+
+
+def test_histology_checkpoint_key_layout(tmp_path):
+    # Ciga et al. ship a Lightning checkpoint whose keys read "model.resnet.conv1.weight" and carry a head.
+    import torchvision
+
+    ref = torchvision.models.resnet18(weights=None)
+    state = {f"model.resnet.{k}": v for k, v in ref.state_dict().items()}
+    state["model.projection.0.weight"] = torch.zeros(3, 3)
+    torch.save({"state_dict": state, "epoch": 9}, tmp_path / "tenpercent_resnet18.ckpt")
+    enc = build_encoder("resnet18", weights=tmp_path / "tenpercent_resnet18.ckpt")
+    torch.testing.assert_close(enc.conv1.weight, ref.conv1.weight)
+    torch.testing.assert_close(enc.layer4[1].bn2.running_var, ref.layer4[1].bn2.running_var)
+
+
+def test_wrong_checkpoint_is_refused(tmp_path):
+    torch.save({"state_dict": {"x.weight": torch.zeros(2)}}, tmp_path / "other.ckpt")
+    enc = build_encoder("resnet18")
+    with pytest.raises(ValueError, match="matches only 0%"):
+        load_checkpoint(enc, tmp_path / "other.ckpt")
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(enc, tmp_path / "missing.ckpt")
+
+
+def test_save_load_round_trip(tmp_path):
+    model = PixNet(ModelConfig(genes=GENES, decoder_hidden=16), training={"params": {"a": 1}, "history": [{"epoch": 0}]})
+    tiles = np.random.default_rng(0).integers(0, 255, (2, 64, 64, 3), dtype=np.uint8)
+    before = model.predict_map(tiles)
+    model.save(tmp_path / "m")
+    loaded = PixNet.load(tmp_path / "m")
+    np.testing.assert_array_equal(loaded.predict_map(tiles), before)
+    assert loaded.config == model.config and loaded.history == [{"epoch": 0}]
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        model.save(tmp_path / "m")
+    model.save(tmp_path / "m", overwrite=True)
+
+
+def test_config_refuses_other_versions():
+    d = ModelConfig(genes=GENES).to_dict()
+    d["format_version"] = 99
+    with pytest.raises(ValueError, match="format version 99"):
+        ModelConfig.from_dict(d)
+    with pytest.raises(ValueError, match="semantics='density'"):
+        ModelConfig(genes=GENES, semantics="sum", loss="poisson")

@@ -1,0 +1,163 @@
+import anndata as ad
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pytest
+import shapely
+import spatialdata as sd
+import torch
+from scipy import sparse
+from spatialdata.models import Image2DModel, ShapesModel, TableModel
+from spatialdata.transformations import Identity
+
+import pixnet
+from pixnet.model import ModelConfig, PixNet
+
+
+def test_predict_matches_measured_bins(sdata, trained):
+    table = pixnet.tl.predict(sdata, model=trained, bin_size=8, progress=False)
+    meas = sdata.tables["square_008um"]
+    assert list(table.obs_names) == list(meas.obs_names)
+    assert list(table.var_names) == trained.genes
+    assert table.X.shape == (meas.n_obs, len(trained.genes))
+    assert {"counts", "lognorm"} <= set(table.layers)
+    assert np.isfinite(table.X).all() and (table.layers["counts"] >= 0).all()
+    # The map: one named channel per gene (plus the other genes), multiscale, in the slide's coordinates.
+    m = sdata.images["pixnet_map"]
+    assert list(m["scale0"]["image"].coords["c"].values) == trained.genes + ["other_genes"]
+    assert len(m.children) >= 2
+    assert "pixnet_square_008um_shapes" in sdata.shapes
+    assert table.uns["spatialdata_attrs"]["region"] == "pixnet_square_008um_shapes"
+    assert table.uns["pixnet"]["source_table"] == "square_008um"
+
+
+def test_predict_any_size_and_shapes(sdata, trained):
+    t2 = pixnet.tl.predict(sdata, model=trained, bin_size=2, progress=False)
+    assert list(t2.obs_names) == list(sdata.tables["square_002um"].obs_names)
+    assert "pixnet_square_002um_labels" in sdata.labels
+    t32 = pixnet.tl.predict(sdata, model=trained, bin_size=32, progress=False)
+    assert t32.obs_names[0].startswith("s_032um_")
+    # 32 um bins cover the measured tissue: about 1/16 as many as the 8 um bins.
+    assert 0.5 < t32.n_obs * 16 / sdata.tables["square_008um"].n_obs < 1.6
+    # Circles, as Visium spots: expected counts scale with area.
+    centres = sdata.tables["square_016um"].obsm["spatial"][::40]
+    circles = ShapesModel.parse(centres, geometry=0, radius=np.full(len(centres), 27.5 / 0.2737), transformations={"global": Identity()})
+    sdata.shapes["spots"] = circles
+    t55 = pixnet.tl.predict(sdata, model=trained, shapes="spots", progress=False)
+    assert t55.n_obs == len(centres)
+    ratio = t55.obs["predicted_total_counts"].mean() / pixnet.tl.predict(
+        sdata, model=trained, bin_size=16, progress=False
+    ).obs["predicted_total_counts"].mean()
+    assert 3 < ratio < 30  # a 55 um circle has 9.3x the area of a 16 um square
+
+
+def test_existing_elements_are_kept(sdata, trained):
+    pixnet.tl.predict(sdata, model=trained, bin_size=16, progress=False)
+    with pytest.raises(ValueError, match="overwrite=True"):
+        pixnet.tl.predict(sdata, model=trained, bin_size=16, progress=False)
+    pixnet.tl.predict(sdata, model=trained, bin_size=16, progress=False, overwrite=True)
+
+
+class _Darkness(torch.nn.Module):
+    """A stand-in network whose map is the image's darkness: where the map lands is then visible."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.w = torch.nn.Parameter(torch.ones(1))
+
+    def forward(self, x):
+        s = self.config.map_stride
+        dark = torch.nn.functional.avg_pool2d(1 - x.mean(1, keepdim=True), s)
+        return dark.repeat(1, self.config.n_outputs, 1, 1) * self.w
+
+
+def test_map_overlays_the_image(sdata):
+    img = sdata.images["_full_image"]["scale0"]["image"]
+    h, w = img.shape[1:]
+    arr = np.full((3, h, w), 255, np.uint8)
+    arr[:, 300:500, 500:800] = 0  # a dark rectangle at a known place
+    sdata.images["_full_image"] = Image2DModel.parse(arr, dims=("c", "y", "x"), transformations={"global": Identity()})
+    cfg = ModelConfig(genes=("A", "B"), map_stride=4)
+    model = PixNet(cfg, _Darkness(cfg))
+    t = pixnet.tl.predict(sdata, model=model, bin_size=16, progress=False, tile_px=256, context_px=32)
+    xy = t.obsm["spatial"]
+    bin_px = 16 / 0.2737
+    inside = (xy[:, 0] > 500 + bin_px) & (xy[:, 0] < 800 - bin_px) & (xy[:, 1] > 300 + bin_px) & (xy[:, 1] < 500 - bin_px)
+    outside = (xy[:, 0] < 500 - bin_px) | (xy[:, 0] > 800 + bin_px) | (xy[:, 1] < 300 - bin_px) | (xy[:, 1] > 500 + bin_px)
+    full = (16 / cfg.map_um_per_px) ** 2  # map pixels per bin, each holding 1 where the image is black
+    counts = t.layers["counts"][:, 0]
+    assert inside.sum() > 5
+    np.testing.assert_allclose(counts[inside], full, rtol=0.02)
+    assert counts[outside].max() < 0.02 * full
+
+
+def test_predictions_do_not_depend_on_tiling(sdata, trained):
+    a = pixnet.tl.predict(sdata, model=trained, bin_size=16, tile_px=256, context_px=64, progress=False, key_added="a")
+    b = pixnet.tl.predict(sdata, model=trained, bin_size=16, tile_px=512, context_px=96, progress=False, key_added="b")
+    np.testing.assert_allclose(a.layers["counts"], b.layers["counts"], rtol=0.02, atol=1e-3)
+
+
+def test_backed_zarr_round_trip(tmp_path, sdata, trained):
+    path = tmp_path / "slide.zarr"
+    small = sd.SpatialData(
+        images={"_full_image": sdata.images["_full_image"]},
+        shapes={"_square_016um": sdata.shapes["_square_016um"]},
+        tables={"square_016um": sdata.tables["square_016um"]},
+        attrs=sdata.attrs,
+    )
+    small.write(path)
+    backed = sd.read_zarr(path)
+    t = pixnet.tl.predict(backed, model=trained, bin_size=16, progress=False)
+    again = sd.read_zarr(path)
+    assert {"pixnet_map", "pixnet_square_016um_shapes", "pixnet_square_016um"} <= set(again)
+    np.testing.assert_allclose(np.asarray(again.tables["pixnet_square_016um"].X), np.asarray(t.X), rtol=1e-6)
+    assert list(again.images["pixnet_map"]["scale0"]["image"].coords["c"].values)[:2] == trained.genes[:2]
+    assert again.tables["square_016um"].n_obs == sdata.tables["square_016um"].n_obs  # earlier elements intact
+
+
+def _tiny_sdata(pred_x, meas_counts):
+    pts = ShapesModel.parse(np.array([[1.0, 1], [2, 2], [3, 3], [4, 4]]), geometry=0, radius=np.ones(4))
+    meas = ad.AnnData(sparse.csr_matrix(meas_counts.astype(np.float32)), obs=pd.DataFrame({"id": np.arange(4), "r": "c"}, index=list("abcd")))
+    meas.var_names = ["G1", "G2", "G3"]
+    meas.obs["r"] = meas.obs["r"].astype("category")
+    meas = TableModel.parse(meas, region="c", region_key="r", instance_key="id")
+    pred = ad.AnnData(pred_x.astype(np.float32), obs=pd.DataFrame(index=list("abcd")))
+    pred.var_names = ["G1", "G2"]
+    pred.uns["pixnet"] = {"source_table": "measured", "normalization": {"target_sum": 10.0, "log1p": True}}
+    return sd.SpatialData(shapes={"c": pts}, tables={"measured": meas, "pixnet_c": pred})
+
+
+def test_evaluate_by_hand():
+    counts = np.array([[1, 1, 2], [2, 0, 2], [0, 3, 1], [4, 4, 2]])
+    pred = np.array([[0.1, 0.2], [0.3, 0.1], [0.2, 0.5], [0.4, 0.4]])
+    s = _tiny_sdata(pred, counts)
+    out = pixnet.tl.evaluate(s, shapes="c")
+    truth = np.log1p(counts[:, :2] / counts.sum(1, keepdims=True) * 10)
+    pcc = [np.corrcoef(pred[:, g], truth[:, g])[0, 1] for g in range(2)]
+    assert np.isclose(out["MSE"], np.mean((pred - truth) ** 2), rtol=1e-5)
+    assert np.isclose(out["MAE"], np.mean(np.abs(pred - truth)), rtol=1e-5)
+    assert np.isclose(out["PCC@M"], np.mean(pcc), rtol=1e-5)
+    assert np.isclose(out["PCC@S"], np.median(pcc), rtol=1e-5)
+    assert np.isclose(out["PCC@F"], np.percentile(pcc, 25), rtol=1e-5)
+    np.testing.assert_allclose(s.tables["pixnet_c"].var["pcc"], pcc, rtol=1e-5)
+
+
+def test_constant_genes_are_reported():
+    counts = np.array([[1, 1, 2], [2, 1, 2], [0, 1, 1], [4, 1, 2]])
+    pred = np.array([[0.1, 0.2], [0.3, 0.2], [0.2, 0.2], [0.4, 0.2]])
+    out = pixnet.tl.evaluate(_tiny_sdata(pred, counts), shapes="c")
+    assert out["n_constant_genes"] == 1
+    assert np.isfinite(out["PCC@M"])
+
+
+def test_predict_needs_a_model(slide_dir):
+    fresh = pixnet.io.visium_hd(slide_dir, bin_sizes=(16,))
+    with pytest.raises(ValueError, match="tl.fit"):
+        pixnet.tl.predict(fresh, bin_size=16)
+
+
+@pytest.mark.parametrize("size", [0, -4, 0.1])
+def test_predict_rejects_bad_bin_sizes(sdata, trained, size):
+    with pytest.raises(ValueError, match="bin_size"):
+        pixnet.tl.predict(sdata, model=trained, bin_size=size, progress=False)
