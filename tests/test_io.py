@@ -5,6 +5,7 @@ import pytest
 import scanpy as sc
 
 import pixnet
+from pixnet.data import image_levels
 from pixnet.datasets import expected_counts
 
 
@@ -58,7 +59,7 @@ def test_prefixed_run(prefixed_dir):
 def _brightness(sdata, b, shift_um=0.0):
     t = sdata.tables[f"square_{b:03d}um"]
     grid = pixnet.io.read_table_grid(t)
-    img = sdata.images["_full_image"]["scale0"]["image"].data.compute().mean(0)
+    img = image_levels(sdata.images["_full_image"])[0].data.compute().mean(0)
     u = np.linspace(-0.4, 0.4, 5)
     du, dv = np.meshgrid(u, u)
     r = t.obs["array_row"].to_numpy()[:, None] + dv.ravel() + shift_um / b

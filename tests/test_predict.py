@@ -11,6 +11,7 @@ from spatialdata.models import Image2DModel, ShapesModel, TableModel
 from spatialdata.transformations import Identity
 
 import pixnet
+from pixnet.data import image_levels
 from pixnet.model import ModelConfig, PixNet
 
 
@@ -24,7 +25,7 @@ def test_predict_matches_measured_bins(sdata, trained):
     assert np.isfinite(table.X).all() and (table.layers["counts"] >= 0).all()
     # The map: one named channel per gene (plus the other genes), multiscale, in the slide's coordinates.
     m = sdata.images["pixnet_map"]
-    assert list(m["scale0"]["image"].coords["c"].values) == trained.genes + ["other_genes"]
+    assert list(image_levels(m)[0].coords["c"].values) == trained.genes + ["other_genes"]
     assert len(m.children) >= 2
     assert "pixnet_square_008um_shapes" in sdata.shapes
     assert table.uns["spatialdata_attrs"]["region"] == "pixnet_square_008um_shapes"
@@ -73,8 +74,7 @@ class _Darkness(torch.nn.Module):
 
 
 def test_map_overlays_the_image(sdata):
-    img = sdata.images["_full_image"]["scale0"]["image"]
-    h, w = img.shape[1:]
+    h, w = image_levels(sdata.images["_full_image"])[0].shape[1:]
     arr = np.full((3, h, w), 255, np.uint8)
     arr[:, 300:500, 500:800] = 0  # a dark rectangle at a known place
     sdata.images["_full_image"] = Image2DModel.parse(arr, dims=("c", "y", "x"), transformations={"global": Identity()})
@@ -110,9 +110,9 @@ def test_backed_zarr_round_trip(tmp_path, sdata, trained):
     backed = sd.read_zarr(path)
     t = pixnet.tl.predict(backed, model=trained, bin_size=16, progress=False)
     again = sd.read_zarr(path)
-    assert {"pixnet_map", "pixnet_square_016um_shapes", "pixnet_square_016um"} <= set(again)
+    assert {"pixnet_map", "pixnet_square_016um_shapes", "pixnet_square_016um"} <= {*again.images, *again.shapes, *again.tables}
     np.testing.assert_allclose(np.asarray(again.tables["pixnet_square_016um"].X), np.asarray(t.X), rtol=1e-6)
-    assert list(again.images["pixnet_map"]["scale0"]["image"].coords["c"].values)[:2] == trained.genes[:2]
+    assert list(image_levels(again.images["pixnet_map"])[0].coords["c"].values)[:2] == trained.genes[:2]
     assert again.tables["square_016um"].n_obs == sdata.tables["square_016um"].n_obs  # earlier elements intact
 
 

@@ -3,7 +3,7 @@
 from .bins import TableSpots, shapes_to_spots, table_counts, table_spots
 from .dataset import EpochSampler, SlideData, TileSpec, TrainTiles, ValTiles, collate, spatial_split
 from .features import colour_texture_features
-from .image import SlideImage, element_to_cs
+from .image import SlideImage, element_to_cs, image_levels
 
 __all__ = [
     "EpochSampler",
@@ -16,6 +16,7 @@ __all__ = [
     "collate",
     "colour_texture_features",
     "element_to_cs",
+    "image_levels",
     "spatial_split",
     "table_counts",
     "shapes_to_spots",

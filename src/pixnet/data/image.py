@@ -8,6 +8,13 @@ from spatialdata.transformations import get_transformation
 from xarray import DataArray, DataTree
 
 
+def image_levels(element: DataArray | DataTree) -> list[DataArray]:
+    """The resolution levels of an image or labels element, finest first (one for a single-scale element)."""
+    if isinstance(element, DataTree):
+        return [element[k][next(iter(element[k].data_vars))] for k in element]
+    return [element]
+
+
 def element_to_cs(element, cs: str) -> np.ndarray:
     """3x3 affine from an element's intrinsic ``(x, y)`` to coordinate system ``cs``."""
     transformations = get_transformation(element, get_all=True)
@@ -29,7 +36,7 @@ class SlideImage:
     """
 
     def __init__(self, element: DataArray | DataTree, *, cs: str, cs_um_per_px: float, work_um_per_px: float):
-        levels = [element[k]["image"] for k in element] if isinstance(element, DataTree) else [element]
+        levels = image_levels(element)
         if not levels or levels[0].dims != ("c", "y", "x") or levels[0].sizes["c"] < 3:
             dims = levels[0].dims if levels else None
             raise ValueError(f"pixnet needs an RGB image element with dims (c, y, x) and 3 channels; got {dims}.")

@@ -13,6 +13,7 @@ from spatialdata import SpatialData
 
 from .._constants import UNS_KEY, bin_table_name
 from .._grid import BinGrid
+from ..data import image_levels
 
 
 def panels(n: int, *, ncols: int, size: float, ax=None, nrows: int | None = None):
@@ -72,7 +73,7 @@ def background(ax, sdata: SpatialData, *, max_px: int = 2000) -> None:
     if name is None or name not in sdata.images:
         return
     element = sdata.images[name]
-    levels = [element[k]["image"] for k in element] if hasattr(element, "children") and len(element.children) else [element]
+    levels = image_levels(element)
     full = levels[0].sizes
     level = next((lv for lv in levels if max(lv.sizes["y"], lv.sizes["x"]) <= max_px), levels[-1])
     arr = np.moveaxis(np.asarray(level.data[:3]), 0, -1)

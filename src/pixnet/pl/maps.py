@@ -8,6 +8,7 @@ from pathlib import Path
 from spatialdata import SpatialData
 
 from .._constants import UNS_KEY
+from ..data import image_levels
 from ._utils import finish, panels
 
 
@@ -38,7 +39,7 @@ def map(  # noqa: A001 - the scverse name for the dense map plot
     name = f"{key_added}_map"
     if name not in sdata.images:
         raise KeyError(f"No map {name!r}: run pixnet.tl.predict(sdata, ...) with a dense model first.")
-    channels = list(sdata.images[name]["scale0"]["image"].coords["c"].values)
+    channels = list(image_levels(sdata.images[name])[0].coords["c"].values)
     missing = [g for g in genes if g not in channels]
     if missing:
         raise KeyError(f"Genes not in the map: {missing}.")
@@ -48,7 +49,7 @@ def map(  # noqa: A001 - the scverse name for the dense map plot
     for a, g in zip(axes, genes):
         pl = sdata.pl
         if attrs.get("image") in sdata.images:
-            pl = pl.render_images(attrs["image"])
+            pl = pl.render_images(attrs["image"]).pl
         pl.render_images(name, channel=g, cmap=cmap, alpha=alpha).pl.show(ax=a, coordinate_systems=cs, title=g)
         a.set_axis_off()
     return finish(fig, axes, show=show, save=save)

@@ -18,6 +18,7 @@ from spatialdata.transformations import Identity, Scale, Sequence, Translation
 
 from .._constants import INSTANCE_KEY, LABELS_INSTANCE_KEY, UNS_KEY
 from ..io.visium_hd import _labels
+from ..data import image_levels
 from ..model import PixNet
 from ..model.config import ModelConfig
 from ..pp import expected_log_normalized
@@ -56,7 +57,7 @@ def check_free(sdata: SpatialData, names: dict, model: PixNet, *, overwrite: boo
 
 
 def _level0(element) -> da.Array:
-    data = element["scale0"]["image"].data if hasattr(element, "children") and "scale0" in element else element.data
+    data = image_levels(element)[0].data
     return data if isinstance(data, da.Array) else da.from_array(data, chunks=(data.shape[0], 512, 512))
 
 

@@ -6,9 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from geopandas import GeoDataFrame
-from spatialdata.models import ShapesModel, get_table_keys
-from spatialdata.transformations import get_transformation
+from spatialdata import deepcopy
+from spatialdata.models import get_table_keys
 
 from .._constants import ARRAY_COL, ARRAY_ROW, UNS_KEY, bin_table_name
 from .._grid import BinGrid
@@ -91,7 +90,7 @@ def _shapes_target(slide: Slide, shapes: str) -> Target:
     if shapes not in sdata.shapes:
         raise KeyError(f"No shapes element {shapes!r} in the SpatialData object (shapes: {sorted(sdata.shapes)}).")
     gdf = sdata.shapes[shapes]
-    geometry = ShapesModel.parse(GeoDataFrame(gdf.copy()), transformations=get_transformation(gdf, get_all=True))
+    geometry = deepcopy(gdf)  # the prediction gets its own copy of the shapes, transformations included
     source = _table_of(sdata, shapes)
     if source is not None:
         ts = table_spots(sdata, source, slide.cs)

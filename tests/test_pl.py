@@ -1,0 +1,49 @@
+import matplotlib.pyplot as plt
+import pytest
+
+import pixnet
+
+
+@pytest.fixture()
+def predicted(sdata, trained):
+    pixnet.tl.predict(sdata, model=trained, bin_size=8, progress=False)
+    pixnet.tl.predict(sdata, model=trained, bin_size=2, progress=False)
+    pixnet.tl.evaluate(sdata, bin_size=8)
+    return sdata
+
+
+def _written(path):
+    assert path.is_file() and path.stat().st_size > 10_000
+
+
+def test_expression(predicted, trained, tmp_path):
+    axes = pixnet.pl.expression(predicted, trained.genes[:3], bin_size=2, save=tmp_path / "e.png", show=False)
+    assert len(axes) == 3 and axes[0].get_title() == trained.genes[0]
+    _written(tmp_path / "e.png")
+    fig, ax = plt.subplots()
+    assert pixnet.pl.expression(predicted, trained.genes[0], bin_size=8, ax=ax, show=False, layer="counts") is ax
+
+
+def test_compare(predicted, trained, tmp_path):
+    axes = pixnet.pl.compare(predicted, trained.genes[:2], bin_size=8, save=tmp_path / "c.png", show=False)
+    assert axes.shape == (2, 2) and "PCC" in axes[1, 0].get_title()
+    _written(tmp_path / "c.png")
+
+
+def test_map(predicted, trained, tmp_path):
+    pixnet.pl.map(predicted, trained.genes[:2], save=tmp_path / "m.png", show=False)
+    _written(tmp_path / "m.png")
+
+
+def test_scores_and_training(predicted, trained, tmp_path):
+    pixnet.pl.scores(predicted, bin_size=8, save=tmp_path / "s.png", show=False)
+    _written(tmp_path / "s.png")
+    pixnet.pl.training(trained, save=tmp_path / "t.png", show=False)
+    _written(tmp_path / "t.png")
+
+
+def test_plot_errors(predicted):
+    with pytest.raises(KeyError, match="Genes not in the table"):
+        pixnet.pl.expression(predicted, ["NOPE"], bin_size=8, show=False)
+    with pytest.raises(KeyError, match="run pixnet.tl.predict"):
+        pixnet.pl.expression(predicted, ["A"], bin_size=16, show=False)
