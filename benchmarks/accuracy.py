@@ -36,10 +36,17 @@ WORK = Path(__file__).parent / "_work"
 SCALES = (2, 8, 16)
 
 
+def _slide(path: Path, **kw) -> Path:
+    try:
+        return visium_hd_demo(path, **kw)
+    except FileExistsError:  # made by an older generator: make it again
+        return visium_hd_demo(path, overwrite=True, **kw)
+
+
 def make_pair(size: float, n_genes: int = 400):
     """Slides A and B: one programme, different layout, stain, rotation and prefix."""
-    a = visium_hd_demo(WORK / f"A_{size:g}", size_um=size, seed=1, programme_seed=0, n_genes=n_genes, rotation_deg=1.5)
-    b = visium_hd_demo(
+    a = _slide(WORK / f"A_{size:g}", size_um=size, seed=1, programme_seed=0, n_genes=n_genes, rotation_deg=1.5)
+    b = _slide(
         WORK / f"B_{size:g}", size_um=size, seed=2, programme_seed=0, n_genes=n_genes, rotation_deg=-2.0,
         stain_variation=0.5, prefix="SlideB",
     )  # fmt: skip

@@ -49,8 +49,9 @@ class Grid:
 def block_weights(layout: Layout, programme: Programme, grid: Grid, r0: int, r1: int) -> tuple[np.ndarray, np.ndarray]:
     """Expected UMIs each component puts in the 2 um bins of array rows ``[r0, r1)``.
 
-    Returns ``weights`` of shape ``(r1 - r0, n, n_components)`` and the ``in_tissue`` mask of
-    the bins. Expression is integrated over ``SUB x SUB`` points per bin.
+    Returns ``weights`` of shape ``(r1 - r0, n, n_components)``, the ``in_tissue`` mask of the
+    bins and the cell under each bin's centre (-1 for none), as Space Ranger assigns bins to
+    segmented cells. Expression is integrated over ``SUB x SUB`` points per bin.
     """
     ex, ey = grid.axes
     step = grid.bin_um / SUB
@@ -75,7 +76,8 @@ def block_weights(layout: Layout, programme: Programme, grid: Grid, r0: int, r1:
     n_bins = (r1 - r0) * grid.n
     w = np.bincount((bin_id * n_comp + comp).ravel(), weights=(dens * step * step).ravel(), minlength=n_bins * n_comp)
     in_tissue = tissue[SUB // 2 :: SUB, SUB // 2 :: SUB]
-    return w.reshape(r1 - r0, grid.n, n_comp), in_tissue
+    cell_of_bin = labels[SUB // 2 :: SUB, SUB // 2 :: SUB] - 1
+    return w.reshape(r1 - r0, grid.n, n_comp), in_tissue, cell_of_bin
 
 
 def sample_counts(weights: np.ndarray, profiles: np.ndarray, rng: np.random.Generator) -> sparse.csr_matrix:

@@ -98,7 +98,7 @@ def visium_hd_demo(
     params = {
         "size_um": float(size_um), "seed": int(seed), "programme_seed": int(programme_seed), "n_genes": int(n_genes),
         "rotation_deg": float(rotation_deg), "prefix": prefix, "stain_variation": float(stain_variation),
-        "um_per_px": float(um_per_px), "version": 1,
+        "um_per_px": float(um_per_px), "version": 2,
     }  # fmt: skip
     if path is None:
         key = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
@@ -209,11 +209,11 @@ def _write_bins(out: Path, layout, programme, grid: Grid, p: dict, sf: dict) -> 
         (d / "spatial").mkdir(parents=True, exist_ok=True)
         write_json(d / "spatial" / "scalefactors_json.json", scalefactors(bin_size=b, um_per_px=grid.um_per_px, **sf))
         writers[b] = (MatrixWriter(d / "filtered_feature_bc_matrix.h5", genes, gene_ids), PositionsWriter(d / "spatial" / "tissue_positions.parquet"))
-    truth_w, truth_rc = [], []
+    truth_w, truth_rc, truth_cell, cell_parts = [], [], [], []
     block = 64  # 2 um rows per block: a multiple of 8 so that 8 and 16 um bins never straddle blocks
     for r0 in tqdm(range(0, n, block), desc="sampling counts", leave=False, disable=None):
         r1 = min(n, r0 + block)
-        w, tissue = block_weights(layout, programme, grid, r0, r1)
+        w, tissue, cell_of_bin = block_weights(layout, programme, grid, r0, r1)
         w[~tissue] = 0.0  # the section's outline: nothing is captured off the tissue
         rows, cols = np.divmod(np.arange((r1 - r0) * n), n)
         rows += r0
@@ -221,6 +221,8 @@ def _write_bins(out: Path, layout, programme, grid: Grid, p: dict, sf: dict) -> 
         counts = sample_counts(w.reshape(-1, w.shape[-1])[inside], programme.profiles, rng)
         truth_w.append(w.reshape(-1, w.shape[-1])[inside].astype(np.float32))
         truth_rc.append(np.stack([rows[inside], cols[inside]], axis=1).astype(np.int32))
+        truth_cell.append(cell_of_bin.ravel()[inside].astype(np.int32))
+        cell_parts.append(_per_cell(counts, truth_cell[-1], len(layout.cells["x"])))
         for b in BIN_SIZES:
             f = b // 2
             nb = n // f
@@ -241,9 +243,12 @@ def _write_bins(out: Path, layout, programme, grid: Grid, p: dict, sf: dict) -> 
     for mw, pw in writers.values():
         mw.close()
         pw.close()
+    cell_of_bin = np.concatenate(truth_cell)
+    _write_segmentation(out, layout, grid, sum(cell_parts), genes, gene_ids, sf)
     with h5py.File(out / TRUTH_FILE, "w") as f:
         f["weights"] = np.concatenate(truth_w)
         f["array_row_col"] = np.concatenate(truth_rc)
+        f["cell_of_bin"] = cell_of_bin
         f["profiles"] = programme.profiles
         f["components"] = np.array(programme.components, dtype="S")
         f["genes"] = np.array(genes, dtype="S")
@@ -253,8 +258,42 @@ def _write_bins(out: Path, layout, programme, grid: Grid, p: dict, sf: dict) -> 
         )
 
 
-def expected_counts(path: str | Path, *, bin_size: int = 2, genes: list[str] | None = None) -> ad.AnnData:
-    """The true expected counts of a synthetic slide's bins (the perfect model's prediction).
+def _per_cell(counts: sparse.csr_matrix, cell: np.ndarray, n_cells: int) -> sparse.csr_matrix:
+    """Counts of the 2 um bins summed per cell (bins outside cells are dropped)."""
+    ok = cell >= 0
+    assign = sparse.csr_matrix((np.ones(ok.sum()), (cell[ok], np.flatnonzero(ok))), shape=(n_cells, counts.shape[0]))
+    return (assign @ counts).tocsr()
+
+
+def _write_segmentation(out: Path, layout, grid: Grid, cell_counts: sparse.csr_matrix, genes, gene_ids, sf: dict) -> None:
+    """``segmented_outputs/``: cell polygons (GeoJSON, full-resolution pixels) and counts per cell, as Space Ranger 4 writes."""
+    seg = out / "segmented_outputs"
+    (seg / "spatial").mkdir(parents=True, exist_ok=True)
+    write_json(seg / "spatial" / "scalefactors_json.json", scalefactors(bin_size=2, um_per_px=grid.um_per_px, **sf))
+    cell_counts = sparse.csr_matrix(cell_counts)
+    keep = np.flatnonzero(np.diff(cell_counts.indptr) > 0)  # cells that hold at least one UMI
+    c = layout.cells
+    phi = np.linspace(0, 2 * np.pi, 25)[:-1]
+    features = []
+    for k in keep.tolist():
+        p1, p2 = (k * 2.399) % 6.283, (k * 1.733) % 6.283
+        wob = 1.0 + 0.07 * np.sin(3 * phi + p1) + 0.04 * np.sin(5 * phi + p2)
+        rho = wob / np.sqrt((np.cos(phi) / c["a"][k]) ** 2 + (np.sin(phi) / c["b"][k]) ** 2)
+        u, v = rho * np.cos(phi), rho * np.sin(phi)
+        ct, st = np.cos(c["theta"][k]), np.sin(c["theta"][k])
+        x = (c["x"][k] + u * ct - v * st) / grid.um_per_px
+        y = (c["y"][k] + u * st + v * ct) / grid.um_per_px
+        ring = np.round(np.stack([x, y], 1), 2).tolist()
+        features.append({"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring + [ring[0]]]},
+                         "properties": {"cell_id": k + 1}})  # fmt: skip
+    write_json(seg / "cell_segmentations.geojson", {"type": "FeatureCollection", "features": features})
+    writer = MatrixWriter(seg / "filtered_feature_cell_matrix.h5", genes, gene_ids)
+    writer.append(cell_counts[keep].astype(np.int32), np.array([f"cellid_{k + 1:09d}-1" for k in keep.tolist()]))
+    writer.close()
+
+
+def expected_counts(path: str | Path, *, bin_size: int = 2, genes: list[str] | None = None, cells: bool = False) -> ad.AnnData:
+    """The true expected counts of a synthetic slide's bins or cells (the perfect model's prediction).
 
     Parameters
     ----------
@@ -265,6 +304,9 @@ def expected_counts(path: str | Path, *, bin_size: int = 2, genes: list[str] | N
         slide's tables barcode for barcode).
     genes
         Genes to return (default: all).
+    cells
+        Return the segmented cells instead (the 2 um bins assigned to each, as in
+        ``segmented_outputs/``), named by their barcodes ``cellid_000000001-1``.
 
     Returns
     -------
@@ -280,6 +322,19 @@ def expected_counts(path: str | Path, *, bin_size: int = 2, genes: list[str] | N
         w, rc = f["weights"][:], f["array_row_col"][:]
         profiles, all_genes = f["profiles"][:], f["genes"][:].astype(str).tolist()
         components = f["components"][:].astype(str).tolist()
+        cell_of_bin = f["cell_of_bin"][:] if cells else None
+    sel = slice(None) if genes is None else [all_genes.index(g) for g in genes]
+    if cells:
+        ok = cell_of_bin >= 0
+        ids, inv = np.unique(cell_of_bin[ok], return_inverse=True)
+        agg = sparse.csr_matrix((np.ones(len(inv)), (inv, np.flatnonzero(ok))), shape=(len(ids), len(w)))
+        wk = np.asarray(agg @ w)
+        adata = ad.AnnData((wk @ profiles[:, sel]).astype(np.float32))
+        adata.obs_names = [f"cellid_{i + 1:09d}-1" for i in ids.tolist()]
+        adata.var_names = all_genes if genes is None else list(genes)
+        adata.obsm["components"] = wk.astype(np.float32)
+        adata.uns["components"] = components
+        return adata
     factor = bin_size // 2
     n = int(rc.max()) + 1 if len(rc) else 0
     rows, cols = rc[:, 0] // factor, rc[:, 1] // factor
@@ -292,7 +347,6 @@ def expected_counts(path: str | Path, *, bin_size: int = 2, genes: list[str] | N
     agg = sparse.csr_matrix((np.ones(len(inv)), (inv, np.arange(len(inv)))), shape=(len(uniq), len(inv)))
     wk = np.asarray(agg @ w)
     r, c = uniq // (n + 1), uniq % (n + 1)
-    sel = slice(None) if genes is None else [all_genes.index(g) for g in genes]
     x = (wk @ profiles[:, sel]).astype(np.float32)
     obs_names = barcodes(bin_size, r, c)
     adata = ad.AnnData(x, obs={"array_row": r.astype(np.int32), "array_col": c.astype(np.int32)})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import warnings
 from collections.abc import Sequence
@@ -97,6 +99,8 @@ def visium_hd(
         (shapes if kind == "shapes" else labels)[table.uns["spatialdata_attrs"]["region"]] = element
     if load_segmentations and (outs / "segmented_outputs").is_dir():
         seg = _read_segmentations(outs, dataset_id)
+        if cs != dataset_id:  # spatialdata-io names the coordinate system after the (empty) dataset id
+            seg.rename_coordinate_systems({dataset_id: cs})
         shapes.update(seg.shapes)
         tables.update(seg.tables)
     sdata = SpatialData(images=images, labels=labels, shapes=shapes, tables=tables)
@@ -192,7 +196,7 @@ def _read_segmentations(outs: Path, dataset_id: str) -> SpatialData:
     import spatialdata_io
 
     hires = outs / "spatial" / "tissue_hires_image.png"
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):  # it prints what it found
         warnings.simplefilter("ignore")
         # The images are read by pixnet already; pointing spatialdata-io at the small PNG keeps it cheap.
         seg = spatialdata_io.visium_hd(

@@ -13,6 +13,7 @@ from .._constants import ARRAY_COL, ARRAY_ROW, UNS_KEY, bin_table_name
 from .._grid import BinGrid
 from ..data import element_to_cs, shapes_to_spots, table_spots
 from ..model import Spots
+from ..pp import tissue_mask
 from ._inputs import Slide, _check_bin_size
 
 
@@ -55,10 +56,7 @@ def _new_grid(slide: Slide, bin_size: float, name: str) -> Target:
     sdata = slide.sdata
     grids = [(t, sdata.tables[t]) for t in sdata.tables if "grid" in sdata.tables[t].uns.get(UNS_KEY, {})]
     if not grids:
-        raise ValueError(
-            f"No table of {bin_size:g} um bins and no Visium HD grid to place new bins on. Read the run with "
-            "pixnet.io.visium_hd, or pass shapes=... to predict into a shapes element."
-        )
+        return _image_grid(slide, bin_size, name)
     _, ref = min(grids, key=lambda kv: kv[1].uns[UNS_KEY]["grid"]["bin_size_um"])
     old = BinGrid.from_dict(ref.uns[UNS_KEY]["grid"])
     grid = old.rescale(bin_size)
@@ -81,6 +79,31 @@ def _new_grid(slide: Slide, bin_size: float, name: str) -> Target:
     obs = pd.DataFrame({ARRAY_ROW: rr.astype(np.int32), ARRAY_COL: cc.astype(np.int32)}, index=index)
     centres = grid.centres(rr, cc)
     spots = Spots("square", centres, np.full(len(rr), grid.side_px / 2), grid.angle)
+    return Target(name, spots, obs, centres, grid, None)
+
+
+def _image_grid(slide: Slide, bin_size: float, name: str) -> Target:
+    """An H&E-only slide: a grid aligned with the image, over the tissue found on it."""
+    side = bin_size / slide.um_per_px  # bin side in coordinate-system pixels
+    if bin_size < slide.um_per_px:
+        raise ValueError(f"bin_size={bin_size:g} um is smaller than a pixel of the image ({slide.um_per_px:g} um).")
+    low = slide.working_image(max(slide.um_per_px, min(bin_size, 16.0)))
+    mask = tissue_mask(low.load())
+    if not mask.any():
+        raise ValueError("No tissue was found on the image; pass shapes=... to say where to predict.")
+    grid = BinGrid(np.array([[side, 0, side / 2], [0, side, side / 2], [0, 0, 1]]), bin_size, slide.um_per_px)
+    n_rows, n_cols = int(np.ceil(mask.shape[0] * low.f / side)), int(np.ceil(mask.shape[1] * low.f / side))
+    rr, cc = np.divmod(np.arange(n_rows * n_cols), n_cols)
+    xy = grid.centres(rr, cc) / low.f
+    iy = np.clip(xy[:, 1].astype(int), 0, mask.shape[0] - 1)
+    ix = np.clip(xy[:, 0].astype(int), 0, mask.shape[1] - 1)
+    keep = mask[iy, ix]
+    rr, cc = rr[keep], cc[keep]
+    code = f"s_{int(bin_size):03d}um_" if float(bin_size).is_integer() else f"s_{bin_size:g}um_"
+    index = pd.Index([f"{code}{a:05d}_{b:05d}-1" for a, b in zip(rr.tolist(), cc.tolist())])
+    obs = pd.DataFrame({ARRAY_ROW: rr.astype(np.int32), ARRAY_COL: cc.astype(np.int32)}, index=index)
+    centres = grid.centres(rr, cc)
+    spots = Spots("square", centres, np.full(len(rr), side / 2), 0.0)
     return Target(name, spots, obs, centres, grid, None)
 
 
