@@ -161,3 +161,25 @@ def test_predict_needs_a_model(slide_dir):
 def test_predict_rejects_bad_bin_sizes(sdata, trained, size):
     with pytest.raises(ValueError, match="bin_size"):
         pixnet.tl.predict(sdata, model=trained, bin_size=size, progress=False)
+
+
+def test_2um_bins_are_placed_to_the_micrometre(sdata):
+    # A slanted dark edge: each 2 um bin's predicted darkness must equal the share of its area on the dark side.
+    h, w = image_levels(sdata.images["_full_image"])[0].shape[1:]
+    yy, xx = np.mgrid[0:h, 0:w] + 0.5
+    dark = (xx - 600) * np.cos(0.3) + (yy - 500) * np.sin(0.3) < 0
+    arr = np.full((3, h, w), 255, np.uint8)
+    arr[:, dark] = 0
+    sdata.images["_full_image"] = Image2DModel.parse(arr, dims=("c", "y", "x"), transformations={"global": Identity()})
+    cfg = ModelConfig(genes=("A",), map_stride=2)
+    t = pixnet.tl.predict(sdata, model=PixNet(cfg, _Darkness(cfg)), bin_size=2, progress=False, tile_px=256, context_px=32)
+    grid = pixnet.io.read_table_grid(sdata.tables["square_002um"])
+    u = (np.arange(8) + 0.5) / 8 - 0.5
+    du, dv = np.meshgrid(u, u)
+    p = grid.centres((t.obs["array_row"].to_numpy()[:, None] + dv.ravel()).ravel(), (t.obs["array_col"].to_numpy()[:, None] + du.ravel()).ravel())
+    frac = (((p[:, 0] - 600) * np.cos(0.3) + (p[:, 1] - 500) * np.sin(0.3)) < 0).reshape(t.n_obs, -1).mean(1)
+    pred = np.asarray(t.layers["counts"][:, 0]) / (2 / cfg.map_um_per_px) ** 2
+    edge = (frac > 0) & (frac < 1)
+    assert edge.sum() > 50
+    assert np.corrcoef(pred[edge], frac[edge])[0, 1] > 0.99
+    assert abs((pred - frac)[edge].mean()) < 0.02

@@ -59,16 +59,26 @@ def spatial_split(centres: np.ndarray, *, block: float, val_fraction: float, see
 
 
 class EpochSampler(Sampler[int]):
-    """Indices ``epoch * n .. (epoch + 1) * n``: each epoch draws new tiles, reproducibly from the seed."""
+    """Indices ``epoch * n .. (epoch + 1) * n``: each epoch draws new tiles, reproducibly from the seed.
 
-    def __init__(self, n: int):
-        self.n, self.epoch = n, 0
+    A run resumed mid-epoch from a checkpoint continues with exactly the tiles the killed run
+    had not yet trained on: ``position`` (set by the trainer) says which epoch and how many
+    batches are done, and is read when the first index is drawn.
+    """
+
+    def __init__(self, n: int, batch_size: int = 1):
+        self.n, self.batch_size, self.epoch = n, batch_size, 0
+        self.position = None  # callable -> (epoch, batches already trained in it)
 
     def set_epoch(self, epoch: int) -> None:  # Lightning calls this at the start of every epoch
         self.epoch = epoch
 
     def __iter__(self):
-        return iter(range(self.epoch * self.n, (self.epoch + 1) * self.n))
+        def indices():
+            epoch, done = self.position() if self.position is not None else (self.epoch, 0)
+            yield from range(epoch * self.n + done * self.batch_size, (epoch + 1) * self.n)
+
+        return indices()
 
     def __len__(self) -> int:
         return self.n

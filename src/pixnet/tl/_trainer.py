@@ -30,6 +30,24 @@ class HistoryCallback(Callback):
         self.rows = list(state.get("rows", []))
 
 
+class ResumeSampler(Callback):
+    """Let the tile sampler know where a resumed run stands, so it skips the batches already trained on."""
+
+    def __init__(self, sampler):
+        self.sampler = sampler
+
+    def on_fit_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        def position() -> tuple[int, int]:
+            loop = trainer.fit_loop
+            done = loop.epoch_loop.batch_progress.current.processed if loop.restarting else 0
+            return trainer.current_epoch, done
+
+        self.sampler.position = position
+
+    def on_fit_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.sampler.position = None
+
+
 def make_trainer(
     ckpt_dir: Path,
     *,
@@ -41,15 +59,23 @@ def make_trainer(
     early_stopping: int | None,
     progress: bool,
     callbacks: list[Callback],
+    checkpoint_every: int | None = None,
 ) -> tuple[L.Trainer, ModelCheckpoint]:
-    """A Trainer keeping the best epoch by validation PCC (the last one without validation)."""
+    """A Trainer keeping the best epoch by validation PCC (the last one without validation).
+
+    With ``checkpoint_every``, ``last.ckpt`` is also written every that many steps, so a killed
+    run loses at most that many steps.
+    """
     cuda = torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda")
     precision = precision or ("bf16-mixed" if cuda and torch.cuda.is_bf16_supported() else "32-true")
     best = ModelCheckpoint(
-        dirpath=ckpt_dir, filename="best", monitor="val_pcc" if has_val else None, mode="max", save_last=True,
-        save_top_k=1, enable_version_counter=False,
+        dirpath=ckpt_dir, filename="best", monitor="val_pcc" if has_val else None, mode="max",
+        save_last=checkpoint_every is None, save_top_k=1, enable_version_counter=False,
     )  # fmt: skip
     cbs = [best, *callbacks]
+    if checkpoint_every is not None:
+        cbs.append(ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=checkpoint_every,
+                                   save_on_train_epoch_end=True, enable_version_counter=False))  # fmt: skip
     if early_stopping is not None and has_val:
         cbs.append(EarlyStopping(monitor="val_pcc", mode="max", patience=early_stopping))
     trainer = L.Trainer(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 from collections.abc import Sequence
@@ -19,7 +20,7 @@ from ..model import ModelConfig, PixNet, PixNetLightning, PixNetModule
 from ..pp import select_genes
 from ._inputs import record_model, resolve_slide, resolve_table
 from ._spot import spot_loaders, spot_module
-from ._trainer import HistoryCallback, make_trainer
+from ._trainer import HistoryCallback, ResumeSampler, make_trainer
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ def fit(
     precision: str | None = None,
     num_workers: int = 0,
     checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int = 50,
     model_dir: str | Path | None = None,
     key_added: str = "pixnet",
     image: str | None = None,
@@ -114,8 +116,10 @@ def fit(
     accelerator, devices, precision, num_workers
         Lightning's: ``"auto"`` picks a GPU when there is one; several GPUs train with DDP;
         precision defaults to ``"bf16-mixed"`` on GPU and ``"32-true"`` on CPU.
-    checkpoint_dir
-        Keep checkpoints there; a run killed mid-way resumes from the last one when called again.
+    checkpoint_dir, checkpoint_every
+        Keep checkpoints there, the last one every ``checkpoint_every`` steps: a run killed mid-way,
+        called again with the same arguments, resumes from it and reaches the same weights as an
+        uninterrupted run.
     model_dir
         Save the trained model there (and record the path in ``sdata.attrs``).
     key_added
@@ -169,9 +173,15 @@ def fit(
     history = HistoryCallback()
     with tempfile.TemporaryDirectory(prefix="pixnet-ckpt-") as tmp:
         ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else Path(tmp)
+        if checkpoint_dir:
+            _claim_checkpoint_dir(ckpt_dir, {**params, "model": config.to_dict()})
+        callbacks = [history]
+        if isinstance(loader.sampler, EpochSampler):
+            callbacks.append(ResumeSampler(loader.sampler))
         trainer, best = make_trainer(
             ckpt_dir, epochs=epochs, accelerator=accelerator, devices=devices, precision=precision,
-            has_val=val_loader is not None, early_stopping=early_stopping, progress=progress, callbacks=[history],
+            has_val=val_loader is not None, early_stopping=early_stopping, progress=progress, callbacks=callbacks,
+            checkpoint_every=checkpoint_every if checkpoint_dir else None,
         )  # fmt: skip
         resume = ckpt_dir / "last.ckpt"
         trainer.fit(module, loader, val_loader, ckpt_path=str(resume) if checkpoint_dir and resume.exists() else None)
@@ -186,6 +196,22 @@ def fit(
     return model
 
 
+def _claim_checkpoint_dir(path: Path, run: dict) -> None:
+    """Refuse to resume a run made with other parameters from the same folder."""
+    path.mkdir(parents=True, exist_ok=True)
+    stamp = path / "pixnet_run.json"
+    text = json.dumps(run, sort_keys=True, default=str)
+    if stamp.exists() and stamp.read_text() != text:
+        raise ValueError(
+            f"{path} holds checkpoints of a run with other parameters or data; pass another checkpoint_dir "
+            "or delete that folder to start afresh."
+        )
+    if not stamp.exists():
+        tmp = stamp.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.replace(stamp)
+
+
 def _tile_loaders(data, train_mask, val, spec: TileSpec, n_tiles: int, *, batch_size: int, seed: int, augment: bool, num_workers: int):
     window = spec.tile - 2 * spec.context
     biggest = max(float(2 * d.extent.max()) for d in data)
@@ -196,7 +222,8 @@ def _tile_loaders(data, train_mask, val, spec: TileSpec, n_tiles: int, *, batch_
             f"context; use tile_px={need} or more."
         )
     train_ds = TrainTiles(data, train_mask, spec, n_tiles=n_tiles, seed=seed, augment=augment)
-    loader = DataLoader(train_ds, batch_size=batch_size, sampler=EpochSampler(n_tiles), collate_fn=collate, num_workers=num_workers)
+    sampler = EpochSampler(n_tiles, batch_size)
+    loader = DataLoader(train_ds, batch_size=batch_size, sampler=sampler, collate_fn=collate, num_workers=num_workers)
     val_loader = None
     if any(v.any() for v in val):
         val_loader = DataLoader(ValTiles(data, val, spec), batch_size=batch_size, collate_fn=collate, num_workers=num_workers)
