@@ -1,6 +1,6 @@
 """Draw docs/_static/method.png from the demo's results: H&E, training bins, predicted 2 um bins, map.
 
-    python docs/make_method_figure.py demo_output
+python docs/make_method_figure.py demo_output
 """
 
 import sys

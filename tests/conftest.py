@@ -2,7 +2,6 @@ import os
 import warnings
 
 import matplotlib
-import numpy as np
 import pytest
 
 matplotlib.use("Agg")
@@ -13,7 +12,6 @@ warnings.filterwarnings("ignore", category=FutureWarning)
 def _data_dir(tmp_path_factory):
     """Demo slides and lookup tables go to a per-session folder, not the user's cache."""
     os.environ["PIXNET_DATA"] = str(tmp_path_factory.mktemp("pixnet-data"))
-    yield
 
 
 @pytest.fixture(scope="session")
@@ -29,11 +27,15 @@ def prefixed_dir(tmp_path_factory):
     from pixnet.datasets import visium_hd_demo
 
     return visium_hd_demo(
-        tmp_path_factory.mktemp("slides") / "prefixed", size_um=200, seed=4, prefix="Visium_HD_Test", stain_variation=0.8
+        tmp_path_factory.mktemp("slides") / "prefixed",
+        size_um=200,
+        seed=4,
+        prefix="Visium_HD_Test",
+        stain_variation=0.8,
     )
 
 
-@pytest.fixture()
+@pytest.fixture
 def sdata(slide_dir):
     import pixnet
 
@@ -47,10 +49,16 @@ def trained(tmp_path_factory, slide_dir):
 
     sd = pixnet.io.visium_hd(slide_dir)
     model = pixnet.tl.fit(
-        sd, bin_size=16, n_genes=20, epochs=1, tiles_per_epoch=4, batch_size=2, tile_px=128, context_px=8, progress=False
+        sd,
+        bin_size=16,
+        n_genes=20,
+        epochs=1,
+        tiles_per_epoch=4,
+        batch_size=2,
+        tile_px=128,
+        context_px=8,
+        progress=False,
     )
     return model
 
 
-def rng(seed=0):
-    return np.random.default_rng(seed)

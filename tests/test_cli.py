@@ -11,13 +11,34 @@ from pixnet.cli import main
 
 def test_fit_predict_evaluate_match_the_api(tmp_path, slide_dir, capsys):
     model_dir, result = tmp_path / "model", tmp_path / "result.zarr"
-    assert main(["-q", "fit", str(slide_dir), "--bin-size", "16", "--out", str(model_dir), "--epochs", "1", "--n-genes", "12", "--seed", "3"]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "fit",
+                str(slide_dir),
+                "--bin-size",
+                "16",
+                "--out",
+                str(model_dir),
+                "--epochs",
+                "1",
+                "--n-genes",
+                "12",
+                "--seed",
+                "3",
+            ]
+        )
+        == 0
+    )
     cli_model = pixnet.PixNet.load(model_dir)
     api_model = pixnet.tl.fit(pixnet.io.visium_hd(slide_dir), bin_size=16, epochs=1, n_genes=12, seed=3, progress=False)
     for (k, a), b in zip(cli_model.module.state_dict().items(), api_model.module.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=k)
 
-    assert main(["-q", "predict", str(slide_dir), "--model", str(model_dir), "--bin-size", "8", "--out", str(result)]) == 0
+    assert (
+        main(["-q", "predict", str(slide_dir), "--model", str(model_dir), "--bin-size", "8", "--out", str(result)]) == 0
+    )
     cli_table = sd.read_zarr(result).tables["pixnet_square_008um"]
     api_table = pixnet.tl.predict(pixnet.io.visium_hd(slide_dir), model=cli_model, bin_size=8, progress=False)
     assert list(cli_table.obs_names) == list(api_table.obs_names)
@@ -31,7 +52,9 @@ def test_fit_predict_evaluate_match_the_api(tmp_path, slide_dir, capsys):
 def test_bad_input_exit_code(tmp_path, capsys):
     assert main(["fit", str(tmp_path / "missing"), "--out", str(tmp_path / "m")]) == 2
     assert "does not exist" in capsys.readouterr().err
-    assert main(["predict", str(tmp_path), "--model", str(tmp_path / "nomodel"), "--out", str(tmp_path / "r.zarr")]) == 2
+    assert (
+        main(["predict", str(tmp_path), "--model", str(tmp_path / "nomodel"), "--out", str(tmp_path / "r.zarr")]) == 2
+    )
 
 
 def test_help_and_entry_point():

@@ -18,11 +18,23 @@ def test_layout_is_space_ranger(slide_dir):
         d = slide_dir / "binned_outputs" / f"square_{b:03d}um"
         assert (d / "filtered_feature_bc_matrix.h5").is_file()
         pos = pd.read_parquet(d / "spatial" / "tissue_positions.parquet")
-        assert list(pos.columns) == ["barcode", "in_tissue", "array_row", "array_col", "pxl_row_in_fullres", "pxl_col_in_fullres"]
+        assert list(pos.columns) == [
+            "barcode",
+            "in_tissue",
+            "array_row",
+            "array_col",
+            "pxl_row_in_fullres",
+            "pxl_col_in_fullres",
+        ]
         sf = json.loads((d / "spatial" / "scalefactors_json.json").read_text())
         assert sf["bin_size_um"] == b
         assert np.isclose(sf["bin_size_um"] / sf["spot_diameter_fullres"], sf["microns_per_pixel"])
-    for f in ("spatial/tissue_hires_image.png", "spatial/tissue_lowres_image.png", "feature_slice.h5", "microscope_image/tissue_image.tif"):
+    for f in (
+        "spatial/tissue_hires_image.png",
+        "spatial/tissue_lowres_image.png",
+        "feature_slice.h5",
+        "microscope_image/tissue_image.tif",
+    ):
         assert (slide_dir / f).is_file(), f
     with h5py.File(slide_dir / "feature_slice.h5") as f:
         meta = json.loads(f.attrs["metadata_json"])

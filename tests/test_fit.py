@@ -33,12 +33,16 @@ def test_fit_on_several_slides_and_spots(sdata, prefixed_dir):
     from spatialdata.transformations import Identity
 
     t = sdata.tables["square_016um"].copy()
-    sdata.shapes["circles"] = ShapesModel.parse(t.obsm["spatial"], geometry=0, radius=np.full(t.n_obs, 25.0), transformations={"global": Identity()})
+    sdata.shapes["circles"] = ShapesModel.parse(
+        t.obsm["spatial"], geometry=0, radius=np.full(t.n_obs, 25.0), transformations={"global": Identity()}
+    )
     del t.uns["pixnet"]
     t.obs["region"] = "circles"
     t.obs["region"] = t.obs["region"].astype("category")
     del t.uns["spatialdata_attrs"]
-    sdata.tables["circle_table"] = TableModel.parse(t, region="circles", region_key="region", instance_key="location_id")
+    sdata.tables["circle_table"] = TableModel.parse(
+        t, region="circles", region_key="region", instance_key="location_id"
+    )
     m = pixnet.tl.fit(sdata, table="circle_table", epochs=1, tiles_per_epoch=4, **TINY)
     assert len(m.genes) == 20
 

@@ -83,7 +83,7 @@ def test_bins_land_where_their_tissue_is(sdata, slide_dir):
 # ----- bad input -------------------------------------------------------------------------
 
 
-@pytest.fixture()
+@pytest.fixture
 def broken(tmp_path, slide_dir):
     dst = tmp_path / "outs"
     shutil.copytree(slide_dir, dst)

@@ -3,7 +3,16 @@ import pytest
 import shapely
 import torch
 
-from pixnet.model import ModelConfig, PixNet, PixNetModule, Spots, aggregate, build_encoder, load_checkpoint, spot_weights
+from pixnet.model import (
+    ModelConfig,
+    PixNet,
+    PixNetModule,
+    Spots,
+    aggregate,
+    build_encoder,
+    load_checkpoint,
+    spot_weights,
+)
 
 GENES = tuple(f"G{i}" for i in range(7))
 
@@ -104,7 +113,9 @@ def test_wrong_checkpoint_is_refused(tmp_path):
 
 
 def test_save_load_round_trip(tmp_path):
-    model = PixNet(ModelConfig(genes=GENES, decoder_hidden=16), training={"params": {"a": 1}, "history": [{"epoch": 0}]})
+    model = PixNet(
+        ModelConfig(genes=GENES, decoder_hidden=16), training={"params": {"a": 1}, "history": [{"epoch": 0}]}
+    )
     tiles = np.random.default_rng(0).integers(0, 255, (2, 64, 64, 3), dtype=np.uint8)
     before = model.predict_map(tiles)
     model.save(tmp_path / "m")

@@ -4,7 +4,7 @@ import pytest
 import pixnet
 
 
-@pytest.fixture()
+@pytest.fixture
 def predicted(sdata, trained):
     pixnet.tl.predict(sdata, model=trained, bin_size=8, progress=False)
     pixnet.tl.predict(sdata, model=trained, bin_size=2, progress=False)

@@ -44,7 +44,9 @@ def test_empty_bins_stay_zero():
     assert (v == 0).all()
 
 
-@pytest.mark.parametrize(("lam", "total"), [(0.05, 15.0), (1.0, 15.0), (0.3, 3.0), (2.0, 900.0), (50.0, 900.0), (0.01, 0.5)])
+@pytest.mark.parametrize(
+    ("lam", "total"), [(0.05, 15.0), (1.0, 15.0), (0.3, 3.0), (2.0, 900.0), (50.0, 900.0), (0.01, 0.5)]
+)
 def test_expected_log_normalized_matches_monte_carlo(lam, total):
     rng = np.random.default_rng(0)
     x = rng.poisson(lam, 400_000)

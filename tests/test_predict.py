@@ -1,9 +1,7 @@
 import anndata as ad
-import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pytest
-import shapely
 import spatialdata as sd
 import torch
 from scipy import sparse
@@ -42,13 +40,16 @@ def test_predict_any_size_and_shapes(sdata, trained):
     assert 0.5 < t32.n_obs * 16 / sdata.tables["square_008um"].n_obs < 1.6
     # Circles, as Visium spots: expected counts scale with area.
     centres = sdata.tables["square_016um"].obsm["spatial"][::40]
-    circles = ShapesModel.parse(centres, geometry=0, radius=np.full(len(centres), 27.5 / 0.2737), transformations={"global": Identity()})
+    circles = ShapesModel.parse(
+        centres, geometry=0, radius=np.full(len(centres), 27.5 / 0.2737), transformations={"global": Identity()}
+    )
     sdata.shapes["spots"] = circles
     t55 = pixnet.tl.predict(sdata, model=trained, shapes="spots", progress=False)
     assert t55.n_obs == len(centres)
-    ratio = t55.obs["predicted_total_counts"].mean() / pixnet.tl.predict(
-        sdata, model=trained, bin_size=16, progress=False
-    ).obs["predicted_total_counts"].mean()
+    ratio = (
+        t55.obs["predicted_total_counts"].mean()
+        / pixnet.tl.predict(sdata, model=trained, bin_size=16, progress=False).obs["predicted_total_counts"].mean()
+    )
     assert 3 < ratio < 30  # a 55 um circle has 9.3x the area of a 16 um square
 
 
@@ -83,8 +84,12 @@ def test_map_overlays_the_image(sdata):
     t = pixnet.tl.predict(sdata, model=model, bin_size=16, progress=False, tile_px=256, context_px=32)
     xy = t.obsm["spatial"]
     bin_px = 16 / 0.2737
-    inside = (xy[:, 0] > 500 + bin_px) & (xy[:, 0] < 800 - bin_px) & (xy[:, 1] > 300 + bin_px) & (xy[:, 1] < 500 - bin_px)
-    outside = (xy[:, 0] < 500 - bin_px) | (xy[:, 0] > 800 + bin_px) | (xy[:, 1] < 300 - bin_px) | (xy[:, 1] > 500 + bin_px)
+    inside = (
+        (xy[:, 0] > 500 + bin_px) & (xy[:, 0] < 800 - bin_px) & (xy[:, 1] > 300 + bin_px) & (xy[:, 1] < 500 - bin_px)
+    )
+    outside = (
+        (xy[:, 0] < 500 - bin_px) | (xy[:, 0] > 800 + bin_px) | (xy[:, 1] < 300 - bin_px) | (xy[:, 1] > 500 + bin_px)
+    )
     full = (16 / cfg.map_um_per_px) ** 2  # map pixels per bin, each holding 1 where the image is black
     counts = t.layers["counts"][:, 0]
     assert inside.sum() > 5
@@ -110,7 +115,11 @@ def test_backed_zarr_round_trip(tmp_path, sdata, trained):
     backed = sd.read_zarr(path)
     t = pixnet.tl.predict(backed, model=trained, bin_size=16, progress=False)
     again = sd.read_zarr(path)
-    assert {"pixnet_map", "pixnet_square_016um_shapes", "pixnet_square_016um"} <= {*again.images, *again.shapes, *again.tables}
+    assert {"pixnet_map", "pixnet_square_016um_shapes", "pixnet_square_016um"} <= {
+        *again.images,
+        *again.shapes,
+        *again.tables,
+    }
     np.testing.assert_allclose(np.asarray(again.tables["pixnet_square_016um"].X), np.asarray(t.X), rtol=1e-6)
     assert list(image_levels(again.images["pixnet_map"])[0].coords["c"].values)[:2] == trained.genes[:2]
     assert again.tables["square_016um"].n_obs == sdata.tables["square_016um"].n_obs  # earlier elements intact
@@ -118,7 +127,10 @@ def test_backed_zarr_round_trip(tmp_path, sdata, trained):
 
 def _tiny_sdata(pred_x, meas_counts):
     pts = ShapesModel.parse(np.array([[1.0, 1], [2, 2], [3, 3], [4, 4]]), geometry=0, radius=np.ones(4))
-    meas = ad.AnnData(sparse.csr_matrix(meas_counts.astype(np.float32)), obs=pd.DataFrame({"id": np.arange(4), "r": "c"}, index=list("abcd")))
+    meas = ad.AnnData(
+        sparse.csr_matrix(meas_counts.astype(np.float32)),
+        obs=pd.DataFrame({"id": np.arange(4), "r": "c"}, index=list("abcd")),
+    )
     meas.var_names = ["G1", "G2", "G3"]
     meas.obs["r"] = meas.obs["r"].astype("category")
     meas = TableModel.parse(meas, region="c", region_key="r", instance_key="id")
@@ -172,11 +184,16 @@ def test_2um_bins_are_placed_to_the_micrometre(sdata):
     arr[:, dark] = 0
     sdata.images["_full_image"] = Image2DModel.parse(arr, dims=("c", "y", "x"), transformations={"global": Identity()})
     cfg = ModelConfig(genes=("A",), map_stride=2)
-    t = pixnet.tl.predict(sdata, model=PixNet(cfg, _Darkness(cfg)), bin_size=2, progress=False, tile_px=256, context_px=32)
+    t = pixnet.tl.predict(
+        sdata, model=PixNet(cfg, _Darkness(cfg)), bin_size=2, progress=False, tile_px=256, context_px=32
+    )
     grid = pixnet.io.read_table_grid(sdata.tables["square_002um"])
     u = (np.arange(8) + 0.5) / 8 - 0.5
     du, dv = np.meshgrid(u, u)
-    p = grid.centres((t.obs["array_row"].to_numpy()[:, None] + dv.ravel()).ravel(), (t.obs["array_col"].to_numpy()[:, None] + du.ravel()).ravel())
+    p = grid.centres(
+        (t.obs["array_row"].to_numpy()[:, None] + dv.ravel()).ravel(),
+        (t.obs["array_col"].to_numpy()[:, None] + du.ravel()).ravel(),
+    )
     frac = (((p[:, 0] - 600) * np.cos(0.3) + (p[:, 1] - 500) * np.sin(0.3)) < 0).reshape(t.n_obs, -1).mean(1)
     pred = np.asarray(t.layers["counts"][:, 0]) / (2 / cfg.map_um_per_px) ** 2
     edge = (frac > 0) & (frac < 1)

@@ -10,7 +10,17 @@ import torch
 
 import pixnet
 
-RUN = dict(bin_size=16, n_genes=10, epochs=2, tiles_per_epoch=8, batch_size=2, tile_px=128, context_px=8, seed=11, progress=False)
+RUN = {
+    "bin_size": 16,
+    "n_genes": 10,
+    "epochs": 2,
+    "tiles_per_epoch": 8,
+    "batch_size": 2,
+    "tile_px": 128,
+    "context_px": 8,
+    "seed": 11,
+    "progress": False,
+}
 
 
 def _script(slide_dir, ckpt):
@@ -32,7 +42,9 @@ def _script(slide_dir, ckpt):
 
 def test_training_resumes_after_a_kill(tmp_path, slide_dir):
     ckpt = tmp_path / "ckpt"
-    proc = subprocess.Popen([sys.executable, "-c", _script(slide_dir, ckpt)], env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _script(slide_dir, ckpt)], env={**os.environ, "PYTHONWARNINGS": "ignore"}
+    )
     last, deadline = ckpt / "last.ckpt", time.time() + 300
     while time.time() < deadline:  # wait until it has trained into the second epoch, then kill it
         if last.exists():

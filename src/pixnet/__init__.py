@@ -4,9 +4,8 @@
 and evaluates, ``pixnet.pl`` plots, ``pixnet.datasets`` makes synthetic slides.
 """
 
-from ._version import __version__
-
 from . import datasets, io, model, pl, pp, tl
+from ._version import __version__
 from .model import PixNet
 
 __all__ = ["PixNet", "__version__", "datasets", "io", "model", "pl", "pp", "tl"]

@@ -80,7 +80,11 @@ class BinGrid:
 
     def to_dict(self) -> dict:
         """Plain form for ``AnnData.uns`` (h5ad and zarr serialisable)."""
-        return {"affine": np.asarray(self.affine, np.float64), "bin_size_um": self.bin_size_um, "um_per_px": self.um_per_px}
+        return {
+            "affine": np.asarray(self.affine, np.float64),
+            "bin_size_um": self.bin_size_um,
+            "um_per_px": self.um_per_px,
+        }
 
     @classmethod
     def from_dict(cls, d: dict) -> BinGrid:

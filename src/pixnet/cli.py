@@ -54,8 +54,13 @@ def _predict(args) -> None:
         import spatialdata
 
         sdata = spatialdata.read_zarr(out)
-    table = tl.predict(sdata, model=model, bin_size=args.bin_size, key_added=args.key_added, overwrite=True, progress=not args.quiet)
-    print(f"wrote {table.n_obs} x {table.n_vars} predictions to {out} (table {args.key_added}_square_{args.bin_size:03d}um)")
+    table = tl.predict(
+        sdata, model=model, bin_size=args.bin_size, key_added=args.key_added, overwrite=True, progress=not args.quiet
+    )
+    print(
+        f"wrote {table.n_obs} x {table.n_vars} predictions to {out} "
+        f"(table {args.key_added}_square_{args.bin_size:03d}um)"
+    )
 
 
 def _evaluate(args) -> None:
@@ -118,7 +123,9 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     if not args.verbose:
         warnings.filterwarnings("ignore", category=FutureWarning)
         for name in ("lightning", "lightning.pytorch", "lightning.fabric"):

@@ -28,10 +28,13 @@ def run_demo(out: Path, *, size_um: float = 1000.0, epochs: int | None = None, p
     print(sdata)
     for b in (2, 8, 16):
         t = sdata.tables[f"square_{b:03d}um"]
-        print(f"{b:2d} um bins: {t.n_obs:7d} bins x {t.n_vars} genes, median {int(pd.Series(t.X.sum(1).A1).median())} UMIs per bin")
+        print(
+            f"{b:2d} um bins: {t.n_obs:7d} bins x {t.n_vars} genes, "
+            f"median {int(pd.Series(t.X.sum(1).A1).median())} UMIs per bin"
+        )
     _total_counts_figure(sdata, out / "01_he_total_counts_8um.png")
 
-    model = tl.fit(sdata, bin_size=16, epochs=epochs or 8, progress=progress, model_dir=out / "model")
+    model = tl.fit(sdata, bin_size=16, epochs=epochs or 8, progress=progress, model_dir=out / "model", overwrite=True)
     print(model)
     genes = [g for g in DEMO_GENES if g in model.genes][:4] or model.genes[:4]
     scores = {}

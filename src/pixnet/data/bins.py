@@ -40,7 +40,9 @@ def table_spots(sdata: SpatialData, table_name: str, cs: str) -> TableSpots:
     try:
         region, region_key, instance_key = get_table_keys(table)
     except (KeyError, ValueError) as err:
-        raise ValueError(f"Table {table_name!r} does not annotate an element (no spatialdata_attrs); parse it with TableModel.") from err
+        raise ValueError(
+            f"Table {table_name!r} does not annotate an element (no spatialdata_attrs); parse it with TableModel."
+        ) from err
     regions = [region] if isinstance(region, str) else list(region)
     if len(regions) != 1:
         raise ValueError(f"Table {table_name!r} annotates several elements {regions}; pass a table that annotates one.")
@@ -63,11 +65,14 @@ def table_spots(sdata: SpatialData, table_name: str, cs: str) -> TableSpots:
     try:
         geoms = element.loc[ids]
     except KeyError as err:
-        raise KeyError(f"Some rows of table {table_name!r} have no shape in {region!r} (instance ids not found).") from err
+        raise KeyError(
+            f"Some rows of table {table_name!r} have no shape in {region!r} (instance ids not found)."
+        ) from err
     return TableSpots(table, shapes_to_spots(geoms, to_cs), region, None)
 
 
 def shapes_to_spots(gdf: GeoDataFrame, to_cs: np.ndarray) -> Spots:
+    """Circles (points with a ``radius`` column) or polygons, mapped by the affine ``to_cs``."""
     geom = gdf.geometry.to_numpy()
     kinds = set(shapely.get_type_id(geom).tolist())
     linear, shift = to_cs[:2, :2], to_cs[:2, 2]

@@ -26,7 +26,9 @@ def crop_spots(image: np.ndarray, centres: np.ndarray, side: np.ndarray, size: i
 class SpotCrops(Dataset):
     """One crop per spot (the spot and ``context`` times its size around it) with its counts."""
 
-    def __init__(self, slides: list[SlideData], masks: list[np.ndarray], *, size: int, context: float, seed: int, augment: bool):
+    def __init__(
+        self, slides: list[SlideData], masks: list[np.ndarray], *, size: int, context: float, seed: int, augment: bool
+    ):
         self.slides, self.size, self.context, self.seed, self.augment = slides, size, context, seed, augment
         self.index = [(s, i) for s, m in enumerate(masks) for i in np.flatnonzero(m)]
         self.epoch = 0

@@ -115,7 +115,9 @@ class _Tiles(Dataset):
 class TrainTiles(_Tiles):
     """Random tiles around training bins, with flips, rotations and colour jitter."""
 
-    def __init__(self, slides, masks: list[np.ndarray], spec: TileSpec, *, n_tiles: int, seed: int, augment: bool = True):
+    def __init__(
+        self, slides, masks: list[np.ndarray], spec: TileSpec, *, n_tiles: int, seed: int, augment: bool = True
+    ):
         super().__init__(slides, spec)
         self.train_idx = [np.flatnonzero(m) for m in masks]
         weights = np.array([len(i) for i in self.train_idx], np.float64)

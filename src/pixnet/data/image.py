@@ -21,7 +21,8 @@ def element_to_cs(element, cs: str) -> np.ndarray:
     if cs not in transformations:
         raise ValueError(
             f"The element has no transformation to coordinate system {cs!r} (it has {sorted(transformations)}). "
-            "Image and bins must share a coordinate system; set one with spatialdata.transformations.set_transformation."
+            "Image and bins must share a coordinate system; "
+            "set one with spatialdata.transformations.set_transformation."
         )
     return np.asarray(transformations[cs].to_affine_matrix(input_axes=("x", "y"), output_axes=("x", "y")), np.float64)
 

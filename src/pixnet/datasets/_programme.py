@@ -49,7 +49,9 @@ CELL_TYPES: tuple[CellType, ...] = (
 )
 
 REGIONS: tuple[Region, ...] = (
-    Region("tumour", {"tumour": 0.82, "fibroblast": 0.06, "lymphocyte": 0.06, "macrophage": 0.06}, 0.62, 0.30, 0.2, 0.6),
+    Region(
+        "tumour", {"tumour": 0.82, "fibroblast": 0.06, "lymphocyte": 0.06, "macrophage": 0.06}, 0.62, 0.30, 0.2, 0.6
+    ),
     Region(
         "stroma",
         {"fibroblast": 0.55, "endothelial": 0.12, "macrophage": 0.12, "lymphocyte": 0.11, "plasma": 0.10},
@@ -58,7 +60,9 @@ REGIONS: tuple[Region, ...] = (
         1.0,
         0.4,
     ),
-    Region("immune", {"lymphocyte": 0.70, "plasma": 0.14, "macrophage": 0.10, "endothelial": 0.06}, 0.68, 0.22, 0.1, 0.8),
+    Region(
+        "immune", {"lymphocyte": 0.70, "plasma": 0.14, "macrophage": 0.10, "endothelial": 0.06}, 0.68, 0.22, 0.1, 0.8
+    ),
     Region("adipose", {"adipocyte": 0.90, "fibroblast": 0.05, "endothelial": 0.05}, 0.80, 0.08, 0.3, 0.12),
 )
 

@@ -21,7 +21,9 @@ def rasterise(
     lo, hi = corners.min(axis=0), corners.max(axis=0)
     c = layout.cells
     reach = c["a"] + np.hypot(c["nx"], c["ny"])
-    sel = np.flatnonzero((c["x"] + reach > lo[0]) & (c["x"] - reach < hi[0]) & (c["y"] + reach > lo[1]) & (c["y"] - reach < hi[1]))
+    sel = np.flatnonzero(
+        (c["x"] + reach > lo[0]) & (c["x"] - reach < hi[0]) & (c["y"] + reach > lo[1]) & (c["y"] - reach < hi[1])
+    )
     labels = np.zeros(shape, np.int32)
     nucleus = np.zeros(shape, np.bool_)
     _draw(

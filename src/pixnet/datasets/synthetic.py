@@ -46,6 +46,7 @@ def visium_hd_demo(
     prefix: str = "",
     stain_variation: float = 0.0,
     um_per_px: float = 0.2737,
+    segmentation: bool = True,
     overwrite: bool = False,
 ) -> Path:
     """Write a synthetic Visium HD run as a Space Ranger ``outs/`` folder and return its path.
@@ -82,6 +83,9 @@ def visium_hd_demo(
         Perturbation of the H&E stain colours (0 = reference stain, 1 = a strong batch effect).
     um_per_px
         Micrometres per pixel of the full-resolution image.
+    segmentation
+        Also write Space Ranger's cell segmentation (``segmented_outputs/``: cell polygons and
+        the counts of the 2 um bins assigned to each cell).
     overwrite
         Replace an existing folder at ``path``.
 
@@ -90,6 +94,7 @@ def visium_hd_demo(
     The ``outs/`` folder. The ground truth (expected counts of every 2 um bin, as the UMIs
     each cell type and region puts there times their gene profiles) is in ``pixnet_truth.h5``
     inside it: read it with :func:`expected_counts`.
+
     """
     if full_size:
         size_um = FULL_SIZE_UM
@@ -98,7 +103,7 @@ def visium_hd_demo(
     params = {
         "size_um": float(size_um), "seed": int(seed), "programme_seed": int(programme_seed), "n_genes": int(n_genes),
         "rotation_deg": float(rotation_deg), "prefix": prefix, "stain_variation": float(stain_variation),
-        "um_per_px": float(um_per_px), "version": 2,
+        "um_per_px": float(um_per_px), "segmentation": bool(segmentation), "version": 2,
     }  # fmt: skip
     if path is None:
         key = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
@@ -163,7 +168,9 @@ def _write_images(out: Path, layout, programme, stain, extent: float, mpp: float
                 h, w = min(_TILE, shape - y0), min(_TILE, shape - x0)
                 tile = render_tile(layout, programme, stain, y0=y0, x0=x0, h=h, w=w, um_per_px=mpp, seed=p["seed"])
                 small = _block_mean(tile, hires_f)
-                mosaic[y0 // hires_f : y0 // hires_f + small.shape[0], x0 // hires_f : x0 // hires_f + small.shape[1]] = small
+                mosaic[
+                    y0 // hires_f : y0 // hires_f + small.shape[0], x0 // hires_f : x0 // hires_f + small.shape[1]
+                ] = small
                 padded = np.full((_TILE, _TILE, 3), 255, np.uint8)
                 padded[:h, :w] = tile
                 yield padded
@@ -208,7 +215,10 @@ def _write_bins(out: Path, layout, programme, grid: Grid, p: dict, sf: dict) -> 
         d = out / "binned_outputs" / f"square_{b:03d}um"
         (d / "spatial").mkdir(parents=True, exist_ok=True)
         write_json(d / "spatial" / "scalefactors_json.json", scalefactors(bin_size=b, um_per_px=grid.um_per_px, **sf))
-        writers[b] = (MatrixWriter(d / "filtered_feature_bc_matrix.h5", genes, gene_ids), PositionsWriter(d / "spatial" / "tissue_positions.parquet"))
+        writers[b] = (
+            MatrixWriter(d / "filtered_feature_bc_matrix.h5", genes, gene_ids),
+            PositionsWriter(d / "spatial" / "tissue_positions.parquet"),
+        )
     truth_w, truth_rc, truth_cell, cell_parts = [], [], [], []
     block = 64  # 2 um rows per block: a multiple of 8 so that 8 and 16 um bins never straddle blocks
     for r0 in tqdm(range(0, n, block), desc="sampling counts", leave=False, disable=None):
@@ -222,7 +232,8 @@ def _write_bins(out: Path, layout, programme, grid: Grid, p: dict, sf: dict) -> 
         truth_w.append(w.reshape(-1, w.shape[-1])[inside].astype(np.float32))
         truth_rc.append(np.stack([rows[inside], cols[inside]], axis=1).astype(np.int32))
         truth_cell.append(cell_of_bin.ravel()[inside].astype(np.int32))
-        cell_parts.append(_per_cell(counts, truth_cell[-1], len(layout.cells["x"])))
+        if p["segmentation"]:
+            cell_parts.append(_per_cell(counts, truth_cell[-1], len(layout.cells["x"])))
         for b in BIN_SIZES:
             f = b // 2
             nb = n // f
@@ -244,7 +255,8 @@ def _write_bins(out: Path, layout, programme, grid: Grid, p: dict, sf: dict) -> 
         mw.close()
         pw.close()
     cell_of_bin = np.concatenate(truth_cell)
-    _write_segmentation(out, layout, grid, sum(cell_parts), genes, gene_ids, sf)
+    if p["segmentation"]:
+        _write_segmentation(out, layout, grid, sum(cell_parts), genes, gene_ids, sf)
     with h5py.File(out / TRUTH_FILE, "w") as f:
         f["weights"] = np.concatenate(truth_w)
         f["array_row_col"] = np.concatenate(truth_rc)
@@ -265,8 +277,10 @@ def _per_cell(counts: sparse.csr_matrix, cell: np.ndarray, n_cells: int) -> spar
     return (assign @ counts).tocsr()
 
 
-def _write_segmentation(out: Path, layout, grid: Grid, cell_counts: sparse.csr_matrix, genes, gene_ids, sf: dict) -> None:
-    """``segmented_outputs/``: cell polygons (GeoJSON, full-resolution pixels) and counts per cell, as Space Ranger 4 writes."""
+def _write_segmentation(
+    out: Path, layout, grid: Grid, cell_counts: sparse.csr_matrix, genes, gene_ids, sf: dict
+) -> None:
+    """``segmented_outputs/`` as Space Ranger 4 writes it: cell polygons (GeoJSON, pixels) and counts per cell."""
     seg = out / "segmented_outputs"
     (seg / "spatial").mkdir(parents=True, exist_ok=True)
     write_json(seg / "spatial" / "scalefactors_json.json", scalefactors(bin_size=2, um_per_px=grid.um_per_px, **sf))
@@ -292,7 +306,9 @@ def _write_segmentation(out: Path, layout, grid: Grid, cell_counts: sparse.csr_m
     writer.close()
 
 
-def expected_counts(path: str | Path, *, bin_size: int = 2, genes: list[str] | None = None, cells: bool = False) -> ad.AnnData:
+def expected_counts(
+    path: str | Path, *, bin_size: int = 2, genes: list[str] | None = None, cells: bool = False
+) -> ad.AnnData:
     """The true expected counts of a synthetic slide's bins or cells (the perfect model's prediction).
 
     Parameters
@@ -312,6 +328,7 @@ def expected_counts(path: str | Path, *, bin_size: int = 2, genes: list[str] | N
     -------
     AnnData of expected counts with the bins' barcodes as ``obs_names``, the bins' array row
     and column in ``obs``, and the components' UMIs per bin in ``obsm["components"]``.
+
     """
     truth = Path(path) / TRUTH_FILE
     if not truth.exists():

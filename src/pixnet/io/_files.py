@@ -47,18 +47,24 @@ def bin_folder(outs: Path, bin_size: int) -> Path:
     d = outs / "binned_outputs" / f"square_{int(bin_size):03d}um"
     if not d.is_dir():
         have = ", ".join(map(str, available_bin_sizes(outs))) or "none"
-        raise ValueError(f"No {bin_size} um bins in {outs / 'binned_outputs'} (available: {have}). Pass bin_sizes=... from those.")
+        raise ValueError(
+            f"No {bin_size} um bins in {outs / 'binned_outputs'} (available: {have}). Pass bin_sizes=... from those."
+        )
     return d
 
 
 def read_json(path: Path) -> dict:
     """A small JSON file, or an error naming it."""
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing; it is part of every Space Ranger output. Re-copy the run's `outs/` folder.")
+        raise FileNotFoundError(
+            f"{path} is missing; it is part of every Space Ranger output. Re-copy the run's `outs/` folder."
+        )
     try:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} is not valid JSON (truncated copy?): {err}. Re-copy it from the Space Ranger output.") from err
+        raise ValueError(
+            f"{path} is not valid JSON (truncated copy?): {err}. Re-copy it from the Space Ranger output."
+        ) from err
 
 
 def scalefactors(folder: Path) -> dict:
@@ -101,7 +107,9 @@ def feature_slice(outs: Path, dataset_id: str | None) -> tuple[Path, str]:
     if len(candidates) == 1:
         return candidates[0], candidates[0].name[: -len("_feature_slice.h5")]
     if not candidates:
-        raise FileNotFoundError(f"No feature_slice.h5 in {outs}; every Visium HD output has one. Re-copy the `outs/` folder.")
+        raise FileNotFoundError(
+            f"No feature_slice.h5 in {outs}; every Visium HD output has one. Re-copy the `outs/` folder."
+        )
     raise ValueError(f"Several feature slice files in {outs}: {[c.name for c in candidates]}; pass dataset_id=...")
 
 

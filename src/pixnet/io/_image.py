@@ -33,7 +33,7 @@ def read_image(path: Path, *, transformations: dict[str, BaseTransformation], mu
         else:
             Image.MAX_IMAGE_PIXELS = None  # the user's own slide, not untrusted input
             data = da.from_array(np.asarray(Image.open(path).convert("RGB")), chunks=(2048, 2048, 3))
-    except Exception as err:  # noqa: BLE001 - image libraries raise many types; all mean "unreadable"
+    except Exception as err:
         raise ValueError(f"{path} cannot be read as an image (truncated or unsupported?): {err}") from err
     if data.ndim == 2:
         data = da.stack([data] * 3, axis=-1)

@@ -41,7 +41,9 @@ def read_10x_h5(path: Path, *, gex_only: bool = True) -> ad.AnnData:
                 index=pd.Index(feat["name"].asstr()[:], name=None),
             )
     except (OSError, KeyError) as err:
-        raise ValueError(f"{path} cannot be read as a 10x HDF5 matrix (truncated or corrupt?): {err}. Re-copy it.") from err
+        raise ValueError(
+            f"{path} cannot be read as a 10x HDF5 matrix (truncated or corrupt?): {err}. Re-copy it."
+        ) from err
     if len(indptr) != n_bins + 1 or (len(indptr) and indptr[-1] != len(data)):
         raise ValueError(f"{path} is inconsistent (indptr does not match data): the file is truncated. Re-copy it.")
     x = sparse.csr_matrix((data, indices, indptr), shape=(n_bins, n_genes))

@@ -25,6 +25,7 @@ def visium(path: str | Path, **kwargs) -> SpatialData:
         The run's ``outs/`` folder.
     **kwargs
         Passed to :func:`spatialdata_io.visium`.
+
     """
     import spatialdata_io
 
@@ -35,10 +36,13 @@ def visium(path: str | Path, **kwargs) -> SpatialData:
     if "spot_diameter_fullres" not in sf:
         raise ValueError(f"{path}/spatial/scalefactors_json.json has no spot_diameter_fullres; is this a Visium run?")
     sdata = spatialdata_io.visium(path, **kwargs)
-    images = [k for k in sdata.images if k.endswith("_full_image")] or [k for k in sdata.images if k.endswith("hires_image")]
+    images = [k for k in sdata.images if k.endswith("_full_image")] or [
+        k for k in sdata.images if k.endswith("hires_image")
+    ]
     if not images:
         raise FileNotFoundError(
-            f"No H&E image was found for {path}: pass fullres_image_file='path/to/image.tif' (forwarded to spatialdata-io)."
+            f"No H&E image was found for {path}: "
+            "pass fullres_image_file='path/to/image.tif' (forwarded to spatialdata-io)."
         )
     um_per_px = VISIUM_SPOT_UM / float(sf["spot_diameter_fullres"])
     if images[0].endswith("hires_image"):

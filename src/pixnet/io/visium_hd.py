@@ -76,6 +76,7 @@ def visium_hd(
         ``"squares"`` (shapes), ``"labels"`` or ``"auto"`` (labels below 8 um, squares above).
     load_segmentations
         Also read Space Ranger's cell segmentation when the run has one.
+
     """
     outs = _files.outs_folder(path)
     bin_sizes = [bin_sizes] if isinstance(bin_sizes, int | float) else list(bin_sizes)
@@ -153,7 +154,9 @@ def _read_bins(folder: Path, b: int, dataset_id: str, um_per_px: float, spatial:
     grid = BinGrid.fit(rows, cols, xy[:, 0], xy[:, 1], bin_size_um=b, um_per_px=um_per_px)
     err = np.abs(grid.centres(rows[:1000], cols[:1000]) - xy[:1000]).max() if len(rows) else 0.0
     if err > 0.25 * grid.side_px:
-        warnings.warn(f"{b} um bins are off a regular grid by up to {err:.1f} px; bin geometry is approximate.", stacklevel=3)
+        warnings.warn(
+            f"{b} um bins are off a regular grid by up to {err:.1f} px; bin geometry is approximate.", stacklevel=3
+        )
     as_labels = bins_as == "labels" or (bins_as == "auto" and b < 8)
     name = f"{dataset_id}_square_{b:03d}um" + ("_labels" if as_labels else "")
     adata.obs = pd.DataFrame(
@@ -167,7 +170,12 @@ def _read_bins(folder: Path, b: int, dataset_id: str, um_per_px: float, spatial:
         index=adata.obs_names,
     )
     adata.obsm["spatial"] = xy
-    adata.uns[UNS_KEY] = {"bin_size_um": float(b), "um_per_px": um_per_px, "grid": grid.to_dict(), "source": str(folder)}
+    adata.uns[UNS_KEY] = {
+        "bin_size_um": float(b),
+        "um_per_px": um_per_px,
+        "grid": grid.to_dict(),
+        "source": str(folder),
+    }
     if as_labels:
         adata.obs[LABELS_INSTANCE_KEY] = adata.obs[INSTANCE_KEY].to_numpy() + 1
         element, key = _labels(grid, rows, cols, spatial), LABELS_INSTANCE_KEY
@@ -188,7 +196,9 @@ def _labels(grid: BinGrid, rows, cols, spatial: dict[str, BaseTransformation]):
     # Label pixel j covers [j, j+1): its centre j + 0.5 is array column c0 + j.
     shift = np.array([[1, 0, c0 - 0.5], [0, 1, r0 - 0.5], [0, 0, 1]])
     to_image = Affine(grid.affine @ shift, input_axes=("x", "y"), output_axes=("x", "y"))
-    transformations = {name: TSequence([to_image, t]) if not isinstance(t, Identity) else to_image for name, t in spatial.items()}
+    transformations = {
+        name: TSequence([to_image, t]) if not isinstance(t, Identity) else to_image for name, t in spatial.items()
+    }
     return Labels2DModel.parse(data, dims=("y", "x"), transformations=transformations, chunks=(2048, 2048))
 
 
@@ -211,4 +221,6 @@ def read_table_grid(table: ad.AnnData) -> BinGrid:
     try:
         return BinGrid.from_dict(table.uns[UNS_KEY]["grid"])
     except KeyError as err:
-        raise KeyError("This table has no bin grid in uns['pixnet']['grid']; read the run with pixnet.io.visium_hd.") from err
+        raise KeyError(
+            "This table has no bin grid in uns['pixnet']['grid']; read the run with pixnet.io.visium_hd."
+        ) from err

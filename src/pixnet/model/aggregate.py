@@ -64,6 +64,7 @@ def spot_weights(spots: Spots, shape: tuple[int, int], *, supersample: int = 4, 
     -------
     ``(spot, pixel, weight)`` arrays: spot index, flat pixel index ``i * W + j``, weight in (0, 1].
     Pixels outside ``shape`` are dropped.
+
     """
     h, w = shape
     off = (np.arange(supersample) + 0.5) / supersample
@@ -122,7 +123,13 @@ def _polygon_weights(spots: Spots, h: int, w: int, off: np.ndarray):
 
 
 def aggregate(
-    maps: torch.Tensor, spot: torch.Tensor, pixel: torch.Tensor, weight: torch.Tensor, n_spots: int, *, mean: bool = False
+    maps: torch.Tensor,
+    spot: torch.Tensor,
+    pixel: torch.Tensor,
+    weight: torch.Tensor,
+    n_spots: int,
+    *,
+    mean: bool = False,
 ) -> torch.Tensor:
     """Weighted sum (or mean) of map pixels per spot; differentiable in ``maps``.
 

@@ -49,9 +49,14 @@ class ModelConfig:
         ``"poisson"`` (count likelihood, genes weighted equally), ``"poisson_pcc"`` (both).
     pcc_weight
         The paper's lambda.
+    total_weight
+        Weight of a Poisson term on each spot's total count (all genes) in the Poisson losses:
+        the gene-weighted likelihood alone leaves totals, which set how expression is spread
+        between cells and matrix, loosely constrained.
     method
         ``"dense"`` (PixNet) or ``"spot"``: the spot-regression baseline (a CNN from each spot's
         crop, ``spot_context`` times the spot's side, resized to ``spot_input_px``, to its expression).
+
     """
 
     genes: tuple[str, ...]
@@ -67,6 +72,7 @@ class ModelConfig:
     log1p: bool = True
     loss: Loss = "mse_pcc"
     pcc_weight: float = 0.5
+    total_weight: float = 0.0
     method: Method = "dense"
     spot_input_px: int = 64
     spot_context: float = 2.0
@@ -115,5 +121,7 @@ class ModelConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise ValueError(f"Unknown model config keys {sorted(unknown)}: the file comes from another pixnet version.")
+            raise ValueError(
+                f"Unknown model config keys {sorted(unknown)}: the file comes from another pixnet version."
+            )
         return cls(**d)

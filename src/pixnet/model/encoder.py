@@ -13,7 +13,16 @@ logger = logging.getLogger(__name__)
 
 # Prefixes that wrap a ResNet's keys in common checkpoints: Ciga et al.'s Lightning checkpoint
 # ("model.resnet.conv1.weight"), DataParallel ("module."), SSL frameworks ("backbone.", "encoder.").
-_PREFIXES = ("model.resnet.", "model.backbone.", "model.encoder.", "model.", "module.", "resnet.", "backbone.", "encoder.")
+_PREFIXES = (
+    "model.resnet.",
+    "model.backbone.",
+    "model.encoder.",
+    "model.",
+    "module.",
+    "resnet.",
+    "backbone.",
+    "encoder.",
+)
 
 
 def build_encoder(name: str = "resnet18", *, weights: str | Path | None = None) -> nn.Module:
@@ -28,6 +37,7 @@ def build_encoder(name: str = "resnet18", *, weights: str | Path | None = None) 
         ``None`` (random initialisation), ``"imagenet"`` (timm downloads them; needs the
         internet), or a path to a checkpoint file, for example Ciga et al.'s self-supervised
         histology ResNet18 (``tenpercent_resnet18.ckpt``), whose key layout is understood.
+
     """
     pretrained = isinstance(weights, str) and weights.lower() == "imagenet"
     try:
@@ -57,7 +67,9 @@ def load_checkpoint(encoder: nn.Module, path: str | Path, *, min_fraction: float
     """
     path = Path(path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"Encoder checkpoint {path} not found. Pass weights=None, 'imagenet', or a checkpoint path.")
+        raise FileNotFoundError(
+            f"Encoder checkpoint {path} not found. Pass weights=None, 'imagenet', or a checkpoint path."
+        )
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -65,7 +77,7 @@ def load_checkpoint(encoder: nn.Module, path: str | Path, *, min_fraction: float
             raw = load_file(str(path))
         else:
             raw = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # noqa: BLE001 - torch and pickle raise many kinds; all mean unreadable
+    except Exception as err:
         raise ValueError(f"{path} cannot be read as a PyTorch checkpoint: {err}") from err
     state = _state_dict(raw)
     target = encoder.state_dict()

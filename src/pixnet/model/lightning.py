@@ -43,13 +43,20 @@ class PixNetLightning(L.LightningModule):
         """Loss, predicted and measured normalised expression of the batch's bins."""
         cfg, n_genes = self.cfg, len(self.cfg.genes)
         maps = self.net(batch["image"].float() / 255.0)  # (B, C, m, m)
-        agg = aggregate(maps.float(), batch["spot"], batch["pixel"], batch["weight"], batch["n_spots"], mean=cfg.semantics == "mean")  # (n, C)
+        agg = aggregate(
+            maps.float(), batch["spot"], batch["pixel"], batch["weight"], batch["n_spots"], mean=cfg.semantics == "mean"
+        )  # (n, C)
         target = log_normalize(batch["counts"][:, :n_genes], batch["totals"], cfg.target_sum)  # (n, G)
         pred = log_normalize(agg[:, :n_genes], agg.sum(1), cfg.target_sum) if cfg.semantics == "density" else agg
         if cfg.loss == "mse_pcc":
             loss = mse_pcc(pred, target, cfg.pcc_weight)
         else:
             loss = poisson(agg, batch["counts"], self.gene_weight)
+            if cfg.total_weight:
+                total = batch["counts"].sum(1, keepdim=True)
+                loss = loss + cfg.total_weight * poisson(
+                    agg.sum(1, keepdim=True), total, 1 / total.mean().clamp_min(1.0).reshape(1)
+                )
             if cfg.loss == "poisson_pcc":
                 loss = loss + cfg.pcc_weight * pcc_loss(pred, target)
         return loss, pred, target

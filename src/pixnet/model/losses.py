@@ -32,6 +32,8 @@ def poisson(rate: torch.Tensor, counts: torch.Tensor, gene_weight: torch.Tensor)
     """
     rate = rate.clamp_min(1e-8)
     # counts * log(counts / rate), written so that zero counts give zero gradient (xlogy's is 0/0 there).
-    log_ratio = torch.where(counts > 0, counts * (torch.log(counts.clamp_min(1e-8)) - torch.log(rate)), torch.zeros_like(rate))
+    log_ratio = torch.where(
+        counts > 0, counts * (torch.log(counts.clamp_min(1e-8)) - torch.log(rate)), torch.zeros_like(rate)
+    )
     dev = rate - counts + log_ratio  # (spots, genes), >= 0
     return (dev * gene_weight[None, :]).mean()

@@ -66,8 +66,13 @@ class PixNetModule(nn.Module):
         channels, reductions = channels[self.first_level :], reductions[self.first_level :]
         self.register_buffer("mean", torch.tensor(info[0].get("mean", (0.485, 0.456, 0.406))).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(info[0].get("std", (0.229, 0.224, 0.225))).view(1, 3, 1, 1))
+
         def hidden(c: int) -> int:
-            return min(config.decoder_hidden, config.decoder_expansion * c) if config.decoder_expansion else config.decoder_hidden
+            return (
+                min(config.decoder_hidden, config.decoder_expansion * c)
+                if config.decoder_expansion
+                else config.decoder_hidden
+            )
 
         self.stages = nn.ModuleList(
             DecoderStage(channels[i + 1], channels[i], hidden(channels[i]), config.learnable_skip)

@@ -40,6 +40,7 @@ class PixNet:
         The torch network; built from ``config`` when not given.
     training
         Training parameters and history (``{"params": {...}, "history": [...]}``).
+
     """
 
     def __init__(self, config: ModelConfig, module: PixNetModule | None = None, training: dict | None = None):
@@ -114,8 +115,10 @@ class PixNet:
         try:
             state = load_file(str(path / WEIGHTS_FILE), device=str(device))
             module.load_state_dict(state)
-        except Exception as err:  # noqa: BLE001 - safetensors raises several types for a corrupt file
-            raise ValueError(f"{path / WEIGHTS_FILE} cannot be loaded (corrupt or from another architecture): {err}") from err
+        except Exception as err:
+            raise ValueError(
+                f"{path / WEIGHTS_FILE} cannot be loaded (corrupt or from another architecture): {err}"
+            ) from err
         training = {}
         if (path / HISTORY_FILE).is_file():
             training = json.loads((path / HISTORY_FILE).read_text())

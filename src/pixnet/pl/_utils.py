@@ -116,7 +116,8 @@ def _shapes(ax, sdata, table, v, cmap, norm, alpha):
     spots = shapes_to_spots(gdf, element_to_cs(gdf, cs))
     if spots.kind == "circle":
         d = 2 * spots.size
-        art = EllipseCollection(d, d, np.zeros(len(d)), units="xy", offsets=spots.centres, offset_transform=ax.transData,
+        art = EllipseCollection(d, d, np.zeros(len(d)), units="xy", offsets=spots.centres,
+                                offset_transform=ax.transData,
                                 cmap=cmap, norm=norm, alpha=alpha)  # fmt: skip
     else:
         import shapely

@@ -59,6 +59,7 @@ def expression(
     Returns
     -------
     The axes (one per gene).
+
     """
     genes = [genes] if isinstance(genes, str) else list(genes)
     table = sdata.tables[prediction_table(sdata, bin_size=bin_size, shapes=shapes, key=key, key_added=key_added)]
@@ -99,6 +100,7 @@ def compare(
     Returns
     -------
     Axes, shape ``(2, n_genes)``.
+
     """
     genes = [genes] if isinstance(genes, str) else list(genes)
     pred = sdata.tables[prediction_table(sdata, bin_size=bin_size, shapes=shapes, key=key, key_added=key_added)]

@@ -12,7 +12,7 @@ from ..data import image_levels
 from ._utils import finish, panels
 
 
-def map(  # noqa: A001 - the scverse name for the dense map plot
+def map(
     sdata: SpatialData,
     genes: str | Sequence[str],
     *,
@@ -32,6 +32,7 @@ def map(  # noqa: A001 - the scverse name for the dense map plot
     Returns
     -------
     The axes (one per gene).
+
     """
     import spatialdata_plot  # noqa: F401 - registers the .pl accessor
 

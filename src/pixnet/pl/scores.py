@@ -31,8 +31,16 @@ def scores(
     axes[0].hist(pcc.to_numpy(), bins=30, color="0.4")
     for q, ls in ((pcc.quantile(0.25), ":"), (pcc.median(), "--"), (pcc.mean(), "-")):
         axes[0].axvline(q, color="C3", ls=ls)
-    axes[0].set(xlabel="PCC across bins", ylabel="genes", title=f"PCC@M {pcc.mean():.3f}  (F {pcc.quantile(0.25):.3f}, S {pcc.median():.3f})")
-    ends = np.concatenate([pcc.iloc[:n_top].to_numpy(), pcc.iloc[-n_top:].to_numpy()]) if len(pcc) > 2 * n_top else pcc.to_numpy()
+    axes[0].set(
+        xlabel="PCC across bins",
+        ylabel="genes",
+        title=f"PCC@M {pcc.mean():.3f}  (F {pcc.quantile(0.25):.3f}, S {pcc.median():.3f})",
+    )
+    ends = (
+        np.concatenate([pcc.iloc[:n_top].to_numpy(), pcc.iloc[-n_top:].to_numpy()])
+        if len(pcc) > 2 * n_top
+        else pcc.to_numpy()
+    )
     names = list(pcc.index[:n_top]) + list(pcc.index[-n_top:]) if len(pcc) > 2 * n_top else list(pcc.index)
     axes[1].barh(range(len(ends)), ends, color=["C0" if v >= 0 else "C3" for v in ends])
     axes[1].set_yticks(range(len(ends)), names, fontsize=7, style="italic")

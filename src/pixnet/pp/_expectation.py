@@ -100,6 +100,7 @@ def expected_log_normalized(lam: np.ndarray, total: np.ndarray, *, target_sum: f
     Returns
     -------
     float32 array like ``lam``. Bins with ``T = 0`` count as 0, as scanpy's normalisation leaves them.
+
     """
     lam = np.asarray(lam, np.float64)
     total = np.maximum(np.asarray(total, np.float64).reshape(-1, 1), 1e-12)

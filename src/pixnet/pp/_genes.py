@@ -25,6 +25,7 @@ def select_genes(adata: ad.AnnData, *, n_top: int = 250, genes: Sequence[str] | 
     Returns
     -------
     Gene names, in the order used for the model's output channels.
+
     """
     if genes is not None:
         genes = [str(g) for g in genes]
@@ -32,7 +33,10 @@ def select_genes(adata: ad.AnnData, *, n_top: int = 250, genes: Sequence[str] | 
             raise ValueError("genes is empty; pass at least one gene name or leave genes=None to take the top genes.")
         missing = [g for g in genes if g not in adata.var_names]
         if missing:
-            raise KeyError(f"{len(missing)} genes are not in the table: {missing[:10]}. Check spelling (var_names are gene symbols).")
+            raise KeyError(
+                f"{len(missing)} genes are not in the table: {missing[:10]}. "
+                "Check spelling (var_names are gene symbols)."
+            )
         if len(set(genes)) != len(genes):
             raise ValueError("genes lists some names twice; pass each gene once.")
         return genes

@@ -18,7 +18,9 @@ from ..data import SlideImage
 from ..model import PixNet, Spots, spot_weights
 
 
-def map_region(spots_map: Spots, image_shape: tuple[int, int], stride: int, margin: int = 2) -> tuple[int, int, int, int]:
+def map_region(
+    spots_map: Spots, image_shape: tuple[int, int], stride: int, margin: int = 2
+) -> tuple[int, int, int, int]:
     """``(y0, x0, h, w)`` in map pixels covering every spot plus ``margin``, within the image."""
     if len(spots_map) == 0:
         raise ValueError("There are no spots to predict into.")
@@ -33,7 +35,13 @@ def map_region(spots_map: Spots, image_shape: tuple[int, int], stride: int, marg
 
 
 def dense_map(
-    model: PixNet, image: SlideImage, region: tuple[int, int, int, int], *, tile_px: int, context_px: int, device: torch.device
+    model: PixNet,
+    image: SlideImage,
+    region: tuple[int, int, int, int],
+    *,
+    tile_px: int,
+    context_px: int,
+    device: torch.device,
 ) -> da.Array:
     """The map over ``region`` (map pixels), ``(C, h, w)`` float32, one dask block per tile."""
     s = model.config.map_stride

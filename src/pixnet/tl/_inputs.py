@@ -24,13 +24,17 @@ class Slide:
 
     def working_image(self, um_per_px: float) -> SlideImage:
         """The image on a working grid of ``um_per_px``."""
-        return SlideImage(self.sdata.images[self.image], cs=self.cs, cs_um_per_px=self.um_per_px, work_um_per_px=um_per_px)
+        return SlideImage(
+            self.sdata.images[self.image], cs=self.cs, cs_um_per_px=self.um_per_px, work_um_per_px=um_per_px
+        )
 
 
 def resolve_slide(sdata: SpatialData, *, image: str | None = None, um_per_px: float | None = None) -> Slide:
     """The slide image and its scale, from arguments or what :mod:`pixnet.io` recorded in ``sdata.attrs``."""
     if not isinstance(sdata, SpatialData):
-        raise TypeError(f"Expected a SpatialData object, got {type(sdata).__name__}. Read data with pixnet.io.visium_hd.")
+        raise TypeError(
+            f"Expected a SpatialData object, got {type(sdata).__name__}. Read data with pixnet.io.visium_hd."
+        )
     attrs = sdata.attrs.get(UNS_KEY, {})
     name = image or attrs.get("image")
     if name is None:
@@ -48,14 +52,17 @@ def resolve_slide(sdata: SpatialData, *, image: str | None = None, um_per_px: fl
     scale = um_per_px or attrs.get("um_per_px")
     if scale is None:
         raise ValueError(
-            "The image's micrometres per pixel are unknown: pass um_per_px=... (a 40x scan is about 0.25, 20x about 0.5)."
+            "The image's micrometres per pixel are unknown: pass um_per_px=... "
+            "(a 40x scan is about 0.25, 20x about 0.5)."
         )
     if not scale > 0:
         raise ValueError(f"um_per_px must be positive, got {scale}.")
     return Slide(sdata, name, cs, float(scale))
 
 
-def resolve_table(sdata: SpatialData, *, bin_size: float | None, table: str | None, default: float | None = None) -> str:
+def resolve_table(
+    sdata: SpatialData, *, bin_size: float | None, table: str | None, default: float | None = None
+) -> str:
     """The table named by ``table``, or the Visium HD table of ``bin_size`` um bins."""
     if table is not None:
         if table not in sdata.tables:
@@ -98,7 +105,9 @@ def find_model(sdata: SpatialData, key: str | None = None) -> PixNet:
     attrs = sdata.attrs.get(UNS_KEY, {})
     key = key or attrs.get("last_model")
     if key is None:
-        raise ValueError("No model was fitted on this SpatialData object: call pixnet.tl.fit(sdata) first, or pass model=...")
+        raise ValueError(
+            "No model was fitted on this SpatialData object: call pixnet.tl.fit(sdata) first, or pass model=..."
+        )
     model = _MODELS.get(sdata, {}).get(key)
     if model is not None:
         return model

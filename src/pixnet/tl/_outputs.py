@@ -17,8 +17,8 @@ from spatialdata.models import Image2DModel, ShapesModel
 from spatialdata.transformations import Identity, Scale, Sequence, Translation
 
 from .._constants import INSTANCE_KEY, LABELS_INSTANCE_KEY, UNS_KEY
-from ..io.visium_hd import _labels
 from ..data import image_levels
+from ..io.visium_hd import _labels
 from ..model import PixNet
 from ..model.config import ModelConfig
 from ..pp import expected_log_normalized
@@ -44,7 +44,9 @@ def check_free(sdata: SpatialData, names: dict, model: PixNet, *, overwrite: boo
     """Refuse to replace elements unless ``overwrite``; return a reusable map made by the same model."""
     for kind in ("table", "geometry"):
         if names[kind] in sdata and not overwrite:
-            raise ValueError(f"{names[kind]!r} already exists in the SpatialData object; pass overwrite=True or another key_added.")
+            raise ValueError(
+                f"{names[kind]!r} already exists in the SpatialData object; pass overwrite=True or another key_added."
+            )
     name = names.get("map")
     if name is None or name not in sdata:
         return None
@@ -61,7 +63,9 @@ def _level0(element) -> da.Array:
     return data if isinstance(data, da.Array) else da.from_array(data, chunks=(data.shape[0], 512, 512))
 
 
-def map_element(sdata, name: str, dmap: da.Array, model: PixNet, region, f_map: float, cs: str, *, progress: bool) -> da.Array:
+def map_element(
+    sdata, name: str, dmap: da.Array, model: PixNet, region, f_map: float, cs: str, *, progress: bool
+) -> da.Array:
     """Compute the map, add it to ``sdata`` as a multiscale image, and return its level 0 (lazy)."""
     cfg = model.config
     channels = list(cfg.genes) + ([OTHER_CHANNEL] if cfg.semantics == "density" else [])
@@ -74,7 +78,9 @@ def map_element(sdata, name: str, dmap: da.Array, model: PixNet, region, f_map: 
         # Level 0 is computed once into a scratch store; the pyramid and the element are made from it.
         scratch = Path(tempfile.mkdtemp(prefix=f".pixnet-{name}-", dir=Path(sdata.path).parent))
         try:
-            compute(dmap.rechunk(chunks).to_zarr(str(scratch / "level0.zarr"), compute=False), "computing map", progress)
+            compute(
+                dmap.rechunk(chunks).to_zarr(str(scratch / "level0.zarr"), compute=False), "computing map", progress
+            )
             level0 = da.from_zarr(str(scratch / "level0.zarr"))
             el = Image2DModel.parse(level0, dims=("c", "y", "x"), c_coords=channels, scale_factors=scales or None,
                                     transformations={cs: to_cs}, chunks=chunks)  # fmt: skip
@@ -157,4 +163,8 @@ def _replace(sdata: SpatialData, name: str, element, kind: str) -> None:
 
 
 def _on_disk(sdata: SpatialData) -> set[str]:
-    return {p.name for kind in ("images", "labels", "shapes", "points", "tables") for p in (Path(sdata.path) / kind).glob("*")}
+    return {
+        p.name
+        for kind in ("images", "labels", "shapes", "points", "tables")
+        for p in (Path(sdata.path) / kind).glob("*")
+    }

@@ -14,7 +14,9 @@ class _Tqdm(Callback):
         self.bar = None
 
     def _start_state(self, dsk, state):
-        self.bar = tqdm(total=sum(len(state[k]) for k in ("ready", "waiting", "running", "finished")), desc=self.desc, leave=False)
+        self.bar = tqdm(
+            total=sum(len(state[k]) for k in ("ready", "waiting", "running", "finished")), desc=self.desc, leave=False
+        )
 
     def _posttask(self, key, result, dsk, state, worker_id):
         self.bar.update(1)

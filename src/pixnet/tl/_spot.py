@@ -20,7 +20,9 @@ def spot_loaders(data, train_mask, val_mask, config, *, batch_size: int, seed: i
                         generator=torch.Generator().manual_seed(seed))  # fmt: skip
     val = None
     if any(m.any() for m in val_mask):
-        val = DataLoader(SpotCrops(data, val_mask, augment=False, **kw), batch_size=batch_size * 8, num_workers=num_workers)
+        val = DataLoader(
+            SpotCrops(data, val_mask, augment=False, **kw), batch_size=batch_size * 8, num_workers=num_workers
+        )
     return loader, val
 
 
@@ -30,7 +32,9 @@ def spot_module(model: PixNet, *, lr: float, weight_decay: float) -> SpotLightni
 
 
 @torch.no_grad()
-def predict_spots(model: PixNet, image: SlideImage, spots_work: Spots, *, device: torch.device, chunk: int = 4096) -> np.ndarray:
+def predict_spots(
+    model: PixNet, image: SlideImage, spots_work: Spots, *, device: torch.device, chunk: int = 4096
+) -> np.ndarray:
     """Log-normalised expression of each spot from its crop, ``(n, genes)``."""
     cfg = model.config
     net = model.module.to(device).eval()

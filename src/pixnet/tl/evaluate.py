@@ -27,6 +27,7 @@ def metrics(pred: np.ndarray, measured: np.ndarray, genes: list[str] | None = No
     Returns
     -------
     The summary, and a per-gene table with ``pcc`` and ``constant``.
+
     """
     pred, measured = np.asarray(pred, np.float64), np.asarray(measured, np.float64)
     if pred.shape != measured.shape:
@@ -85,13 +86,17 @@ def evaluate(
     -------
     The metrics; the per-gene PCC is also stored in the prediction table's ``var["pcc"]`` and the
     summary in its ``uns["pixnet"]["evaluation"]``.
+
     """
     target = bin_table_name(int(bin_size)) if bin_size is not None else shapes
     if target is None:
         raise ValueError("Pass bin_size=... or shapes=... (what was given to pixnet.tl.predict).")
     pred_name = f"{key_added}_{target}"
     if pred_name not in sdata.tables:
-        raise KeyError(f"No prediction table {pred_name!r}: run pixnet.tl.predict(sdata, ...) first (with key_added={key_added!r}).")
+        raise KeyError(
+            f"No prediction table {pred_name!r}: "
+            f"run pixnet.tl.predict(sdata, ...) first (with key_added={key_added!r})."
+        )
     pred = sdata.tables[pred_name]
     meas_name = table or pred.uns.get(UNS_KEY, {}).get("source_table") or (target if target in sdata.tables else None)
     if meas_name is None or meas_name not in sdata.tables:
@@ -113,7 +118,9 @@ def compare(pred: ad.AnnData, measured: ad.AnnData, *, layer: str | None = None)
         logger.warning("%d predicted genes are not in the measured table and are skipped.", missing)
     common = pred.obs_names.intersection(measured.obs_names, sort=False)
     if len(common) < 2:
-        raise ValueError("Predicted and measured tables share fewer than 2 bins (obs_names); were they made for the same bins?")
+        raise ValueError(
+            "Predicted and measured tables share fewer than 2 bins (obs_names); were they made for the same bins?"
+        )
     norm = Normalization(**pred.uns.get(UNS_KEY, {}).get("normalization", {}))
     m = measured[common]
     x = m.X
@@ -127,6 +134,8 @@ def compare(pred: ad.AnnData, measured: ad.AnnData, *, layer: str | None = None)
     summary, per_gene = metrics(values, truth, genes)
     constant = per_gene.index[per_gene["constant"]].tolist()
     if constant:
-        logger.warning("%d genes are constant in the prediction or the measurement (no PCC): %s", len(constant), constant[:10])
+        logger.warning(
+            "%d genes are constant in the prediction or the measurement (no PCC): %s", len(constant), constant[:10]
+        )
     per_gene = per_gene.reindex(pred.var_names)
     return summary, per_gene

@@ -15,7 +15,17 @@ import torch
 from spatialdata import SpatialData
 from torch.utils.data import DataLoader
 
-from ..data import EpochSampler, SlideData, TileSpec, TrainTiles, ValTiles, collate, spatial_split, table_counts, table_spots
+from ..data import (
+    EpochSampler,
+    SlideData,
+    TileSpec,
+    TrainTiles,
+    ValTiles,
+    collate,
+    spatial_split,
+    table_counts,
+    table_spots,
+)
 from ..model import ModelConfig, PixNet, PixNetLightning, PixNetModule
 from ..pp import select_genes
 from ._inputs import record_model, resolve_slide, resolve_table
@@ -39,6 +49,7 @@ def fit(
     semantics: Literal["density", "sum", "mean"] = "density",
     loss: Literal["mse_pcc", "poisson", "poisson_pcc"] = "mse_pcc",
     pcc_weight: float = 0.5,
+    total_weight: float = 0.0,
     encoder: str = "resnet18",
     encoder_weights: str | None = None,
     decoder_hidden: int = 512,
@@ -62,6 +73,7 @@ def fit(
     checkpoint_dir: str | Path | None = None,
     checkpoint_every: int = 50,
     model_dir: str | Path | None = None,
+    overwrite: bool = False,
     key_added: str = "pixnet",
     image: str | None = None,
     slide_um_per_px: float | None = None,
@@ -93,7 +105,7 @@ def fit(
         Working resolution of the network's input.
     map_stride
         Map pixel size in input pixels (4: the paper's decoder depth; 2: a finer map).
-    semantics, loss, pcc_weight
+    semantics, loss, pcc_weight, total_weight
         What the map means and how it is fitted; see :class:`pixnet.model.ModelConfig`.
     encoder, encoder_weights, decoder_hidden, learnable_skip
         Architecture: any timm backbone; weights ``None``, ``"imagenet"`` or a checkpoint path.
@@ -120,8 +132,9 @@ def fit(
         Keep checkpoints there, the last one every ``checkpoint_every`` steps: a run killed mid-way,
         called again with the same arguments, resumes from it and reaches the same weights as an
         uninterrupted run.
-    model_dir
-        Save the trained model there (and record the path in ``sdata.attrs``).
+    model_dir, overwrite
+        Save the trained model there (and record the path in ``sdata.attrs``); an existing
+        folder is replaced only with ``overwrite=True``.
     key_added
         Name of the model in ``sdata.attrs["pixnet"]["models"]``; :func:`pixnet.tl.predict` uses the last one.
     image, slide_um_per_px
@@ -132,12 +145,15 @@ def fit(
     Returns
     -------
     The trained :class:`pixnet.PixNet`, also recorded in every ``sdata``.
+
     """
     sdatas = [sdata] if isinstance(sdata, SpatialData) else list(sdata)
     if not sdatas:
         raise ValueError("sdata is an empty list; pass at least one SpatialData object.")
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}.")
+    if model_dir is not None and Path(model_dir).exists() and not overwrite:
+        raise FileExistsError(f"{model_dir} exists; pass overwrite=True to replace it, or another model_dir.")
     L.seed_everything(seed, workers=True, verbose=False)
     slides = [resolve_slide(s, image=image, um_per_px=slide_um_per_px) for s in sdatas]
     tables = [resolve_table(s, bin_size=bin_size, table=table) for s in sdatas]
@@ -145,7 +161,7 @@ def fit(
     config = ModelConfig(
         genes=tuple(genes), encoder=encoder, encoder_weights=None if encoder_weights is None else str(encoder_weights),
         decoder_hidden=decoder_hidden, learnable_skip=learnable_skip, semantics=semantics, map_stride=map_stride,
-        um_per_px=um_per_px, loss=loss, pcc_weight=pcc_weight, method=method,
+        um_per_px=um_per_px, loss=loss, pcc_weight=pcc_weight, total_weight=total_weight, method=method,
     )  # fmt: skip
     spec = TileSpec(tile=tile_px, context=context_px, map_stride=map_stride, supersample=2)
     data = [_slide_data(sl, t, genes, config) for sl, t in zip(slides, tables)]
@@ -153,47 +169,58 @@ def fit(
     val = [spatial_split(d.spots.centres, block=block, val_fraction=val_fraction, seed=seed) for d in data]
     train_mask = [~v for v in val]
     model = PixNet(config)
+    opts = {"batch_size": batch_size, "seed": seed, "augment": augment, "num_workers": num_workers}
     if method == "spot":
-        n_tiles = int(sum(m.sum() for m in train_mask))
-        loader, val_loader = spot_loaders(data, train_mask, val, config, batch_size=batch_size, seed=seed, augment=augment, num_workers=num_workers)
+        loader, val_loader = spot_loaders(data, train_mask, val, config, **opts)
         module = spot_module(model, lr=lr, weight_decay=weight_decay)
     else:
         n_tiles = tiles_per_epoch or _default_tiles(data, train_mask, spec, batch_size)
-        loader, val_loader = _tile_loaders(data, train_mask, val, spec, n_tiles, batch_size=batch_size, seed=seed, augment=augment, num_workers=num_workers)
-        module = _dense_module(model.module, data, train_mask, lr=lr, weight_decay=weight_decay, freeze_encoder=freeze_encoder,
-                               schedule=schedule, total_steps=epochs * len(loader))  # fmt: skip
-
+        loader, val_loader = _tile_loaders(data, train_mask, val, spec, n_tiles, **opts)
+        module = _dense_module(
+            model.module, data, train_mask, lr=lr, weight_decay=weight_decay, freeze_encoder=freeze_encoder,
+            schedule=schedule, total_steps=epochs * len(loader),
+        )  # fmt: skip
     params = {
         "bin_size": bin_size, "table": tables, "epochs": epochs, "tile_px": tile_px, "context_px": context_px,
-        "batch_size": batch_size, "tiles_per_epoch": n_tiles, "augment": augment, "lr": lr, "weight_decay": weight_decay,
-        "schedule": schedule,
-        "val_fraction": val_fraction, "seed": seed, "freeze_encoder": freeze_encoder, "n_slides": len(sdatas),
+        "batch_size": batch_size, "tiles_per_epoch": len(loader.dataset), "augment": augment, "lr": lr,
+        "weight_decay": weight_decay, "schedule": schedule, "val_fraction": val_fraction, "seed": seed,
+        "freeze_encoder": freeze_encoder, "n_slides": len(sdatas),
         "n_train_bins": int(sum(m.sum() for m in train_mask)), "n_val_bins": int(sum(v.sum() for v in val)),
     }  # fmt: skip
-    history = HistoryCallback()
-    with tempfile.TemporaryDirectory(prefix="pixnet-ckpt-") as tmp:
-        ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else Path(tmp)
-        if checkpoint_dir:
-            _claim_checkpoint_dir(ckpt_dir, {**params, "model": config.to_dict()})
-        callbacks = [history]
-        if isinstance(loader.sampler, EpochSampler):
-            callbacks.append(ResumeSampler(loader.sampler))
-        trainer, best = make_trainer(
-            ckpt_dir, epochs=epochs, accelerator=accelerator, devices=devices, precision=precision,
-            has_val=val_loader is not None, early_stopping=early_stopping, progress=progress, callbacks=callbacks,
-            checkpoint_every=checkpoint_every if checkpoint_dir else None,
-        )  # fmt: skip
-        resume = ckpt_dir / "last.ckpt"
-        trainer.fit(module, loader, val_loader, ckpt_path=str(resume) if checkpoint_dir and resume.exists() else None)
-        if best.best_model_path:
-            ckpt = torch.load(best.best_model_path, map_location="cpu", weights_only=False)
-            module.load_state_dict(ckpt["state_dict"])
-            params["best_epoch"] = int(ckpt["epoch"])
-    model = PixNet(config, model.module.cpu().eval(), {"params": params, "history": history.rows})
-    path = str(model.save(model_dir, overwrite=True)) if model_dir else None
+    history, params["best_epoch"] = _train(
+        module, loader, val_loader, checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
+        run={**params, "model": config.to_dict()}, epochs=epochs, accelerator=accelerator, devices=devices,
+        precision=precision, early_stopping=early_stopping, progress=progress,
+    )  # fmt: skip
+    model = PixNet(config, model.module.cpu().eval(), {"params": params, "history": history})
+    path = str(model.save(model_dir, overwrite=overwrite)) if model_dir else None
     for s in sdatas:
         record_model(s, model, key_added, path)
     return model
+
+
+def _train(module, loader, val_loader, *, checkpoint_dir, checkpoint_every: int, run: dict, **trainer_kw):
+    """Fit with Lightning (resuming from ``checkpoint_dir`` when it holds this run); load the best epoch.
+
+    Returns the per-epoch history and the best epoch (None without validation).
+    """
+    history = HistoryCallback()
+    callbacks = [history] + ([ResumeSampler(loader.sampler)] if isinstance(loader.sampler, EpochSampler) else [])
+    with tempfile.TemporaryDirectory(prefix="pixnet-ckpt-") as tmp:
+        ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else Path(tmp)
+        if checkpoint_dir:
+            _claim_checkpoint_dir(ckpt_dir, run)
+        trainer, best = make_trainer(
+            ckpt_dir, has_val=val_loader is not None, callbacks=callbacks,
+            checkpoint_every=checkpoint_every if checkpoint_dir else None, **trainer_kw,
+        )  # fmt: skip
+        resume = ckpt_dir / "last.ckpt"
+        trainer.fit(module, loader, val_loader, ckpt_path=str(resume) if checkpoint_dir and resume.exists() else None)
+        if not best.best_model_path:
+            return history.rows, None
+        ckpt = torch.load(best.best_model_path, map_location="cpu", weights_only=False)
+        module.load_state_dict(ckpt["state_dict"])
+        return history.rows, int(ckpt["epoch"])
 
 
 def _claim_checkpoint_dir(path: Path, run: dict) -> None:
@@ -212,7 +239,9 @@ def _claim_checkpoint_dir(path: Path, run: dict) -> None:
         tmp.replace(stamp)
 
 
-def _tile_loaders(data, train_mask, val, spec: TileSpec, n_tiles: int, *, batch_size: int, seed: int, augment: bool, num_workers: int):
+def _tile_loaders(
+    data, train_mask, val, spec: TileSpec, n_tiles: int, *, batch_size: int, seed: int, augment: bool, num_workers: int
+):
     window = spec.tile - 2 * spec.context
     biggest = max(float(2 * d.extent.max()) for d in data)
     if biggest > window:
@@ -226,7 +255,9 @@ def _tile_loaders(data, train_mask, val, spec: TileSpec, n_tiles: int, *, batch_
     loader = DataLoader(train_ds, batch_size=batch_size, sampler=sampler, collate_fn=collate, num_workers=num_workers)
     val_loader = None
     if any(v.any() for v in val):
-        val_loader = DataLoader(ValTiles(data, val, spec), batch_size=batch_size, collate_fn=collate, num_workers=num_workers)
+        val_loader = DataLoader(
+            ValTiles(data, val, spec), batch_size=batch_size, collate_fn=collate, num_workers=num_workers
+        )
     return loader, val_loader
 
 

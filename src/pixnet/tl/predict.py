@@ -13,13 +13,13 @@ import torch
 from spatialdata import SpatialData
 from spatialdata.models import TableModel
 
-from .._version import __version__
 from .._constants import REGION_KEY, UNS_KEY
+from .._version import __version__
 from ..model import PixNet
 from ._dense import aggregate_lazy, dense_map, map_region
 from ._inputs import find_model, resolve_slide
-from ._spot import predict_spots
 from ._outputs import ELEMENT_KINDS, check_free, expression_arrays, geometry_element, map_element, store_elements
+from ._spot import predict_spots
 from ._targets import resolve_target
 
 logger = logging.getLogger(__name__)
@@ -97,6 +97,7 @@ def predict(
     Returns
     -------
     The prediction table (also in ``sdata.tables``).
+
     """
     t0 = time.perf_counter()
     slide = resolve_slide(sdata, image=image, um_per_px=um_per_px)
@@ -145,7 +146,9 @@ def predict(
     if target.grid is not None:
         table.uns[UNS_KEY]["grid"] = target.grid.to_dict()
     table = TableModel.parse(table, region=names["geometry"], region_key=REGION_KEY, instance_key=instance_key)
-    table = store_elements(sdata, names, geom, table, ELEMENT_KINDS["labels" if _as_labels(target) else "shapes"], progress)
+    table = store_elements(
+        sdata, names, geom, table, ELEMENT_KINDS["labels" if _as_labels(target) else "shapes"], progress
+    )
     logger.info("predicted %d spots x %d genes in %.1f s", table.n_obs, table.n_vars, time.perf_counter() - t0)
     return table
 

@@ -1,0 +1,89 @@
+"""Training throughput: pixnet.tl.fit's Lightning loop against a plain torch loop over the same batches.
+
+Both loops run in this process on the same tiles (same loader, same model), alternately, twice
+each; the best of each is kept. The ratio is Lightning's tiles per second over the plain loop's.
+
+    python benchmarks/throughput.py                  # CPU here, GPU when there is one
+    python benchmarks/throughput.py --tiles 64 --batch-size 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from _common import WORK, record
+
+import pixnet
+from pixnet.data import TileSpec, spatial_split
+from pixnet.model import ModelConfig, PixNetModule
+from pixnet.tl._inputs import resolve_slide
+from pixnet.tl._trainer import make_trainer
+from pixnet.tl.fit import _dense_module, _slide_data, _tile_loaders
+
+warnings.filterwarnings("ignore")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--tiles", type=int, default=48)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--size", type=float, default=600.0)
+    args = p.parse_args()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    sdata = pixnet.io.visium_hd(pixnet.datasets.visium_hd_demo(WORK / "throughput", size_um=args.size), bin_sizes=(16,))
+    slide = resolve_slide(sdata)
+    genes = pixnet.pp.select_genes(sdata.tables["square_016um"], n_top=250)
+    config = ModelConfig(genes=tuple(genes))
+    spec = TileSpec(tile=256, context=16, map_stride=config.map_stride)
+    data = [_slide_data(slide, "square_016um", genes, config)]
+    train = [~spatial_split(data[0].spots.centres, block=448, val_fraction=0.0, seed=0)]
+    loader, _ = _tile_loaders(
+        data, train, [~train[0]], spec, args.tiles, batch_size=args.batch_size, seed=0, augment=True, num_workers=0
+    )
+    batches = list(loader)  # the same batches for both loops, read once
+
+    def fresh():
+        torch.manual_seed(0)
+        return _dense_module(PixNetModule(config), data, train, lr=5e-4, weight_decay=1e-4).to(device)
+
+    def plain() -> float:
+        module = fresh()
+        opt = module.configure_optimizers()
+        t0 = time.perf_counter()
+        for batch in batches:
+            batch = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+            with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
+                loss, _, _ = module.step(batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return args.tiles / (time.perf_counter() - t0)
+
+    def lightning() -> float:
+        module = fresh()
+        with tempfile.TemporaryDirectory() as tmp:
+            trainer, _ = make_trainer(Path(tmp), epochs=1, accelerator="auto", devices=1, precision=None, has_val=False,
+                                      early_stopping=None, progress=False, callbacks=[])  # fmt: skip
+            t0 = time.perf_counter()
+            trainer.fit(module, batches)
+            return args.tiles / (time.perf_counter() - t0)
+
+    plain()  # warm-up (allocator, kernels)
+    p1, l1, p2, l2 = plain(), lightning(), plain(), lightning()
+    ref, ours = max(p1, p2), max(l1, l2)
+    print(
+        f"device {device}: plain torch {ref:.2f} tiles/s, pixnet (Lightning) {ours:.2f} tiles/s, ratio {ours / ref:.2f}"
+    )
+    record("throughput", {"device": device, "tiles": args.tiles, "batch_size": args.batch_size,
+                          "plain_tiles_per_s": ref, "lightning_tiles_per_s": ours, "ratio": ours / ref})  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
