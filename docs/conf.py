@@ -11,7 +11,7 @@ import pixnet  # noqa: E402
 
 project = "pixnet"
 author = "pixnet developers"
-copyright = "2026, pixnet developers"  # noqa: A001
+copyright = "2026, pixnet developers"
 version = release = pixnet.__version__
 
 extensions = [

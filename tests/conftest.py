@@ -60,5 +60,3 @@ def trained(tmp_path_factory, slide_dir):
         progress=False,
     )
     return model
-
-

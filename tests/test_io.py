@@ -53,7 +53,9 @@ def test_prefixed_run(prefixed_dir):
     assert sd.attrs["pixnet"]["dataset_id"] == "Visium_HD_Test"
     assert "Visium_HD_Test_square_008um" in sd.shapes
     assert "Visium_HD_Test_full_image" in sd.images
-    assert list(sd.tables) == ["square_008um"]
+    # The cell segmentation Space Ranger writes is read too, with the prefix removed from its table name.
+    assert list(sd.tables) == ["square_008um", "cell_segmentations"]
+    assert "Visium_HD_Test_cell_segmentations" in sd.shapes
 
 
 def _brightness(sdata, b, shift_um=0.0):

@@ -134,3 +134,14 @@ def test_config_refuses_other_versions():
         ModelConfig.from_dict(d)
     with pytest.raises(ValueError, match="semantics='density'"):
         ModelConfig(genes=GENES, semantics="sum", loss="poisson")
+
+
+@pytest.mark.parametrize("per_pixel", [1e-6, 0.3, 40.0, 500.0])
+def test_density_head_starts_at_the_observed_counts(per_pixel):
+    # Coarse maps (2 um/px and up) hold hundreds of counts per pixel: the start must stay finite.
+    net = PixNetModule(ModelConfig(genes=["a", "b"], decoder_hidden=16, map_stride=4)).eval()
+    net.init_density(torch.full((3,), per_pixel))
+    with torch.no_grad():
+        out = net(torch.rand(1, 3, 64, 64))
+    assert torch.isfinite(out).all()
+    assert out.mean().item() == pytest.approx(per_pixel, rel=0.3)

@@ -4,6 +4,7 @@ import pytest
 import scanpy as sc
 from scipy import sparse
 
+import pixnet
 from pixnet.pp import Normalization, expected_log_normalized, log_normalize, select_genes
 
 
@@ -54,3 +55,22 @@ def test_expected_log_normalized_matches_monte_carlo(lam, total):
     mc = np.where(t > 0, np.log1p(1e4 * x / np.maximum(t, 1)), 0.0)
     got = expected_log_normalized(np.array([[lam]]), np.array([total]))[0, 0]
     assert abs(got - mc.mean()) < 4 * mc.std() / np.sqrt(len(mc)) + 2e-3
+
+
+def test_pseudo_visium_counts_the_bins_inside_each_spot(sdata):
+    from pixnet.data import table_spots
+
+    t = pixnet.pp.pseudo_visium(sdata)
+    b2 = sdata.tables["square_002um"]
+    xy = table_spots(sdata, "square_002um", sdata.attrs["pixnet"]["coordinate_system"]).spots.centres
+    circles = sdata.shapes["visium_spots"]
+    assert len(circles) == t.n_obs > 3
+    for i in range(t.n_obs):  # brute force: every bin centre against every spot
+        inside = ((xy - circles.geometry.iloc[i].coords[0]) ** 2).sum(1) <= circles.radius.iloc[i] ** 2
+        np.testing.assert_array_equal(np.asarray(b2.X[inside].sum(0)).ravel(), t.X[i].toarray().ravel())
+    spacing = np.diff(np.sort(np.unique(np.round(circles.geometry.x.to_numpy(), 3))))[0]
+    assert spacing * sdata.attrs["pixnet"]["um_per_px"] == pytest.approx(
+        50.0, rel=1e-4
+    )  # rows offset by half the 100 um pitch
+    with pytest.raises(ValueError, match="overwrite=True"):
+        pixnet.pp.pseudo_visium(sdata)

@@ -51,7 +51,9 @@ def table_spots(sdata: SpatialData, table_name: str, cs: str) -> TableSpots:
     if region not in sdata:
         raise KeyError(f"Table {table_name!r} annotates {region!r}, which is not in the SpatialData object.")
     element = sdata[region]
-    to_cs = element_to_cs(element, cs)  # also checks that the bins live in `cs`
+    to_cs = element_to_cs(
+        element, cs, f"Element {region!r} of table {table_name!r}"
+    )  # also checks that the bins live in `cs`
     if grid is not None:  # the grid is in full-resolution pixels, the reader's coordinate system
         rows, cols = table.obs["array_row"].to_numpy(), table.obs["array_col"].to_numpy()
         spots = Spots("square", grid.centres(rows, cols), np.full(len(rows), grid.side_px / 2), grid.angle)
@@ -78,7 +80,10 @@ def shapes_to_spots(gdf: GeoDataFrame, to_cs: np.ndarray) -> Spots:
     linear, shift = to_cs[:2, :2], to_cs[:2, 2]
     if kinds == {0}:  # points: circles with a radius column
         if "radius" not in gdf.columns:
-            raise ValueError("Point shapes need a 'radius' column to be spots (spatialdata's circles).")
+            raise ValueError(
+                "Point shapes need a 'radius' column to be spots; make circles with "
+                "spatialdata.models.ShapesModel.parse(xy, geometry=0, radius=...)."
+            )
         xy = shapely.get_coordinates(geom) @ linear.T + shift
         scale = np.sqrt(abs(np.linalg.det(linear)))
         return Spots("circle", xy, gdf["radius"].to_numpy(np.float64) * scale)
@@ -102,6 +107,11 @@ def table_counts(table: ad.AnnData, genes: list[str], *, other: bool) -> tuple[s
     if x.nnz and (not np.isfinite(x.data).all() or (x.data < 0).any()):
         raise ValueError("The table's counts contain NaN, inf or negative values; pixnet trains on raw counts.")
     totals = np.asarray(x.sum(axis=1)).ravel()
+    if not totals.any():
+        raise ValueError(
+            "Every bin of the table has zero counts (no tissue, or an empty matrix): there is nothing to learn "
+            "from. Check that the run's filtered_feature_bc_matrix.h5 is the right one."
+        )
     sub = x[:, table.var_names.get_indexer(genes)]
     if other:
         rest = totals - np.asarray(sub.sum(axis=1)).ravel()

@@ -89,11 +89,10 @@ class _Tiles(Dataset):
         self.slides, self.spec = slides, spec
 
     def _item(self, s: int, y0: int, x0: int, candidates: np.ndarray, rng: np.random.Generator | None) -> dict:
-        slide, t, c = self.slides[s], self.spec.tile, self.spec.context
+        slide, t = self.slides[s], self.spec.tile
         img = _crop(slide.image, y0, x0, t)
         local = slide.spots.subset(candidates).scaled(1.0, (x0, y0))
-        ext = slide.extent[candidates]
-        keep = ((local.centres - ext[:, None]) >= c).all(1) & ((local.centres + ext[:, None]) <= t - c).all(1)
+        keep = _inside(local.centres, slide.extent[candidates], self.spec)
         idx = candidates[keep]
         m = t // self.spec.map_stride
         spot, pixel, weight = spot_weights(
@@ -180,8 +179,13 @@ def _near(slide: SlideData, idx: np.ndarray, y0: int, x0: int, t: int) -> np.nda
 
 
 def _fully_inside(slide: SlideData, idx: np.ndarray, y0: int, x0: int, spec: TileSpec) -> np.ndarray:
-    c, e = slide.spots.centres[idx] - (x0, y0), slide.extent[idx][:, None]
-    return ((c - e) >= spec.context).all(1) & ((c + e) <= spec.tile - spec.context).all(1)
+    return _inside(slide.spots.centres[idx] - (x0, y0), slide.extent[idx], spec)
+
+
+def _inside(local: np.ndarray, extent: np.ndarray, spec: TileSpec) -> np.ndarray:
+    """Which bins (centres in tile pixels, ``(n, 2)``) lie wholly inside the tile's scored window."""
+    e = extent[:, None] - 1e-6  # tolerate the rounding of the grid's affine
+    return ((local - e) >= spec.context).all(1) & ((local + e) <= spec.tile - spec.context).all(1)
 
 
 def _crop(image: np.ndarray, y0: int, x0: int, t: int) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dask.array as da
 import numpy as np
 from PIL import Image
 from spatialdata.transformations import get_transformation
@@ -15,16 +16,41 @@ def image_levels(element: DataArray | DataTree) -> list[DataArray]:
     return [element]
 
 
-def element_to_cs(element, cs: str) -> np.ndarray:
+def element_to_cs(element, cs: str, name: str = "The element") -> np.ndarray:
     """3x3 affine from an element's intrinsic ``(x, y)`` to coordinate system ``cs``."""
     transformations = get_transformation(element, get_all=True)
     if cs not in transformations:
         raise ValueError(
-            f"The element has no transformation to coordinate system {cs!r} (it has {sorted(transformations)}). "
+            f"{name} has no transformation to coordinate system {cs!r} (it has {sorted(transformations)}). "
             "Image and bins must share a coordinate system; "
             "set one with spatialdata.transformations.set_transformation."
         )
     return np.asarray(transformations[cs].to_affine_matrix(input_axes=("x", "y"), output_axes=("x", "y")), np.float64)
+
+
+def _block_mean(data, k: int) -> da.Array:
+    """``(c, y, x)`` image reduced by ``k`` x ``k`` block means, lazily and chunk by chunk, in its dtype."""
+    arr = data if isinstance(data, da.Array) else da.from_array(data, chunks=(data.shape[0], 2048, 2048))
+    side = k * max(1, 1024 // k)  # float64 temporaries of the mean stay ~25 MB a chunk
+    arr = arr[:, : arr.shape[1] // k * k, : arr.shape[2] // k * k].rechunk((arr.shape[0], side, side))
+    out = da.coarsen(np.mean, arr, {1: k, 2: k}, trim_excess=True)
+    return (out + 0.5).astype(arr.dtype) if np.issubdtype(arr.dtype, np.integer) else out.astype(arr.dtype)
+
+
+def _as_uint8(data: np.ndarray) -> np.ndarray:
+    """8-bit pixels from uint8, uint16 or float (0-1 or 0-255) images; NaN and inf are refused."""
+    if data.dtype == np.uint8:
+        return data
+    if np.issubdtype(data.dtype, np.floating):
+        if not np.isfinite(data).all():
+            raise ValueError(
+                "The image contains NaN or inf pixels; fill them (for example with white) before using pixnet."
+            )
+        scale = 255.0 if data.max(initial=0) <= 1.0 else 1.0
+        return np.clip(data * scale, 0, 255).astype(np.uint8)
+    if data.dtype == np.uint16:
+        return (data >> 8).astype(np.uint8)
+    return np.clip(data, 0, 255).astype(np.uint8)
 
 
 class SlideImage:
@@ -43,7 +69,7 @@ class SlideImage:
             raise ValueError(f"pixnet needs an RGB image element with dims (c, y, x) and 3 channels; got {dims}.")
         self.levels = levels
         self.cs = cs
-        to_cs = element_to_cs(levels[0], cs)
+        to_cs = element_to_cs(levels[0], cs, "The image")
         if abs(to_cs[0, 1]) > 1e-9 or abs(to_cs[1, 0]) > 1e-9:
             raise ValueError("The image is rotated in its coordinate system; pixnet needs an axis-aligned image.")
         self.scale = np.array([to_cs[0, 0], to_cs[1, 1]])  # cs units per level-0 pixel
@@ -53,36 +79,53 @@ class SlideImage:
         h0, w0 = levels[0].sizes["y"], levels[0].sizes["x"]
         x1, y1 = self.offset + self.scale * (w0, h0)
         self.shape = (int(np.ceil(y1 / self.f)), int(np.ceil(x1 / self.f)))  # working grid covering the image
+        # (array (c, y, x), level-0 pixels per pixel) of each level, plus a lazy block-mean level when the
+        # working grid is much coarser than every level, so that reads never pull in a large fine window.
+        self._arrays = [(lv.data, w0 / lv.sizes["x"]) for lv in levels]
+        per_px = self.f / np.abs(self.scale)
+        level, down = self._level(per_px)
+        k = int(per_px.min() / down)
+        if k >= 2:
+            self._arrays.append((_block_mean(self._arrays[level][0], k), down * k))
 
     def read(self, y0: int, x0: int, h: int, w: int) -> np.ndarray:
         """Working pixels ``[y0:y0+h, x0:x0+w]`` as ``(h, w, 3)`` uint8; white outside the image."""
         # The window in level-0 pixels (float), then the coarsest level finer than the working grid.
         a = (np.array([x0, y0]) * self.f - self.offset) / self.scale
         b = (np.array([x0 + w, y0 + h]) * self.f - self.offset) / self.scale
-        per_px = (b - a) / np.array([w, h])
-        level, down = 0, 1.0
-        for k in range(1, len(self.levels)):
-            d = self.levels[0].sizes["x"] / self.levels[k].sizes["x"]
-            if d <= per_px.min() * 1.001:
-                level, down = k, d
-        arr = self.levels[level]
+        level, down = self._level((b - a) / np.array([w, h]))
+        arr = self._arrays[level][0]
         a, b = a / down, b / down
         lo = np.floor(a).astype(int) - 1
         hi = np.ceil(b).astype(int) + 1
-        H, W = arr.sizes["y"], arr.sizes["x"]
+        H, W = arr.shape[1], arr.shape[2]
         clo, chi = np.maximum(lo, 0), np.minimum(hi, (W, H))
         crop = np.full((hi[1] - lo[1], hi[0] - lo[0], 3), 255, np.uint8)
         if (chi > clo).all():
-            data = arr.data[:3, clo[1] : chi[1], clo[0] : chi[0]]
-            data = np.asarray(data.compute() if hasattr(data, "compute") else data)
+            data = arr[:3, clo[1] : chi[1], clo[0] : chi[0]]
+            data = _as_uint8(np.asarray(data.compute() if hasattr(data, "compute") else data))
             crop[clo[1] - lo[1] : chi[1] - lo[1], clo[0] - lo[0] : chi[0] - lo[0]] = np.moveaxis(data, 0, -1)
         box = (a[0] - lo[0], a[1] - lo[1], b[0] - lo[0], b[1] - lo[1])
         out = Image.fromarray(crop).resize((w, h), resample=Image.Resampling.BILINEAR, box=box, reducing_gap=None)
         return np.asarray(out)
 
+    def _level(self, per_px: np.ndarray) -> tuple[int, float]:
+        """The coarsest pyramid level still finer than ``per_px`` level-0 pixels a working pixel, and its factor."""
+        level, down = 0, 1.0
+        for k, (_, d) in enumerate(getattr(self, "_arrays", [(None, 1.0)])):
+            if d <= per_px.min() * 1.001 and d >= down:
+                level, down = k, d
+        return level, down
+
+    def source_px_per_px(self) -> float:
+        """Pixels of the level that reads serve per working pixel (side): the cost of a read."""
+        per_px = self.f / np.abs(self.scale)
+        return float(per_px.max() / self._level(per_px)[1])
+
     def load(self, *, tile: int = 4096) -> np.ndarray:
         """The whole image on the working grid, ``(H, W, 3)`` uint8, read tile by tile."""
         h, w = self.shape
+        tile = int(np.clip(tile / max(1.0, self.source_px_per_px()), 64, tile))  # reads of at most tile^2 source px
         out = np.empty((h, w, 3), np.uint8)
         for y in range(0, h, tile):
             for x in range(0, w, tile):

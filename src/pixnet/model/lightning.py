@@ -66,7 +66,7 @@ class PixNetLightning(L.LightningModule):
             return None
         loss, _, _ = self.step(batch)
         if not torch.isfinite(loss):
-            raise FloatingPointError(
+            raise ValueError(
                 f"The training loss became {loss.item()} at step {self.global_step}. Lower the learning rate (lr=...), "
                 "or check the image and counts for NaN or inf."
             )

@@ -89,7 +89,8 @@ class PixNetModule(nn.Module):
             return
         with torch.no_grad():
             target = per_pixel.clamp_min(1e-8) * (self.first_stride / self.config.map_stride) ** 2
-            self.head.bias.copy_(torch.log(torch.expm1(target)))  # inverse softplus
+            # inverse softplus, written to stay finite for large counts per pixel (coarse maps)
+            self.head.bias.copy_(target + torch.log(-torch.expm1(-target)))
             self.head.weight.mul_(0.1)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import dask.array as da
@@ -153,18 +155,31 @@ def store_elements(sdata: SpatialData, names: dict, geometry, table, kind: str, 
 
 
 def _replace(sdata: SpatialData, name: str, element, kind: str) -> None:
+    """Put ``element`` in ``sdata`` under ``name``; in a backed store, atomically.
+
+    The element is written whole beside the store, then moved into it with one directory rename:
+    a process killed at any moment leaves the store readable, with the previous version of the
+    element or the new one.
+    """
     if name in sdata:
         del sdata[name]
-        if sdata.is_backed() and name in _on_disk(sdata):
-            sdata.delete_element_from_disk(name)
+    if sdata.is_backed():
+        _write_atomically(Path(sdata.path), name, element, kind)
     getattr(sdata, kind)[name] = element
     if sdata.is_backed():
-        sdata.write_element(name)
+        sdata.write_consolidated_metadata()
 
 
-def _on_disk(sdata: SpatialData) -> set[str]:
-    return {
-        p.name
-        for kind in ("images", "labels", "shapes", "points", "tables")
-        for p in (Path(sdata.path) / kind).glob("*")
-    }
+def _write_atomically(store: Path, name: str, element, kind: str) -> None:
+    staging = Path(tempfile.mkdtemp(prefix=f".pixnet-{name}-", dir=store.parent))
+    try:
+        with warnings.catch_warnings():  # a lone table annotates shapes that live in the store, not here
+            warnings.simplefilter("ignore", UserWarning)
+            SpatialData(**{kind: {name: element}}).write(staging / "element.zarr")
+        target = store / kind / name
+        target.parent.mkdir(exist_ok=True)
+        if target.exists():
+            os.rename(target, staging / "previous")
+        os.rename(staging / "element.zarr" / kind / name, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
