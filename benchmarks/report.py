@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results" / "accuracy.jsonl"
+AGGREGATION = Path(__file__).parent / "results" / "aggregation.jsonl"
 SCALES = (2, 8, 16)
 
 
@@ -38,5 +39,17 @@ def main() -> None:
     print("\nceiling PCC@M: " + ", ".join(f"{s} um {v:.3f}" for s, v in ceiling.items()))
 
 
+def aggregation() -> None:
+    print("| date | command | bins | channels | spatialdata s | pixnet centre s (speed-up) | pixnet area s (speed-up) | max rel. diff |")
+    print("|---|---|---|---|---|---|---|---|")
+    for line in AGGREGATION.read_text().splitlines():
+        r = json.loads(line)
+        print(f"| {r['date']} | `{r['command']}` | {r['bins']:,} | {r['channels']} | {r['spatialdata_s']:.1f} | "
+              f"{r['pixnet_centre_s']:.2f} ({r['speedup_centre']:.0f}x) | {r['pixnet_area_s']:.2f} "
+              f"({r['speedup_area']:.0f}x) | {r['max_rel_diff']:.1e} |")  # fmt: skip
+
+
 if __name__ == "__main__":
-    main()
+    import sys
+
+    aggregation() if sys.argv[1:] == ["aggregation"] else main()

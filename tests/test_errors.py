@@ -379,7 +379,7 @@ CASES = [
         KeyError,
         "not in the SpatialData object",
     ),
-    ("tl", "fit: an empty tissue (no bins)", _empty_tissue, ValueError, "zero counts"),
+    ("tl", "fit: an empty tissue (no counts in any bin)", _empty_tissue, ValueError, "zero counts"),
     ("tl", "fit: circles without a radius", _circles_without_radius, ValueError, "radius"),
     ("tl", "fit: no epochs", lambda c: _fit(c.sdata(), epochs=0), ValueError, "epochs must be at least 1"),
     ("tl", "fit: a model folder that exists", _existing_model_dir, FileExistsError, "overwrite=True"),

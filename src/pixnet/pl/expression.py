@@ -113,14 +113,15 @@ def compare(
     m = norm.apply(values(meas, genes, None), totals)
     p = values(pred, genes, layer)
     fig, axes = panels(2 * len(genes), ncols=len(genes), nrows=2, size=panel_size)
+    fig.set_size_inches(1.3 * panel_size * len(genes), 2.1 * panel_size)
     axes = axes.reshape(2, len(genes))
     for j, g in enumerate(genes):
         lo, hi = limits(np.concatenate([m[:, j], p[:, j]]), vmax)
         draw(axes[0, j], sdata, meas, m[:, j], cmap=cmap, vmin=lo, vmax=hi)
         art = draw(axes[1, j], sdata, pred, p[:, j], cmap=cmap, vmin=lo, vmax=hi)
         r = np.corrcoef(m[:, j], p[:, j])[0, 1] if m[:, j].std() > 0 and p[:, j].std() > 0 else np.nan
-        axes[0, j].set_title(f"{g}: measured", style="italic")
-        axes[1, j].set_title(f"{g}: predicted (PCC {r:.2f})", style="italic")
+        axes[0, j].set_title(f"{g}\nmeasured", style="italic")
+        axes[1, j].set_title(f"{g}\npredicted, PCC {r:.2f}", style="italic")
         fig.colorbar(art, ax=axes[:, j], shrink=0.6, label="log-normalised")
     finish(fig, axes.ravel(), show=show, save=save)
     return axes

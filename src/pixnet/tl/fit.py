@@ -47,7 +47,7 @@ def fit(
     um_per_px: float = 0.5,
     map_stride: int = 4,
     semantics: Literal["density", "sum", "mean"] = "density",
-    loss: Literal["mse_pcc", "poisson", "poisson_pcc"] = "poisson_pcc",
+    loss: Literal["mse_pcc", "poisson", "poisson_pcc"] | None = None,
     pcc_weight: float = 0.5,
     total_weight: float = 0.0,
     encoder: str = "resnet18",
@@ -108,8 +108,10 @@ def fit(
         Map pixel size in input pixels (4: the paper's decoder depth; 2: a finer map).
     semantics, loss, pcc_weight, total_weight
         What the map means and how it is fitted; see :class:`pixnet.model.ModelConfig`. The paper
-        fits ``"mse_pcc"``; the default ``"poisson_pcc"`` (Poisson likelihood of the counts plus
-        the batch PCC loss) measured better at every scale (``benchmarks/RESULTS.md``).
+        fits ``"mse_pcc"``; the default for density maps, ``"poisson_pcc"`` (Poisson likelihood of
+        the counts plus the batch PCC loss), measured better at every scale (``benchmarks/RESULTS.md``).
+        ``loss=None`` picks it, or ``"mse_pcc"`` for the ``"sum"`` and ``"mean"`` maps, which hold
+        log-normalised values rather than counts.
     encoder, encoder_weights, decoder_hidden, learnable_skip
         Architecture: any timm backbone; weights ``None``, ``"imagenet"`` or a checkpoint path.
     freeze_encoder
@@ -162,6 +164,8 @@ def fit(
     slides = [resolve_slide(s, image=image, um_per_px=slide_um_per_px) for s in sdatas]
     tables = [resolve_table(s, bin_size=bin_size, table=table) for s in sdatas]
     genes = select_genes(sdatas[0].tables[tables[0]], n_top=n_genes, genes=genes)
+    if loss is None:  # counts for density maps; the paper's loss for maps of normalised values
+        loss = "poisson_pcc" if semantics == "density" else "mse_pcc"
     config = ModelConfig(
         genes=tuple(genes), encoder=encoder, encoder_weights=None if encoder_weights is None else str(encoder_weights),
         decoder_hidden=decoder_hidden, learnable_skip=learnable_skip, semantics=semantics, map_stride=map_stride,
