@@ -24,6 +24,9 @@ def test_same_seed_same_model(sdata):
     b = pixnet.tl.fit(sdata, bin_size=16, epochs=1, tiles_per_epoch=4, seed=5, **TINY)
     for (k, va), vb in zip(a.module.state_dict().items(), b.module.state_dict().values()):
         torch.testing.assert_close(va, vb, rtol=0, atol=0, msg=k)
+    pa = pixnet.tl.predict(sdata, model=a, bin_size=16, key_added="a", progress=False)
+    pb = pixnet.tl.predict(sdata, model=b, bin_size=16, key_added="b", progress=False)
+    np.testing.assert_array_equal(np.asarray(pa.X), np.asarray(pb.X))  # and the same predictions
 
 
 def test_fit_on_several_slides_and_spots(sdata, prefixed_dir):
