@@ -40,7 +40,9 @@ def main() -> None:
 
 
 def aggregation() -> None:
-    print("| date | command | bins | channels | spatialdata s | pixnet centre s (speed-up) | pixnet area s (speed-up) | max rel. diff |")
+    print(
+        "| date | command | bins | channels | spatialdata s | pixnet centre s (speed-up) | pixnet area s (speed-up) | max rel. diff |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for line in AGGREGATION.read_text().splitlines():
         r = json.loads(line)
