@@ -1,4 +1,4 @@
-"""Cross-slide accuracy with the defaults: pixnet beats the colour ridge and the spot regressor (slow: ~10 min CPU).
+"""Cross-slide accuracy with the defaults: pixnet beats the colour ridge and the spot regressor (slow: 15-40 min CPU).
 
 Margins come from a measured run of this test (see MEASURED); benchmarks/accuracy.py is the full version.
 """
@@ -8,9 +8,13 @@ import pytest
 
 import pixnet
 
-# PCC@M on slide B measured by this test (CPU, seeds as below); the test asks for half of each gap.
-MEASURED = {}
-MARGIN = {}
+# PCC@M on slide B measured by this test on 2026-11-25 (2-core CPU, seeds as below, 39 min on a shared machine):
+MEASURED = {
+    ("pixnet", 2): 0.185, ("spot", 2): 0.127, ("ridge", 2): 0.079,
+    ("pixnet", 8): 0.379, ("spot", 8): 0.341, ("ridge", 8): 0.301,
+}  # fmt: skip
+# The test asks for about half of each measured gap.
+MARGIN = {("ridge", 2): 0.05, ("ridge", 8): 0.04, ("spot", 2): 0.03, ("spot", 8): 0.02}
 
 
 def _ridge(A, B, genes, scales):
