@@ -5,16 +5,20 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 logger = logging.getLogger(__name__)
 
 DEMO_GENES = ["ERBB2", "FASN", "PTPRC", "COL1A1", "ADIPOQ", "CD68"]
 
 
-def run_demo(out: Path, *, size_um: float = 1000.0, epochs: int | None = None, progress: bool = True) -> dict:
-    """Make the slide, fit, predict, evaluate; write figures and the model to ``out``; print the scores."""
+def run_demo(out: Path, *, size_um: float = 1000.0, epochs: int | None = None, progress: bool = True) -> pd.DataFrame:
+    """Make the slide, fit, predict, evaluate; write figures, scores and the model to ``out``; return the scores."""
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import pandas as pd
@@ -25,25 +29,21 @@ def run_demo(out: Path, *, size_um: float = 1000.0, epochs: int | None = None, p
     t0 = time.perf_counter()
     path = datasets.visium_hd_demo(out / "visium_hd_demo", size_um=size_um, rotation_deg=1.0)
     sdata = io.visium_hd(path)
-    print(sdata)
+    logger.info("%s", sdata)
     for b in (2, 8, 16):
         t = sdata.tables[f"square_{b:03d}um"]
-        print(
-            f"{b:2d} um bins: {t.n_obs:7d} bins x {t.n_vars} genes, "
-            f"median {int(pd.Series(t.X.sum(1).A1).median())} UMIs per bin"
-        )
+        median = int(pd.Series(t.X.sum(1).A1).median())
+        logger.info("%2d um bins: %7d bins x %d genes, median %d UMIs per bin", b, t.n_obs, t.n_vars, median)
     _total_counts_figure(sdata, out / "01_he_total_counts_8um.png")
 
     model = tl.fit(sdata, bin_size=16, epochs=epochs or 8, progress=progress, model_dir=out / "model", overwrite=True)
-    print(model)
+    logger.info("%s", model)
     genes = [g for g in DEMO_GENES if g in model.genes][:4] or model.genes[:4]
     scores = {}
     for b in (8, 2):
         tl.predict(sdata, bin_size=b, progress=progress)
         scores[f"{b} um"] = tl.evaluate(sdata, bin_size=b)
     table = pd.DataFrame(scores).T[["PCC@F", "PCC@S", "PCC@M", "MSE", "MAE"]]
-    print("\nPrediction of held-out resolutions (model trained on 16 um bins):")
-    print(table.round(3).to_string())
 
     pl.compare(sdata, genes, bin_size=8, save=out / "02_measured_vs_predicted_8um.png", show=False)
     pl.expression(sdata, genes, bin_size=2, save=out / "03_predicted_2um.png", show=False)
@@ -52,8 +52,8 @@ def run_demo(out: Path, *, size_um: float = 1000.0, epochs: int | None = None, p
     pl.training(model, save=out / "06_training.png", show=False)
     plt.close("all")
     table.to_csv(out / "scores.csv")
-    print(f"\nfigures, scores and the model are in {out}/ ({time.perf_counter() - t0:.0f} s)")
-    return scores
+    logger.info("figures, scores and the model are in %s/ (%.0f s)", out, time.perf_counter() - t0)
+    return table
 
 
 def _total_counts_figure(sdata, path: Path) -> None:

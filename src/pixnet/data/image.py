@@ -112,7 +112,7 @@ class SlideImage:
     def _level(self, per_px: np.ndarray) -> tuple[int, float]:
         """The coarsest pyramid level still finer than ``per_px`` level-0 pixels a working pixel, and its factor."""
         level, down = 0, 1.0
-        for k, (_, d) in enumerate(getattr(self, "_arrays", [(None, 1.0)])):
+        for k, (_, d) in enumerate(self._arrays):
             if d <= per_px.min() * 1.001 and d >= down:
                 level, down = k, d
         return level, down
