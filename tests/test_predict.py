@@ -1,4 +1,5 @@
 import anndata as ad
+import dask.array as da
 import numpy as np
 import pandas as pd
 import pytest
@@ -163,6 +164,28 @@ def test_constant_genes_are_reported():
     assert np.isfinite(out["PCC@M"])
 
 
+@pytest.mark.parametrize("lazy", [False, True])
+def test_evaluate_streams_blocks_of_bins(monkeypatch, lazy):
+    """Block by block (as for a 2 um table of a whole slide, lazy or not), evaluate equals the in-memory formulas."""
+    import importlib
+
+    ev = importlib.import_module("pixnet.tl.evaluate")  # the module, not the function of that name
+    rng = np.random.default_rng(1)
+    counts = rng.poisson(rng.gamma(1.0, 2.0, size=(1, 3)), size=(4, 3))
+    counts[:, 0] += rng.poisson(3, size=4)
+    pred = np.column_stack([rng.gamma(1, 1, 4), np.full(4, 0.7)])  # G2 predicted constant
+    whole = pixnet.tl.evaluate(_tiny_sdata(pred, counts), shapes="c")
+    monkeypatch.setattr(ev, "CHUNK", 3)  # 4 bins: blocks of 3 and 1
+    s = _tiny_sdata(pred, counts)
+    if lazy:
+        s.tables["pixnet_c"].X = da.from_array(s.tables["pixnet_c"].X, chunks=(2, 2))
+    blocks = pixnet.tl.evaluate(s, shapes="c")
+    pd.testing.assert_series_equal(blocks, whole, rtol=1e-9)
+    assert blocks["n_constant_genes"] == 1
+    truth = np.log1p(counts[:, 0] / counts.sum(1) * 10)
+    assert np.isclose(blocks["PCC@M"], np.corrcoef(pred[:, 0], truth)[0, 1])
+
+
 def test_predict_needs_a_model(slide_dir):
     fresh = pixnet.io.visium_hd(slide_dir, bin_sizes=(16,))
     with pytest.raises(ValueError, match="tl.fit"):
@@ -200,3 +223,97 @@ def test_2um_bins_are_placed_to_the_micrometre(sdata):
     assert edge.sum() > 50
     assert np.corrcoef(pred[edge], frac[edge])[0, 1] > 0.99
     assert abs((pred - frac)[edge].mean()) < 0.02
+
+
+def test_occupied_blocks_match_a_brute_force_overlap():
+    from pixnet.model import Spots
+    from pixnet.tl._dense import occupied_blocks
+
+    rng = np.random.default_rng(0)
+    region, core = (10, 20, 300, 260), 64  # (y0, x0, h, w) map pixels, blocks of 64
+    centres = rng.uniform([20, 10], [280, 310], size=(40, 2))
+    size = np.concatenate([rng.uniform(1, 8, 38), [150.0, 90.0]])  # two spots span several blocks
+    spots = Spots("square", centres, size, 0.0)
+    got = occupied_blocks(spots, region, core)
+    want = np.zeros(got.shape, bool)
+    half = spots.extent()
+    for (cx, cy), e in zip(centres, half, strict=True):
+        for i in range(want.shape[0]):
+            for j in range(want.shape[1]):
+                by0, bx0 = region[0] + i * core, region[1] + j * core
+                if cx + e >= bx0 and cx - e < bx0 + core and cy + e >= by0 and cy - e < by0 + core:
+                    want[i, j] = True
+    np.testing.assert_array_equal(got, want)
+    assert want.any() and not want.all()
+
+
+def _subset_shapes(sdata, keep):
+    bins = sdata.shapes["_square_016um"]
+    return ShapesModel.parse(bins.iloc[np.flatnonzero(keep)].reset_index(drop=True))  # keeps its transformations
+
+
+def test_a_map_is_reused_only_where_it_was_computed(sdata, trained):
+    """Tiles without spots are skipped; a later predict into spots there must compute them, not read 0."""
+    xy = sdata.tables["square_016um"].obsm["spatial"]
+    q = np.quantile(xy[:, 0], [0.15, 0.4, 0.6, 0.85])
+    sdata.shapes["ends"] = _subset_shapes(sdata, (xy[:, 0] < q[0]) | (xy[:, 0] > q[3]))
+    ends = (xy[:, 0] < q[0]) | (xy[:, 0] > q[3])
+    lo, hi = xy[ends, 1].min() + 100, xy[ends, 1].max() - 100  # inside the first map's region
+    sdata.shapes["middle"] = _subset_shapes(
+        sdata, (xy[:, 0] > q[1]) & (xy[:, 0] < q[2]) & (xy[:, 1] > lo) & (xy[:, 1] < hi)
+    )
+    kw = {"model": trained, "tile_px": 128, "context_px": 32, "progress": False}
+    pixnet.tl.predict(sdata, shapes="ends", **kw)
+    stored = sdata.attrs["pixnet"]["maps"]["pixnet_map"]
+    assert not np.asarray(stored["computed"]).all()  # the middle of the slide was not computed
+    middle = pixnet.tl.predict(sdata, shapes="middle", **kw)  # same model: the map is reused only if it covers
+    fresh = pixnet.tl.predict(sdata, shapes="middle", key_added="fresh", **kw)
+    assert (middle.obs["predicted_total_counts"] > 0).all()
+    np.testing.assert_allclose(middle.layers["counts"], fresh.layers["counts"], rtol=1e-5, atol=1e-6)
+
+
+def test_a_large_table_is_written_chunk_by_chunk(tmp_path, sdata, trained, monkeypatch):
+    """Above the in-memory limit a backed table stays lazy: read back from the store, values unchanged."""
+    from pixnet.tl import _outputs
+
+    path = tmp_path / "slide.zarr"
+    sd.SpatialData(
+        images={"_full_image": sdata.images["_full_image"]},
+        shapes={"_square_008um": sdata.shapes["_square_008um"]},
+        tables={"square_008um": sdata.tables["square_008um"]},
+        attrs=sdata.attrs,
+    ).write(path)
+    ref = pixnet.tl.predict(sd.read_zarr(path), model=trained, bin_size=8, key_added="ref", progress=False)
+    monkeypatch.setattr(_outputs, "TABLE_IN_MEMORY", 0)
+    backed = sd.read_zarr(path)
+    lazy = pixnet.tl.predict(backed, model=trained, bin_size=8, key_added="lazy", progress=False)
+    assert isinstance(lazy.X, da.Array) and isinstance(lazy.layers["counts"], da.Array)
+    assert not list(tmp_path.glob(".pixnet-*"))  # no scratch left beside the store
+    np.testing.assert_allclose(np.asarray(lazy.X), ref.X, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(lazy.layers["lognorm"]), ref.layers["lognorm"], rtol=1e-6)
+    np.testing.assert_allclose(lazy.obs["predicted_total_counts"], ref.obs["predicted_total_counts"], rtol=1e-6)
+    again = sd.read_zarr(path).tables["lazy_square_008um"]
+    np.testing.assert_allclose(np.asarray(again.layers["counts"]), ref.layers["counts"], rtol=1e-6)
+
+
+def test_predict_runs_on_a_dask_distributed_cluster(tmp_path, sdata, trained, monkeypatch):
+    """With a distributed client active, the map is computed on its worker processes, with the same values."""
+    distributed = pytest.importorskip("distributed")
+    from pixnet.model import PixNetModule
+
+    path = tmp_path / "slide.zarr"
+    sd.SpatialData(
+        images={"_full_image": sdata.images["_full_image"]},
+        shapes={"_square_016um": sdata.shapes["_square_016um"]},
+        tables={"square_016um": sdata.tables["square_016um"]},
+        attrs=sdata.attrs,
+    ).write(path)
+    ref = pixnet.tl.predict(sdata, model=trained, bin_size=16, progress=False)
+    calls = []
+    forward = PixNetModule.forward
+    monkeypatch.setattr(PixNetModule, "forward", lambda self, x: calls.append(1) or forward(self, x))  # this process
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None) as cluster:
+        with distributed.Client(cluster):
+            got = pixnet.tl.predict(sd.read_zarr(path), model=trained, bin_size=16, progress=False)
+    assert not calls  # no tile went through the network here: the worker ran them
+    np.testing.assert_allclose(got.layers["counts"], ref.layers["counts"], rtol=1e-5, atol=1e-6)

@@ -103,7 +103,8 @@ class SlideImage:
         crop = np.full((hi[1] - lo[1], hi[0] - lo[0], 3), 255, np.uint8)
         if (chi > clo).all():
             data = arr[:3, clo[1] : chi[1], clo[0] : chi[0]]
-            data = _as_uint8(np.asarray(data.compute() if hasattr(data, "compute") else data))
+            # synchronous: a small window, often read inside a task of predict's graph (threads or a cluster)
+            data = _as_uint8(np.asarray(data.compute(scheduler="synchronous") if hasattr(data, "compute") else data))
             crop[clo[1] - lo[1] : chi[1] - lo[1], clo[0] - lo[0] : chi[0] - lo[0]] = np.moveaxis(data, 0, -1)
         box = (a[0] - lo[0], a[1] - lo[1], b[0] - lo[0], b[1] - lo[1])
         out = Image.fromarray(crop).resize((w, h), resample=Image.Resampling.BILINEAR, box=box, reducing_gap=None)

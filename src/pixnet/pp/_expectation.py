@@ -85,7 +85,9 @@ def _build_table(c: float) -> np.ndarray:
     return table
 
 
-def expected_log_normalized(lam: np.ndarray, total: np.ndarray, *, target_sum: float = 1e4) -> np.ndarray:
+def expected_log_normalized(
+    lam: np.ndarray, total: np.ndarray, *, target_sum: float = 1e4, chunk: int = 8192
+) -> np.ndarray:
     """E[log1p(x / T * target_sum)] for Poisson counts with means ``lam`` and bin totals ``total``.
 
     Parameters
@@ -96,33 +98,48 @@ def expected_log_normalized(lam: np.ndarray, total: np.ndarray, *, target_sum: f
         Expected total count of each bin over all genes (bins,), at least ``lam.sum(1)``.
     target_sum
         The normalisation's target sum.
+    chunk
+        Bins per block: memory stays a few times ``chunk x genes`` whatever the number of bins.
 
     Returns
     -------
     float32 array like ``lam``. Bins with ``T = 0`` count as 0, as scanpy's normalisation leaves them.
 
     """
-    lam = np.asarray(lam, np.float64)
-    total = np.maximum(np.asarray(total, np.float64).reshape(-1, 1), 1e-12)
-    table = _table(float(target_sum))
-    p = np.clip(lam / total, 0.0, 1.0)
-    lt = np.clip(total, _L[0], _L[-1])
-    # Bilinear interpolation on (p, log Lambda); p is interpolated on its own log grid.
-    lp = np.log(np.maximum(p, _P[1]))
-    fp = np.clip((lp - np.log(_P[1])) / (np.log(_P[-1]) - np.log(_P[1])) * (len(_P) - 2), 0, len(_P) - 2 - 1e-9) + 1
-    fl = np.clip((np.log(lt) - np.log(_L[0])) / (np.log(_L[-1]) - np.log(_L[0])) * (len(_L) - 1), 0, len(_L) - 1 - 1e-9)
-    ip, il = fp.astype(np.int64), fl.astype(np.int64)
-    wp, wl = fp - ip, fl - il
-    il = np.broadcast_to(il, ip.shape)
-    wl = np.broadcast_to(wl, ip.shape)
-    v = (
-        (1 - wp) * (1 - wl) * table[ip, il]
-        + wp * (1 - wl) * table[ip + 1, il]
-        + (1 - wp) * wl * table[ip, il + 1]
-        + wp * wl * table[ip + 1, il + 1]
-    )
+    lam = np.asarray(lam)
+    total = np.asarray(total, np.float64).reshape(-1)
+    table = _table(float(target_sum)).astype(np.float32)
+    out = np.empty(lam.shape, np.float32)
+    for s in range(0, lam.shape[0], chunk):
+        out[s : s + chunk] = _expected_block(lam[s : s + chunk], total[s : s + chunk], table)
+    return out
+
+
+_LOG_P1, _LOG_P_SPAN = np.log(_P[1]), np.log(_P[-1]) - np.log(_P[1])
+_LOG_L0, _LOG_L_SPAN = np.log(_L[0]), np.log(_L[-1]) - np.log(_L[0])
+
+
+def _expected_block(lam: np.ndarray, total: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """Bilinear interpolation of the table at ``(lam / total, total)``.
+
+    First along the bin's total (one column of the table per bin), then along ``p`` on its log
+    grid: two gathers per value.
+    """
+    n, n_p = len(total), len(_P)
+    total = np.maximum(total, 1e-12)
+    fl = np.clip((np.log(np.clip(total, _L[0], _L[-1])) - _LOG_L0) / _LOG_L_SPAN * (len(_L) - 1), 0, len(_L) - 1 - 1e-9)
+    il = fl.astype(np.int64)
+    wl = (fl - il).astype(np.float32)[:, None]
+    # Below the grid's smallest total F is linear in Lambda (only n = 1 matters): scale the column.
+    below = np.minimum(total / _L[0], 1.0).astype(np.float32)[:, None]
+    cols = ((1 - wl) * table[:, il].T + wl * table[:, il + 1].T) * below  # (n, n_p)
+    p = np.clip(np.asarray(lam, np.float32) / total.astype(np.float32)[:, None], 0.0, 1.0)  # (n, genes)
+    fp = (np.log(np.maximum(p, np.float32(_P[1]))) - np.float32(_LOG_P1)) * np.float32((n_p - 2) / _LOG_P_SPAN)
+    fp = np.clip(fp, 0, n_p - 2 - 1e-4) + 1
+    ip = fp.astype(np.int32)
+    wp = fp - ip
+    flat = ip + (np.arange(n, dtype=np.int32) * n_p)[:, None]
+    cols = cols.ravel()
+    v = cols[flat] * (1 - wp) + cols[flat + 1] * wp
     # Below the first grid point of p, F is linear in p (only k = 1 matters).
-    v = np.where(p < _P[1], v * p / _P[1], v)
-    # Below the grid's smallest total, F is linear in Lambda (only n = 1 matters).
-    v = np.where(total < _L[0], v * total / _L[0], v)
-    return v.astype(np.float32)
+    return np.where(p < _P[1], v * (p / np.float32(_P[1])), v).astype(np.float32, copy=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -30,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 ELEMENT_KINDS = {"labels": "labels", "shapes": "shapes"}
 IN_MEMORY_LIMIT = 4 * 2**30  # bytes of map or table kept in memory when the sdata is not backed
+TABLE_IN_MEMORY = 2**30  # bytes of X and layers above which a backed sdata's table stays lazy, read from its store
 OTHER_CHANNEL = "other_genes"
 
 
@@ -54,10 +56,23 @@ def check_free(sdata: SpatialData, names: dict, model: PixNet, *, overwrite: boo
         return None
     info = sdata.attrs.get(UNS_KEY, {}).get("maps", {}).get(name, {})
     if info.get("model") == fingerprint(model):
-        return {"array": _level0(sdata.images[name]), "region": tuple(info["region"])}
+        return {"array": _level0(sdata.images[name]), **info, "region": tuple(info["region"])}
     if not overwrite:
         raise ValueError(f"{name!r} exists and was made by another model; pass overwrite=True or another key_added.")
     return None
+
+
+@contextlib.contextmanager
+def scratch_dir(sdata: SpatialData):
+    """A temporary folder beside a backed sdata's store (same disk, removed after), or None if not backed."""
+    if not sdata.is_backed():
+        yield None
+        return
+    path = Path(tempfile.mkdtemp(prefix=".pixnet-scratch-", dir=Path(sdata.path).parent))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _level0(element) -> da.Array:
@@ -66,16 +81,21 @@ def _level0(element) -> da.Array:
 
 
 def map_element(
-    sdata, name: str, dmap: da.Array, model: PixNet, region, f_map: float, cs: str, *, progress: bool
+    sdata, name: str, dmap: da.Array, model: PixNet, region, f_map: float, cs: str, *, computed, progress: bool
 ) -> da.Array:
-    """Compute the map, add it to ``sdata`` as a multiscale image, and return its level 0 (lazy)."""
+    """Compute the map, add it to ``sdata`` as a multiscale image, and return its level 0 (lazy).
+
+    ``computed``: ``(busy, core)``, the blocks of side ``core`` that were computed (the others
+    are 0), recorded so that the map is reused only for spots inside them.
+    """
     cfg = model.config
     channels = list(cfg.genes) + ([OTHER_CHANNEL] if cfg.semantics == "density" else [])
     y0, x0 = region[0], region[1]
     to_cs = Sequence([Translation([x0, y0], axes=("x", "y")), Scale([f_map, f_map], axes=("x", "y"))])
     scales = [2] * int(np.clip(np.log2(max(1, min(dmap.shape[1:]) / 64)), 0, 4))  # down to ~64 px
     size = dmap.size * 4
-    chunks = (min(16, len(channels)), 512, 512)
+    # Chunks no larger than the network's blocks: each computed block is written at once, none waits for a neighbour.
+    chunks = (min(16, len(channels)), min(512, dmap.chunksize[1]), min(512, dmap.chunksize[2]))
     if sdata.is_backed():
         # Level 0 is computed once into a scratch store; the pyramid and the element are made from it.
         scratch = Path(tempfile.mkdtemp(prefix=f".pixnet-{name}-", dir=Path(sdata.path).parent))
@@ -103,22 +123,36 @@ def map_element(
                                 transformations={cs: to_cs}, chunks=chunks)  # fmt: skip
         sdata.images[name] = el
     maps = dict(sdata.attrs.get(UNS_KEY, {}).get("maps", {}))
-    maps[name] = {"model": fingerprint(model), "region": [int(v) for v in region]}
+    busy, core = computed
+    maps[name] = {
+        "model": fingerprint(model), "region": [int(v) for v in region], "core": int(core),
+        "computed": np.asarray(busy, bool).tolist(),
+    }  # fmt: skip
     sdata.attrs[UNS_KEY] = {**sdata.attrs.get(UNS_KEY, {}), "maps": maps}
     return _level0(sdata.images[name])
 
 
-def expression_arrays(lam: da.Array, cfg: ModelConfig, layers) -> tuple:
-    """X, layers and obs columns from the spots' aggregates (``(n, C)``, computed here if small)."""
+def expression_arrays(lam: da.Array, cfg: ModelConfig, layers, *, scratch: Path | None, progress: bool) -> tuple:
+    """X, layers and obs columns from the spots' aggregates ``(n, C)``.
+
+    They are computed here when they fit in memory. Otherwise they stay lazy: with a backed
+    sdata the aggregates are computed once into ``scratch`` (so that X and each layer, written
+    one after the other, do not aggregate again) and the table is written chunk by chunk.
+    """
     n_genes = len(cfg.genes)
-    small = lam.size * 4 * (1 + len(layers)) < IN_MEMORY_LIMIT
+    size = lam.shape[0] * n_genes * 4 * (1 + len(layers))
+    small = size < (TABLE_IN_MEMORY if scratch is not None else IN_MEMORY_LIMIT)
     if small:
-        lam = compute(lam, "aggregating", False)
+        lam = compute(lam, "aggregating", progress)
+    elif scratch is not None:
+        compute(lam.rechunk((65536, -1)).to_zarr(str(scratch / "aggregates.zarr"), compute=False), "aggregating",
+                progress)  # fmt: skip
+        lam = da.from_zarr(str(scratch / "aggregates.zarr"))
     if cfg.semantics != "density":
         return lam, {"layers": {}}
     genes, total = lam[:, :n_genes], lam.sum(axis=1)
     x = _blockwise(expected_log_normalized, genes, total, cfg.target_sum, small)
-    out = {"layers": {}, "predicted_total_counts": np.asarray(total) if small else total}
+    out = {"layers": {}, "predicted_total_counts": np.asarray(total)}
     if "counts" in layers:
         out["layers"]["counts"] = genes
     if "lognorm" in layers:
@@ -151,7 +185,16 @@ def store_elements(sdata: SpatialData, names: dict, geometry, table, kind: str, 
     """Add geometry and table to ``sdata``; write them to its store when it is backed."""
     _replace(sdata, names["geometry"], geometry, kind)
     _replace(sdata, names["table"], table, "tables")
-    return sdata.tables[names["table"]]
+    table = sdata.tables[names["table"]]
+    if sdata.is_backed() and isinstance(table.X, da.Array):  # read lazily from the store, not from the scratch
+        import anndata as ad
+        import zarr
+
+        group = zarr.open_group(str(Path(sdata.path) / "tables" / names["table"]), mode="r")
+        table.X = ad.experimental.read_elem_lazy(group["X"])
+        for k in list(table.layers):
+            table.layers[k] = ad.experimental.read_elem_lazy(group["layers"][k])
+    return table
 
 
 def _replace(sdata: SpatialData, name: str, element, kind: str) -> None:

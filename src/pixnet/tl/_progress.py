@@ -1,4 +1,4 @@
-"""Compute dask graphs with a tqdm progress bar (dask's own bar prints to stdout)."""
+"""Compute dask graphs with a tqdm progress bar (dask's own bar prints to stdout), or on a cluster."""
 
 from __future__ import annotations
 
@@ -27,11 +27,27 @@ class _Tqdm(Callback):
 
 
 def compute(obj, desc: str, progress: bool):
-    """``dask.compute(obj)`` on threads, with a progress bar when ``progress``."""
+    """``dask.compute(obj)``: on a dask.distributed cluster when a client is active, else on threads.
+
+    A progress bar is shown with ``progress`` on threads (a cluster has its own dashboard).
+    """
     if not hasattr(obj, "__dask_graph__"):
         return obj
+    if _client() is not None:
+        return dask.compute(obj)[0]  # the active client is dask's default scheduler
     with dask.config.set(scheduler="threads"):
         if progress:
             with _Tqdm(desc):
                 return dask.compute(obj)[0]
         return dask.compute(obj)[0]
+
+
+def _client():
+    try:
+        from distributed import default_client
+    except ImportError:
+        return None
+    try:
+        return default_client()
+    except ValueError:  # no client
+        return None

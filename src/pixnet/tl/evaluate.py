@@ -11,10 +11,12 @@ from scipy import sparse
 from spatialdata import SpatialData
 
 from .._constants import UNS_KEY, bin_table_name
-from ..model import pearson_per_gene
 from ..pp import Normalization
 
 logger = logging.getLogger(__name__)
+
+
+CHUNK = 65536  # bins per block: evaluation streams through tables of millions of bins
 
 
 def metrics(pred: np.ndarray, measured: np.ndarray, genes: list[str] | None = None) -> tuple[pd.Series, pd.DataFrame]:
@@ -29,30 +31,66 @@ def metrics(pred: np.ndarray, measured: np.ndarray, genes: list[str] | None = No
     The summary, and a per-gene table with ``pcc`` and ``constant``.
 
     """
-    pred, measured = np.asarray(pred, np.float64), np.asarray(measured, np.float64)
+    pred, measured = np.asarray(pred), np.asarray(measured)
     if pred.shape != measured.shape:
         raise ValueError(f"Predicted {pred.shape} and measured {measured.shape} shapes differ.")
-    if pred.shape[0] < 2:
-        raise ValueError("At least two bins are needed to correlate predictions with measurements.")
-    if not (np.isfinite(pred).all() and np.isfinite(measured).all()):
-        raise ValueError("Predicted or measured values contain NaN or inf.")
-    pcc = pearson_per_gene(pred, measured)
-    constant = np.isnan(pcc)
-    valid = pcc[~constant]
-    summary = pd.Series(
-        {
-            "MSE": float(np.mean((pred - measured) ** 2)),
-            "MAE": float(np.mean(np.abs(pred - measured))),
-            "PCC@F": float(np.percentile(valid, 25)) if len(valid) else np.nan,
-            "PCC@S": float(np.median(valid)) if len(valid) else np.nan,
-            "PCC@M": float(np.mean(valid)) if len(valid) else np.nan,
-            "n_bins": int(pred.shape[0]),
-            "n_genes": int(pred.shape[1]),
-            "n_constant_genes": int(constant.sum()),
-        }
-    )
-    per_gene = pd.DataFrame({"pcc": pcc, "constant": constant}, index=genes)
-    return summary, per_gene
+    moments = _Moments()
+    for s in range(0, pred.shape[0], CHUNK):
+        moments.add(pred[s : s + CHUNK], measured[s : s + CHUNK])
+    return moments.summary(genes)
+
+
+class _Moments:
+    """Per-gene sums of a prediction and a measurement, accumulated block by block.
+
+    Values are shifted by the first row (exact for constant genes, and free of the cancellation
+    of raw one-pass sums), so the correlations equal the two-pass formula's to rounding.
+    """
+
+    def __init__(self):
+        self.n, self.shift = 0, None
+
+    def add(self, pred: np.ndarray, measured: np.ndarray) -> None:
+        pred, measured = np.asarray(pred, np.float64), np.asarray(measured, np.float64)
+        if not (np.isfinite(pred).all() and np.isfinite(measured).all()):
+            raise ValueError("Predicted or measured values contain NaN or inf.")
+        if len(pred) == 0:
+            return
+        if self.shift is None:
+            self.shift = (pred[0].copy(), measured[0].copy())
+            self.sums = np.zeros((5, pred.shape[1]))  # p, m, pp, mm, pm
+            self.se = self.ae = 0.0
+        d = pred - measured
+        self.se += float((d * d).sum())
+        self.ae += float(np.abs(d).sum())
+        p, m = pred - self.shift[0], measured - self.shift[1]
+        self.sums += np.stack([p.sum(0), m.sum(0), (p * p).sum(0), (m * m).sum(0), (p * m).sum(0)])
+        self.n += len(pred)
+
+    def summary(self, genes) -> tuple[pd.Series, pd.DataFrame]:
+        if self.n < 2:
+            raise ValueError("At least two bins are needed to correlate predictions with measurements.")
+        sp, sm, spp, smm, spm = self.sums
+        vp, vm = spp - sp * sp / self.n, smm - sm * sm / self.n
+        den = np.sqrt(np.maximum(vp, 0) * np.maximum(vm, 0))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            pcc = np.where(den > 0, (spm - sp * sm / self.n) / den, np.nan)
+        constant = np.isnan(pcc)
+        valid = pcc[~constant]
+        size = self.n * len(pcc)
+        summary = pd.Series(
+            {
+                "MSE": self.se / size,
+                "MAE": self.ae / size,
+                "PCC@F": float(np.percentile(valid, 25)) if len(valid) else np.nan,
+                "PCC@S": float(np.median(valid)) if len(valid) else np.nan,
+                "PCC@M": float(np.mean(valid)) if len(valid) else np.nan,
+                "n_bins": int(self.n),
+                "n_genes": len(pcc),
+                "n_constant_genes": int(constant.sum()),
+            }
+        )
+        return summary, pd.DataFrame({"pcc": pcc, "constant": constant}, index=genes)
 
 
 def evaluate(
@@ -122,16 +160,17 @@ def compare(pred: ad.AnnData, measured: ad.AnnData, *, layer: str | None = None)
             "Predicted and measured tables share fewer than 2 bins (obs_names); were they made for the same bins?"
         )
     norm = Normalization(**pred.uns.get(UNS_KEY, {}).get("normalization", {}))
-    m = measured[common]
-    x = m.X
-    totals = np.asarray(x.sum(axis=1)).ravel()
-    counts = x[:, m.var_names.get_indexer(genes)]
-    counts = counts.toarray() if sparse.issparse(counts) else np.asarray(counts)
-    truth = norm.apply(counts, totals)
-    p = pred[common, genes]
-    values = p.layers[layer] if layer else p.X
-    values = np.asarray(values.compute() if hasattr(values, "compute") else values)
-    summary, per_gene = metrics(values, truth, genes)
+    rows_p, rows_m = pred.obs_names.get_indexer(common), measured.obs_names.get_indexer(common)
+    cols_p, cols_m = pred.var_names.get_indexer(genes), measured.var_names.get_indexer(genes)
+    values = pred.layers[layer] if layer else pred.X
+    moments = _Moments()
+    for s in range(0, len(common), CHUNK):  # block by block: a 2 um table may not fit in memory
+        x = _take_rows(measured.X, rows_m[s : s + CHUNK])
+        totals = np.asarray(x.sum(axis=1)).ravel()
+        counts = x[:, cols_m]
+        truth = norm.apply(counts.toarray() if sparse.issparse(counts) else np.asarray(counts), totals)
+        moments.add(_take_rows(values, rows_p[s : s + CHUNK])[:, cols_p], truth)
+    summary, per_gene = moments.summary(genes)
     constant = per_gene.index[per_gene["constant"]].tolist()
     if constant:
         logger.warning(
@@ -139,3 +178,11 @@ def compare(pred: ad.AnnData, measured: ad.AnnData, *, layer: str | None = None)
         )
     per_gene = per_gene.reindex(pred.var_names)
     return summary, per_gene
+
+
+def _take_rows(arr, rows: np.ndarray) -> np.ndarray:
+    """``arr[rows]`` in memory, from numpy, scipy or dask (a contiguous run of rows is a slice)."""
+    if len(rows) and rows[-1] - rows[0] + 1 == len(rows) and (np.diff(rows) == 1).all():
+        rows = slice(int(rows[0]), int(rows[-1]) + 1)
+    out = arr[rows]
+    return out.compute() if hasattr(out, "compute") else out

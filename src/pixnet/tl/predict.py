@@ -16,9 +16,17 @@ from spatialdata.models import TableModel
 from .._constants import REGION_KEY, UNS_KEY
 from .._version import __version__
 from ..model import PixNet
-from ._dense import aggregate_lazy, dense_map, map_region
+from ._dense import aggregate_lazy, dense_map, map_region, occupied_blocks
 from ._inputs import find_model, resolve_slide
-from ._outputs import ELEMENT_KINDS, check_free, expression_arrays, geometry_element, map_element, store_elements
+from ._outputs import (
+    ELEMENT_KINDS,
+    check_free,
+    expression_arrays,
+    geometry_element,
+    map_element,
+    scratch_dir,
+    store_elements,
+)
 from ._spot import predict_spots
 from ._targets import resolve_target
 
@@ -50,12 +58,15 @@ def predict(
     - ``{key_added}_map``: the map, a multiscale image whose channels are the genes (plus
       ``other_genes``, the expected counts of all other genes, in ``"density"`` models),
       placed on the slide's coordinate system so it overlays the H&E. Values are expected
-      counts per map pixel (density models) or log-normalised expression.
+      counts per map pixel (density models) or log-normalised expression. Only the tiles that
+      the bins or shapes reach are computed; the map reads 0 elsewhere.
     - ``{key_added}_{target}_shapes`` (or ``_labels`` for 2 um bins): the bins or shapes.
     - ``{key_added}_{target}``: the table annotating them, where ``target`` is
       ``square_008um`` for ``bin_size=8`` or the shapes element's name.
 
-    The table, in the units of :func:`pixnet.pp.log_normalize`, holds:
+    The table, in the units of :func:`pixnet.pp.log_normalize`, holds (for a backed sdata whose
+    table would take more than 1 GB, as 2 um bins of a whole slide do, ``X`` and the layers are
+    written to the store chunk by chunk and read back lazily, as dask arrays):
 
     - ``X``: the expected measured value ``E[log1p(x / T * 1e4)]`` under Poisson counting
       noise at the bin's size: the best guess of what the measurement reads, and the one to
@@ -113,21 +124,42 @@ def predict(
     if cfg.method == "dense":
         names["map"] = f"{key_added}_map"
     reuse_map = check_free(sdata, names, model, overwrite=overwrite)
-    work = slide.working_image(cfg.um_per_px)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if cfg.method == "spot":  # the baseline: one crop per spot, no map
-        x, extra = predict_spots(model, work, target.spots.scaled(work.f), device=dev), {"layers": {}}
-    else:
-        f_map = cfg.map_um_per_px / slide.um_per_px  # coordinate-system units per map pixel
-        spots_map = target.spots.scaled(f_map)
-        region = map_region(spots_map, work.shape, cfg.map_stride)
-        if reuse_map is not None and _covers(reuse_map, region):
-            dmap, region = reuse_map["array"], reuse_map["region"]
+    with scratch_dir(sdata) as scratch:
+        if cfg.method == "spot":  # the baseline: one crop per spot, no map
+            work = slide.working_image(cfg.um_per_px)
+            x, extra = predict_spots(model, work, target.spots.scaled(work.f), device=dev), {"layers": {}}
         else:
-            dmap = dense_map(model, work, region, tile_px=tile_px, context_px=context_px, device=dev)
-            dmap = map_element(sdata, names["map"], dmap, model, region, f_map, slide.cs, progress=progress)
-        lam = aggregate_lazy(dmap, spots_map.scaled(1.0, (region[1], region[0])), mean=cfg.semantics == "mean")
-        x, extra = expression_arrays(lam, cfg, layers)
+            lam = _aggregates(sdata, slide, model, target, names["map"], reuse_map, tile_px, context_px, dev, progress)
+            x, extra = expression_arrays(lam, cfg, layers, scratch=scratch, progress=progress)
+        table, geom = _table(x, extra, slide, target, cfg, names, params={
+            "bin_size_um": bin_size, "shapes": shapes, "tile_px": tile_px, "context_px": context_px})  # fmt: skip
+        kind = ELEMENT_KINDS["labels" if _as_labels(target) else "shapes"]
+        table = store_elements(sdata, names, geom, table, kind, progress)
+    logger.info("predicted %d spots x %d genes in %.1f s", table.n_obs, table.n_vars, time.perf_counter() - t0)
+    return table
+
+
+def _aggregates(sdata, slide, model, target, name, reuse_map, tile_px, context_px, dev, progress) -> da.Array:
+    """The map (computed and stored, or reused) summed over each target spot: ``(n, C)``, lazy."""
+    cfg = model.config
+    work = slide.working_image(cfg.um_per_px)
+    f_map = cfg.map_um_per_px / slide.um_per_px  # coordinate-system units per map pixel
+    spots_map = target.spots.scaled(f_map)
+    region = map_region(spots_map, work.shape, cfg.map_stride)
+    if reuse_map is not None and _covers(reuse_map, region, spots_map):
+        dmap, region = reuse_map["array"], reuse_map["region"]
+    else:
+        # Only the tiles that spots reach are computed: a whole slide's background costs nothing.
+        core = tile_px // cfg.map_stride
+        busy = occupied_blocks(spots_map, region, core)
+        dmap = dense_map(model, work, region, tile_px=tile_px, context_px=context_px, device=dev, busy=busy)
+        dmap = map_element(sdata, name, dmap, model, region, f_map, slide.cs, computed=(busy, core), progress=progress)
+    return aggregate_lazy(dmap, spots_map.scaled(1.0, (region[1], region[0])), mean=cfg.semantics == "mean")
+
+
+def _table(x, extra: dict, slide, target, cfg, names: dict, params: dict) -> tuple[ad.AnnData, object]:
+    """The prediction table (TableModel) and the geometry element it annotates."""
     table = ad.AnnData(X=x, obs=target.obs.copy(), layers=extra.pop("layers"))
     for k, v in extra.items():
         table.obs[k] = v
@@ -139,18 +171,13 @@ def predict(
     table.obs[REGION_KEY] = table.obs[REGION_KEY].astype("category")
     table.uns[UNS_KEY] = {
         "model": cfg.to_dict(), "map": names.get("map"), "source_table": target.source_table, "target": target.name,
-        "bin_size_um": bin_size, "shapes": shapes, "tile_px": tile_px, "context_px": context_px,
-        "normalization": {"target_sum": cfg.target_sum, "log1p": cfg.log1p}, "pixnet_version": __version__,
+        **params, "normalization": {"target_sum": cfg.target_sum, "log1p": cfg.log1p}, "pixnet_version": __version__,
         "X": "expected log1p(counts / total * target_sum) under Poisson counting noise at this bin size",
     }  # fmt: skip
     if target.grid is not None:
         table.uns[UNS_KEY]["grid"] = target.grid.to_dict()
     table = TableModel.parse(table, region=names["geometry"], region_key=REGION_KEY, instance_key=instance_key)
-    table = store_elements(
-        sdata, names, geom, table, ELEMENT_KINDS["labels" if _as_labels(target) else "shapes"], progress
-    )
-    logger.info("predicted %d spots x %d genes in %.1f s", table.n_obs, table.n_vars, time.perf_counter() - t0)
-    return table
+    return table, geom
 
 
 def _as_labels(target) -> bool:
@@ -158,10 +185,16 @@ def _as_labels(target) -> bool:
     return target.grid is not None and target.grid.bin_size_um < 8 and target.geometry is None
 
 
-def _covers(stored: dict, region: tuple[int, int, int, int]) -> bool:
+def _covers(stored: dict, region: tuple[int, int, int, int], spots_map) -> bool:
+    """Whether a stored map holds every map pixel these spots need (its region and its computed blocks)."""
     sy, sx, sh, sw = stored["region"]
     y, x, h, w = region
-    return sy <= y and sx <= x and y + h <= sy + sh and x + w <= sx + sw
+    if not (sy <= y and sx <= x and y + h <= sy + sh and x + w <= sx + sw):
+        return False
+    if stored.get("computed") is None:
+        return True
+    computed = np.asarray(stored["computed"], bool)
+    return bool(computed[occupied_blocks(spots_map, stored["region"], stored["core"])].all())
 
 
 __all__ = ["predict", "da"]

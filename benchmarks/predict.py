@@ -1,0 +1,109 @@
+"""Whole-slide prediction into 2 um bins: time, peak memory, and predict time over the bare encoder's.
+
+A synthetic Visium HD slide is read with pixnet.io.visium_hd and written to zarr once; then, in
+a fresh process (so peak memory is predict's own), ``pixnet.tl.predict(sdata, bin_size=2)``
+runs on the backed store with a model of the default architecture and 250 genes (weights do not
+change the cost, so the model is untrained). In the same process the bare encoder then runs on
+a sample of the same tiles (every k-th of those that hold bins, at least 8), and its time per tile times the number of
+tiles is the reference: the ratio is predict's wall time over it.
+
+    python benchmarks/predict.py                 # full size (6.5 mm capture area), CPU here, GPU when there is one
+    python benchmarks/predict.py --size 2000
+    python benchmarks/predict.py --layers ''     # X only (no counts and lognorm layers)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from _common import WORK, record, run_child
+
+import pixnet
+
+CHILD = """
+import json, logging, shutil, time, warnings
+import numpy as np, spatialdata, torch
+warnings.filterwarnings("ignore")
+import pixnet
+from pixnet.model import ModelConfig
+from pixnet.tl._dense import map_region, occupied_blocks
+from pixnet.tl._inputs import resolve_slide
+from pixnet.tl._targets import resolve_target
+
+sd = spatialdata.read_zarr({store!r})
+for kind, name, _ in list(sd.gen_elements()):  # an earlier run's results
+    if name.startswith("bench_"):
+        del sd[name]
+        shutil.rmtree(f"{store}/{{kind}}/{{name}}")
+sd.write_consolidated_metadata()
+genes = list(sd.tables["square_002um"].var_names[:250])
+torch.manual_seed(0)
+model = pixnet.PixNet(ModelConfig(genes=tuple(genes)))
+device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+t0 = time.perf_counter()
+table = pixnet.tl.predict(sd, model=model, bin_size=2, key_added="bench", layers={layers}, tile_px={tile}, context_px={context}, progress=False)
+if device.type == "cuda":
+    torch.cuda.synchronize()
+predict_s = time.perf_counter() - t0
+
+# the bare encoder on the tiles predict ran: same grid, same reads, only the encoder's forward timed
+cfg, slide = model.config, resolve_slide(sd)
+work = slide.working_image(cfg.um_per_px)
+spots = resolve_target(slide, bin_size=2, shapes=None).spots.scaled(cfg.map_um_per_px / slide.um_per_px)
+y0, x0, h, w = map_region(spots, work.shape, cfg.map_stride)
+core, side = {tile} // cfg.map_stride, {tile} + 2 * {context}
+busy = occupied_blocks(spots, (y0, x0, h, w), core)  # the tiles predict computes
+tiles = [(i * core, j * core) for i, j in zip(*np.nonzero(busy))]
+k = max(1, len(tiles) // {sample})
+encoder = model.module.encoder.to(device).eval()
+times = []
+for y, x in tiles[::k]:
+    tile = np.array(work.read((y0 + y) * cfg.map_stride - {context}, (x0 + x) * cfg.map_stride - {context}, side, side))
+    t = torch.from_numpy(tile).to(device).permute(2, 0, 1)[None].float() / 255.0
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t1 = time.perf_counter()
+    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        encoder(t)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    times.append(time.perf_counter() - t1)
+encoder_s = float(np.mean(times[1:] if len(times) > 2 else times)) * len(tiles)  # the first warms up
+print(json.dumps({{"device": str(device), "n_bins": table.n_obs, "n_genes": table.n_vars, "n_tiles": len(tiles), "n_blocks": busy.size,
+                  "sampled_tiles": len(times), "predict_s": predict_s, "encoder_s": encoder_s}}))
+"""
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--size", type=float, default=None, help="capture area side (um); default: full size")
+    p.add_argument("--tile", type=int, default=1024, help="predict's tile_px (its default)")
+    p.add_argument("--context", type=int, default=64, help="predict's context_px (its default)")
+    p.add_argument("--layers", default="counts,lognorm", help="predict's layers besides X (its default); '' for X only")
+    p.add_argument("--sample", type=int, default=8, help="tiles the encoder reference is timed on, at least")
+    args = p.parse_args()
+    kw = {"full_size": True} if args.size is None else {"size_um": args.size}
+    name = f"{args.size:g}" if args.size else "full"
+    path = pixnet.datasets.visium_hd_demo(WORK / f"io_{name}", segmentation=False, **kw)  # shared with io_read.py
+    store = WORK / f"predict_{name}.zarr"
+    if not store.exists():
+        run_child(f"import pixnet\npixnet.io.visium_hd({str(path)!r}, bin_sizes=(2,)).write({str(store)!r})")
+    code = CHILD.format(
+        store=str(store),
+        tile=args.tile,
+        context=args.context,
+        sample=args.sample,
+        layers=tuple(x for x in args.layers.split(",") if x),
+    )
+    res = run_child(code)
+    ratio = res["predict_s"] / res["encoder_s"]
+    print(json.dumps(res))
+    print(f"{res['n_bins']:,} bins of 2 um x {res['n_genes']} genes, {res['n_tiles']} tiles, on {res['device']}")
+    print(f"predict {res['predict_s']:.0f} s, peak RSS {res['peak_rss_gb']:.2f} GB")
+    print(f"bare encoder on the same tiles {res['encoder_s']:.0f} s; predict / encoder = {ratio:.2f}")
+    record("predict", {**res, "size_um": args.size or "full", "layers": args.layers, "ratio": ratio})
+
+
+if __name__ == "__main__":
+    main()
