@@ -104,16 +104,21 @@ def test_predictions_do_not_depend_on_tiling(sdata, trained):
     np.testing.assert_allclose(a.layers["counts"], b.layers["counts"], rtol=0.02, atol=1e-3)
 
 
+def _backed(sdata, path, bin_size: int) -> sd.SpatialData:
+    """The slide's image and one bin size written to a zarr store, read back (backed)."""
+    name = f"square_{bin_size:03d}um"
+    sd.SpatialData(
+        images={"_full_image": sdata.images["_full_image"]},
+        shapes={f"_{name}": sdata.shapes[f"_{name}"]},
+        tables={name: sdata.tables[name]},
+        attrs=sdata.attrs,
+    ).write(path)
+    return sd.read_zarr(path)
+
+
 def test_backed_zarr_round_trip(tmp_path, sdata, trained):
     path = tmp_path / "slide.zarr"
-    small = sd.SpatialData(
-        images={"_full_image": sdata.images["_full_image"]},
-        shapes={"_square_016um": sdata.shapes["_square_016um"]},
-        tables={"square_016um": sdata.tables["square_016um"]},
-        attrs=sdata.attrs,
-    )
-    small.write(path)
-    backed = sd.read_zarr(path)
+    backed = _backed(sdata, path, 16)
     t = pixnet.tl.predict(backed, model=trained, bin_size=16, progress=False)
     again = sd.read_zarr(path)
     assert {"pixnet_map", "pixnet_square_016um_shapes", "pixnet_square_016um"} <= {
@@ -277,12 +282,7 @@ def test_a_large_table_is_written_chunk_by_chunk(tmp_path, sdata, trained, monke
     from pixnet.tl import _outputs
 
     path = tmp_path / "slide.zarr"
-    sd.SpatialData(
-        images={"_full_image": sdata.images["_full_image"]},
-        shapes={"_square_008um": sdata.shapes["_square_008um"]},
-        tables={"square_008um": sdata.tables["square_008um"]},
-        attrs=sdata.attrs,
-    ).write(path)
+    _backed(sdata, path, 8)
     ref = pixnet.tl.predict(sd.read_zarr(path), model=trained, bin_size=8, key_added="ref", progress=False)
     monkeypatch.setattr(_outputs, "TABLE_IN_MEMORY", 0)
     backed = sd.read_zarr(path)
@@ -298,16 +298,12 @@ def test_a_large_table_is_written_chunk_by_chunk(tmp_path, sdata, trained, monke
 
 def test_predict_runs_on_a_dask_distributed_cluster(tmp_path, sdata, trained, monkeypatch):
     """With a distributed client active, the map is computed on its worker processes, with the same values."""
-    distributed = pytest.importorskip("distributed")
+    import distributed
+
     from pixnet.model import PixNetModule
 
     path = tmp_path / "slide.zarr"
-    sd.SpatialData(
-        images={"_full_image": sdata.images["_full_image"]},
-        shapes={"_square_016um": sdata.shapes["_square_016um"]},
-        tables={"square_016um": sdata.tables["square_016um"]},
-        attrs=sdata.attrs,
-    ).write(path)
+    _backed(sdata, path, 16)
     ref = pixnet.tl.predict(sdata, model=trained, bin_size=16, progress=False)
     calls = []
     forward = PixNetModule.forward
