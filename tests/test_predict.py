@@ -294,6 +294,13 @@ def test_a_large_table_is_written_chunk_by_chunk(tmp_path, sdata, trained, monke
     np.testing.assert_allclose(lazy.obs["predicted_total_counts"], ref.obs["predicted_total_counts"], rtol=1e-6)
     again = sd.read_zarr(path).tables["lazy_square_008um"]
     np.testing.assert_allclose(np.asarray(again.layers["counts"]), ref.layers["counts"], rtol=1e-6)
+    # pixnet.io.read_zarr opens the store with the large table lazy, the measured counts in memory
+    opened = pixnet.io.read_zarr(path, in_memory_limit=1000)
+    assert isinstance(opened.tables["lazy_square_008um"].X, da.Array)
+    assert not isinstance(opened.tables["square_008um"].X, da.Array)  # sparse counts: read as usual
+    assert set(opened.tables) == set(sd.read_zarr(path).tables) and opened.is_backed()
+    scores = pixnet.tl.evaluate(opened, bin_size=8, key_added="lazy")
+    np.testing.assert_allclose(scores["PCC@M"], pixnet.tl.evaluate(backed, bin_size=8, key_added="ref")["PCC@M"])
 
 
 def test_predict_runs_on_a_dask_distributed_cluster(tmp_path, sdata, trained, monkeypatch):
