@@ -92,7 +92,7 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("outs", help="Space Ranger outs/ folder (or a SpatialData .zarr)")
     f.add_argument("--bin-size", type=int, default=16, help="train on these bins (um)")
     f.add_argument("--out", required=True, help="folder to save the model to")
-    f.add_argument("--epochs", type=int, default=24)
+    f.add_argument("--epochs", type=int, default=48)
     f.add_argument("--n-genes", type=int, default=250)
     f.add_argument("--genes", help="comma-separated gene list (default: the top --n-genes)")
     f.add_argument("--seed", type=int, default=0)
