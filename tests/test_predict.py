@@ -1,3 +1,5 @@
+import os
+
 import anndata as ad
 import dask.array as da
 import numpy as np
@@ -315,8 +317,13 @@ def test_predict_runs_on_a_dask_distributed_cluster(tmp_path, sdata, trained, mo
     calls = []
     forward = PixNetModule.forward
     monkeypatch.setattr(PixNetModule, "forward", lambda self, x: calls.append(1) or forward(self, x))  # this process
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None) as cluster:
-        with distributed.Client(cluster):
-            got = pixnet.tl.predict(sd.read_zarr(path), model=trained, bin_size=16, progress=False)
+    environ = dict(os.environ)  # distributed leaves OMP_NUM_THREADS=1 and more in this process's environment
+    try:
+        with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None) as c:
+            with distributed.Client(c):
+                got = pixnet.tl.predict(sd.read_zarr(path), model=trained, bin_size=16, progress=False)
+    finally:
+        os.environ.clear()
+        os.environ.update(environ)
     assert not calls  # no tile went through the network here: the worker ran them
     np.testing.assert_allclose(got.layers["counts"], ref.layers["counts"], rtol=1e-5, atol=1e-6)

@@ -44,7 +44,9 @@ def _script(slide_dir, ckpt):
 def test_training_resumes_after_a_kill(tmp_path, slide_dir):
     ckpt = tmp_path / "ckpt"
     proc = subprocess.Popen(
-        [sys.executable, "-c", _script(slide_dir, ckpt)], env={**os.environ, "PYTHONWARNINGS": "ignore"}
+        [sys.executable, "-c", _script(slide_dir, ckpt)],
+        # the same torch threads as this process, which trains the rest: bitwise equality depends on them
+        env={**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": str(torch.get_num_threads())},
     )
     last, deadline = ckpt / "last.ckpt", time.time() + 300
     while time.time() < deadline:  # wait until it has trained into the second epoch, then kill it
