@@ -60,12 +60,18 @@ def lazy_table(path: str | Path) -> ad.AnnData:
     """A stored AnnData with its dense ``X`` and layers as dask arrays read from ``path``."""
     group = zarr.open_group(str(path), mode="r")
     parts = {k: ad.io.read_elem(group[k]) for k in ("obs", "var", "obsm", "uns") if k in group}
+    x, layers = lazy_arrays(group)
+    return _fix_attrs(ad.AnnData(X=x, layers=layers, **parts))
+
+
+def lazy_arrays(group: zarr.Group) -> tuple:
+    """A stored AnnData's ``X`` and layers: dense arrays as dask arrays read from the store, the rest in memory."""
 
     def read(elem):
         return ad.experimental.read_elem_lazy(elem) if isinstance(elem, zarr.Array) else ad.io.read_elem(elem)
 
     layers = {k: read(group["layers"][k]) for k in group["layers"]} if "layers" in group else {}
-    return _fix_attrs(ad.AnnData(X=read(group["X"]) if "X" in group else None, layers=layers, **parts))
+    return (read(group["X"]) if "X" in group else None), layers
 
 
 def _fix_attrs(table: ad.AnnData) -> ad.AnnData:

@@ -21,6 +21,7 @@ from spatialdata.transformations import Identity, Scale, Sequence, Translation
 
 from .._constants import INSTANCE_KEY, LABELS_INSTANCE_KEY, UNS_KEY
 from ..data import image_levels
+from ..io._zarr import lazy_arrays
 from ..io.visium_hd import _labels
 from ..model import PixNet
 from ..model.config import ModelConfig
@@ -187,13 +188,11 @@ def store_elements(sdata: SpatialData, names: dict, geometry, table, kind: str, 
     _replace(sdata, names["table"], table, "tables")
     table = sdata.tables[names["table"]]
     if sdata.is_backed() and isinstance(table.X, da.Array):  # read lazily from the store, not from the scratch
-        import anndata as ad
         import zarr
 
-        group = zarr.open_group(str(Path(sdata.path) / "tables" / names["table"]), mode="r")
-        table.X = ad.experimental.read_elem_lazy(group["X"])
-        for k in list(table.layers):
-            table.layers[k] = ad.experimental.read_elem_lazy(group["layers"][k])
+        table.X, layers = lazy_arrays(zarr.open_group(str(Path(sdata.path) / "tables" / names["table"]), mode="r"))
+        for k, v in layers.items():
+            table.layers[k] = v
     return table
 
 
