@@ -10,7 +10,8 @@ import spatialdata
 import zarr
 from spatialdata import SpatialData
 
-IN_MEMORY_LIMIT = 2**30  # bytes of a table's dense X and layers above which they are read lazily
+IN_MEMORY_LIMIT = 2**30  # bytes of a table's X and layers above which they are read lazily
+ROWS_PER_CHUNK = 65536  # rows of the dask chunks of a lazily read sparse matrix
 
 
 def read_zarr(store: str | Path, *, in_memory_limit: int = IN_MEMORY_LIMIT) -> SpatialData:
@@ -18,16 +19,19 @@ def read_zarr(store: str | Path, *, in_memory_limit: int = IN_MEMORY_LIMIT) -> S
 
     :func:`spatialdata.read_zarr` reads every table into memory; a store that holds a whole-slide
     2 µm prediction (millions of bins x 250 genes, for ``X`` and each layer) would not fit. Here a
-    table whose dense ``X`` and layers take more than ``in_memory_limit`` bytes gets them as dask
-    arrays read from the store (``obs``, ``var``, ``obsm`` and ``uns`` are read as usual); sparse
-    matrices, such as measured counts, and every other element are read as spatialdata reads them.
+    table whose ``X`` and layers take more than ``in_memory_limit`` bytes gets them as dask arrays
+    read from the store: dense ones (predictions) and CSR ones (the measured 2 µm counts of a
+    whole slide, ~0.7 GB), in chunks of 65,536 rows. ``obs``, ``var``, ``obsm`` and ``uns``, and
+    every other element, are read as spatialdata reads them. :func:`pixnet.tl.evaluate` streams
+    such tables block by block; pixnet's other functions read them into memory when they need
+    them whole.
 
     Parameters
     ----------
     store
         The ``.zarr`` folder (written by ``sdata.write`` or by pixnet into a backed sdata).
     in_memory_limit
-        Bytes of dense ``X`` and layers above which a table is read lazily.
+        Bytes of ``X`` and layers above which a table is read lazily.
 
     Returns
     -------
@@ -39,7 +43,7 @@ def read_zarr(store: str | Path, *, in_memory_limit: int = IN_MEMORY_LIMIT) -> S
         raise FileNotFoundError(f"{store} is not a zarr store; write one with sdata.write('{store.name}').")
     tables = store / "tables"
     names = sorted(p.name for p in tables.iterdir() if p.is_dir()) if tables.is_dir() else []
-    large = {n for n in names if _dense_bytes(zarr.open_group(str(tables / n), mode="r")) > in_memory_limit}
+    large = {n for n in names if _array_bytes(zarr.open_group(str(tables / n), mode="r")) > in_memory_limit}
     if not large:
         return spatialdata.read_zarr(store)
     sdata = spatialdata.read_zarr(store, selection=("images", "labels", "points", "shapes"))
@@ -48,16 +52,20 @@ def read_zarr(store: str | Path, *, in_memory_limit: int = IN_MEMORY_LIMIT) -> S
     return sdata
 
 
-def _dense_bytes(group: zarr.Group) -> int:
-    """Bytes of the dense arrays among a stored AnnData's X and layers."""
-    arrays = [group["X"]] if "X" in group else []
+def _array_bytes(group: zarr.Group) -> int:
+    """Bytes of a stored AnnData's X and layers (the values and indices of sparse ones)."""
+    elems = [group["X"]] if "X" in group else []
     if "layers" in group:
-        arrays += [group["layers"][k] for k in group["layers"]]
-    return sum(int(np.prod(a.shape)) * a.dtype.itemsize for a in arrays if isinstance(a, zarr.Array))
+        elems += [group["layers"][k] for k in group["layers"]]
+    total = 0
+    for e in elems:
+        for a in [e] if isinstance(e, zarr.Array) else [e[k] for k in ("data", "indices") if k in e]:
+            total += int(np.prod(a.shape)) * a.dtype.itemsize
+    return total
 
 
 def lazy_table(path: str | Path) -> ad.AnnData:
-    """A stored AnnData with its dense ``X`` and layers as dask arrays read from ``path``."""
+    """A stored AnnData with its ``X`` and layers as dask arrays read from ``path``."""
     group = zarr.open_group(str(path), mode="r")
     parts = {k: ad.io.read_elem(group[k]) for k in ("obs", "var", "obsm", "uns") if k in group}
     x, layers = lazy_arrays(group)
@@ -65,10 +73,14 @@ def lazy_table(path: str | Path) -> ad.AnnData:
 
 
 def lazy_arrays(group: zarr.Group) -> tuple:
-    """A stored AnnData's ``X`` and layers: dense arrays as dask arrays read from the store, the rest in memory."""
+    """A stored AnnData's ``X`` and layers: dense and CSR ones as dask arrays read from the store, others in memory."""
 
     def read(elem):
-        return ad.experimental.read_elem_lazy(elem) if isinstance(elem, zarr.Array) else ad.io.read_elem(elem)
+        if isinstance(elem, zarr.Array):
+            return ad.experimental.read_elem_lazy(elem)
+        if elem.attrs.get("encoding-type") == "csr_matrix":
+            return ad.experimental.read_elem_lazy(elem, chunks=(ROWS_PER_CHUNK, -1))
+        return ad.io.read_elem(elem)
 
     layers = {k: read(group["layers"][k]) for k in group["layers"]} if "layers" in group else {}
     return (read(group["X"]) if "X" in group else None), layers

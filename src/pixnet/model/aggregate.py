@@ -14,7 +14,9 @@ class Spots:
     """Spots in map pixel coordinates (pixel ``j`` spans ``[j, j + 1)``).
 
     ``size`` is the half side of squares (rotated by ``angle``) or the radius of circles;
-    polygons are shapely geometries.
+    polygons are shapely geometries. One size for all spots (a bin grid) may be a broadcast
+    view (``np.broadcast_to``), which subsets and rescaled copies keep: it costs no memory
+    for millions of bins.
     """
 
     kind: Literal["square", "circle", "polygon"]
@@ -29,8 +31,12 @@ class Spots:
     def subset(self, idx) -> Spots:
         """The spots at ``idx`` (an index array or boolean mask)."""
         polys = None if self.polygons is None else np.asarray(self.polygons)[idx]
-        size = None if self.size is None else np.asarray(self.size)[idx]
-        return Spots(self.kind, self.centres[idx], size, self.angle, polys)
+        centres = self.centres[idx]
+        if self.size is None or _one_size(self.size):
+            size = None if self.size is None else np.broadcast_to(self.size[0], (len(centres),))
+        else:
+            size = np.asarray(self.size)[idx]
+        return Spots(self.kind, centres, size, self.angle, polys)
 
     def scaled(self, factor: float, origin: tuple[float, float] = (0.0, 0.0)) -> Spots:
         """The same spots in coordinates ``(p - origin) / factor`` (for example, working pixels)."""
@@ -40,7 +46,7 @@ class Spots:
             import shapely
 
             polys = shapely.transform(np.asarray(self.polygons), lambda c: (c - origin) / factor)
-        size = None if self.size is None else np.asarray(self.size) / factor
+        size = None if self.size is None else _map_sizes(self.size, lambda v: v / factor)
         return Spots(self.kind, (self.centres - origin) / factor, size, self.angle, polys)
 
     def extent(self) -> np.ndarray:
@@ -51,7 +57,20 @@ class Spots:
             b = shapely.bounds(np.asarray(self.polygons))
             return np.maximum(np.abs(b[:, [0, 1]] - self.centres), np.abs(b[:, [2, 3]] - self.centres)).max(1)
         c, s = abs(np.cos(self.angle)), abs(np.sin(self.angle))
-        return np.asarray(self.size) * ((c + s) if self.kind == "square" else 1.0)
+        k = (c + s) if self.kind == "square" else 1.0
+        return _map_sizes(self.size, lambda v: v * k)
+
+
+def _one_size(size) -> bool:
+    """Whether ``size`` is a broadcast view of one value (a bin grid's sizes)."""
+    return isinstance(size, np.ndarray) and size.ndim == 1 and len(size) > 1 and size.strides == (0,)
+
+
+def _map_sizes(size, fn) -> np.ndarray:
+    """``fn(size)``, computed on the one value (and still a broadcast view) when ``size`` is one."""
+    if _one_size(size):
+        return np.broadcast_to(fn(size[:1])[0], size.shape)
+    return fn(np.asarray(size))
 
 
 def spot_weights(spots: Spots, shape: tuple[int, int], *, supersample: int = 4, chunk: int = 8192):

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 from spatialdata import SpatialData
 
+from .._arrays import in_memory
 from .._constants import UNS_KEY
 from ..pp import Normalization
 from ._utils import background, draw, finish, limits, panels, prediction_table, values
@@ -109,7 +110,7 @@ def compare(
         raise KeyError("No measured table for this prediction; pass table=... (a table of measured counts).")
     meas = sdata.tables[meas_name][pred.obs_names]
     norm = Normalization(**pred.uns.get(UNS_KEY, {}).get("normalization", {}))
-    totals = np.asarray(meas.X.sum(axis=1)).ravel()
+    totals = np.asarray(in_memory(meas.X).sum(axis=1)).ravel()
     m = norm.apply(values(meas, genes, None), totals)
     p = values(pred, genes, layer)
     fig, axes = panels(2 * len(genes), ncols=len(genes), nrows=2, size=panel_size)

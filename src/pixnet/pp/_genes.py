@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import anndata as ad
 import numpy as np
 
+from .._arrays import in_memory
+
 
 def select_genes(adata: ad.AnnData, *, n_top: int = 250, genes: Sequence[str] | None = None) -> list[str]:
     """The genes to model: ``genes`` as given (checked), or the ``n_top`` genes by mean count.
@@ -44,6 +46,6 @@ def select_genes(adata: ad.AnnData, *, n_top: int = 250, genes: Sequence[str] | 
         raise ValueError(f"n_top must be at least 1, got {n_top}.")
     if adata.n_obs == 0:
         raise ValueError("The table has no bins; there is nothing to choose genes from.")
-    mean = np.asarray(adata.X.mean(axis=0)).ravel()
+    mean = np.asarray(in_memory(adata.X).mean(axis=0)).ravel()
     order = np.argsort(-mean, kind="stable")[: min(n_top, adata.n_vars)]
     return adata.var_names[order].tolist()

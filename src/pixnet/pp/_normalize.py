@@ -9,6 +9,7 @@ import anndata as ad
 import numpy as np
 from scipy import sparse
 
+from .._arrays import in_memory
 from .._constants import UNS_KEY
 
 
@@ -45,7 +46,7 @@ def log_normalize(
     the parameters, so that predictions and measurements are put in the same units.
     """
     norm = normalization or Normalization()
-    x = adata.X
+    x = in_memory(adata.X)
     totals = np.asarray(x.sum(axis=1)).ravel()
     idx = np.arange(adata.n_vars) if genes is None else adata.var_names.get_indexer(list(genes))
     if (idx < 0).any():

@@ -11,6 +11,7 @@ from spatialdata import SpatialData
 from spatialdata.models import ShapesModel, TableModel
 from spatialdata.transformations import Identity
 
+from .._arrays import in_memory
 from .._constants import UNS_KEY
 
 
@@ -72,7 +73,7 @@ def pseudo_visium(
     assign = sparse.csr_matrix(
         (np.ones(len(rows), np.float32), (rows, np.concatenate(members))), (len(members), len(xy))
     )
-    counts = sparse.csr_matrix(assign @ sparse.csr_matrix(ts.table.X, dtype=np.float32))
+    counts = sparse.csr_matrix(assign @ sparse.csr_matrix(in_memory(ts.table.X), dtype=np.float32))
     obs = pd.DataFrame(
         {
             "spot_id": np.arange(len(centres)),

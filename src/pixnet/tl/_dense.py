@@ -114,24 +114,42 @@ def aggregate_lazy(dmap: da.Array, spots: Spots, *, mean: bool, supersample: int
     """``(n, C)`` sums (or means) of ``dmap`` over ``spots`` (in the map's pixels), lazily, chunk by chunk.
 
     Spots are processed in a spatially coherent order (as given when already sorted by row,
-    as Visium HD tables are) so each chunk reads one strip of the map.
+    as Visium HD tables are) so each chunk reads one strip of the map. A strip's area weights
+    are computed once and applied to the map's channel groups one at a time: a task holds a
+    few channels of the strip, not all of them (250 genes x a whole-slide strip is ~100 MB).
     """
     n, c = len(spots), dmap.shape[0]
     order = _coherent_order(spots.centres)
     ext = spots.extent()
+    groups = _channel_groups(dmap)
     parts = []
     for start in range(0, n, chunk):
-        idx = order[start : start + chunk] if order is not None else np.arange(start, min(n, start + chunk))
+        # a slice keeps views of the spots in the graph, not copies (8M bins of 2 um: 200 MB a copy)
+        idx = order[start : start + chunk] if order is not None else slice(start, min(n, start + chunk))
         sub = spots.subset(idx)
         e = ext[idx][:, None]
         lo = np.maximum(np.floor((sub.centres - e).min(0)).astype(int) - 1, 0)
         hi = np.minimum(np.ceil((sub.centres + e).max(0)).astype(int) + 2, (dmap.shape[2], dmap.shape[1]))
+        shape = (int(hi[1] - lo[1]), int(hi[0] - lo[0]))
+        weights = dask.delayed(_window_weights)(sub, tuple(lo), shape, mean, supersample)
         window = dmap[:, lo[1] : hi[1], lo[0] : hi[0]]
-        part = dask.delayed(_aggregate_window)(window, sub.scaled(1.0, tuple(lo)), mean, supersample)
-        parts.append(da.from_delayed(part, shape=(len(idx), c), dtype=np.float32))
+        cols = [
+            da.from_delayed(dask.delayed(_apply)(weights, window[c0:c1]), shape=(len(sub), c1 - c0), dtype=np.float32)
+            for c0, c1 in groups
+        ]
+        parts.append(da.concatenate(cols, axis=1))
     out = da.concatenate(parts) if parts else da.zeros((0, c), dtype=np.float32)
     if order is not None:
         out = out[np.argsort(order)]
+    return out
+
+
+def _channel_groups(dmap: da.Array, most: int = 16) -> list[tuple[int, int]]:
+    """Channel ranges that follow the map's chunks, at most ``most`` channels each."""
+    bounds = np.cumsum((0, *dmap.chunks[0]))
+    out = []
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        out += [(int(s), int(min(s + most, b))) for s in range(a, b, most)]
     return out
 
 
@@ -143,12 +161,16 @@ def _coherent_order(centres: np.ndarray, band: float = 64.0) -> np.ndarray | Non
     return np.lexsort((centres[:, 0], key))
 
 
-def _aggregate_window(window: np.ndarray, spots: Spots, mean: bool, supersample: int) -> np.ndarray:
-    c, h, w = window.shape
-    s, p, wt = spot_weights(spots, (h, w), supersample=supersample)
-    weights = sparse.csr_matrix((wt, (s, p)), shape=(len(spots), h * w))
-    out = np.asarray(weights @ window.reshape(c, h * w).T, np.float32)  # (n, C)
+def _window_weights(spots: Spots, origin, shape: tuple[int, int], mean: bool, supersample: int) -> sparse.csr_matrix:
+    """``(n, h * w)`` area weights of the spots over the window at ``origin``; rows divided by the area for means."""
+    s, p, wt = spot_weights(spots.scaled(1.0, origin), shape, supersample=supersample)
+    weights = sparse.csr_matrix((wt, (s, p)), shape=(len(spots), shape[0] * shape[1]))
     if mean:
-        area = np.asarray(weights.sum(1)).reshape(-1, 1)
-        out = out / np.maximum(area, 1e-12)
-    return out
+        area = np.asarray(weights.sum(1)).ravel()
+        weights = sparse.diags(1.0 / np.maximum(area, 1e-12)).astype(np.float32) @ weights
+    return weights
+
+
+def _apply(weights: sparse.csr_matrix, window: np.ndarray) -> np.ndarray:
+    c, h, w = window.shape
+    return np.asarray(weights @ window.reshape(c, h * w).T, np.float32)  # (n, c)

@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 ELEMENT_KINDS = {"labels": "labels", "shapes": "shapes"}
 IN_MEMORY_LIMIT = 4 * 2**30  # bytes of map or table kept in memory when the sdata is not backed
 TABLE_IN_MEMORY = 2**30  # bytes of X and layers above which a backed sdata's table stays lazy, read from its store
+TABLE_CHUNK = 16384  # rows of a lazy table's chunks: ~16 MB for 250 genes, a few of them in memory at a time
 OTHER_CHANNEL = "other_genes"
 
 
@@ -95,8 +96,11 @@ def map_element(
     to_cs = Sequence([Translation([x0, y0], axes=("x", "y")), Scale([f_map, f_map], axes=("x", "y"))])
     scales = [2] * int(np.clip(np.log2(max(1, min(dmap.shape[1:]) / 64)), 0, 4))  # down to ~64 px
     size = dmap.size * 4
-    # Chunks no larger than the network's blocks: each computed block is written at once, none waits for a neighbour.
-    chunks = (min(16, len(channels)), min(512, dmap.chunksize[1]), min(512, dmap.chunksize[2]))
+    # Chunks tile the network's blocks: each computed block is written at once, none waits for a neighbour.
+    # Rows of chunks are short (<= 64): aggregation reads the map in horizontal strips of bins.
+    core = dmap.chunksize[1]
+    rows = next(d for d in range(min(64, core), 0, -1) if core % d == 0)
+    chunks = (min(16, len(channels)), rows, min(512, dmap.chunksize[2]))
     if sdata.is_backed():
         # Level 0 is computed once into a scratch store; the pyramid and the element are made from it.
         scratch = Path(tempfile.mkdtemp(prefix=f".pixnet-{name}-", dir=Path(sdata.path).parent))
@@ -146,7 +150,7 @@ def expression_arrays(lam: da.Array, cfg: ModelConfig, layers, *, scratch: Path 
     if small:
         lam = compute(lam, "aggregating", progress)
     elif scratch is not None:
-        compute(lam.rechunk((65536, -1)).to_zarr(str(scratch / "aggregates.zarr"), compute=False), "aggregating",
+        compute(lam.rechunk((TABLE_CHUNK, -1)).to_zarr(str(scratch / "aggregates.zarr"), compute=False), "aggregating",
                 progress)  # fmt: skip
         lam = da.from_zarr(str(scratch / "aggregates.zarr"))
     if cfg.semantics != "density":

@@ -9,6 +9,7 @@ from typing import Literal
 import anndata as ad
 import dask.array as da
 import numpy as np
+import pandas as pd
 import torch
 from spatialdata import SpatialData
 from spatialdata.models import TableModel
@@ -155,20 +156,20 @@ def _aggregates(sdata, slide, model, target, name, reuse_map, tile_px, context_p
         busy = occupied_blocks(spots_map, region, core)
         dmap = dense_map(model, work, region, tile_px=tile_px, context_px=context_px, device=dev, busy=busy)
         dmap = map_element(sdata, name, dmap, model, region, f_map, slide.cs, computed=(busy, core), progress=progress)
-    return aggregate_lazy(dmap, spots_map.scaled(1.0, (region[1], region[0])), mean=cfg.semantics == "mean")
+    spots_map = spots_map.scaled(1.0, (region[1], region[0]))  # one copy of the centres at a time
+    return aggregate_lazy(dmap, spots_map, mean=cfg.semantics == "mean")
 
 
 def _table(x, extra: dict, slide, target, cfg, names: dict, params: dict) -> tuple[ad.AnnData, object]:
     """The prediction table (TableModel) and the geometry element it annotates."""
-    table = ad.AnnData(X=x, obs=target.obs.copy(), layers=extra.pop("layers"))
+    table = ad.AnnData(X=x, obs=target.obs, layers=extra.pop("layers"))  # target.obs is predict's own copy
     for k, v in extra.items():
         table.obs[k] = v
     table.var_names = list(cfg.genes)
     table.obsm["spatial"] = np.asarray(target.spatial)
     geom, instance_key = geometry_element(target, slide, _as_labels(target))
     table.obs[instance_key] = np.arange(1, table.n_obs + 1) if _as_labels(target) else target.instance
-    table.obs[REGION_KEY] = names["geometry"]
-    table.obs[REGION_KEY] = table.obs[REGION_KEY].astype("category")
+    table.obs[REGION_KEY] = pd.Categorical.from_codes(np.zeros(table.n_obs, np.int8), [names["geometry"]])
     table.uns[UNS_KEY] = {
         "model": cfg.to_dict(), "map": names.get("map"), "source_table": target.source_table, "target": target.name,
         **params, "normalization": {"target_sum": cfg.target_sum, "log1p": cfg.log1p}, "pixnet_version": __version__,
