@@ -145,3 +145,25 @@ def test_density_head_starts_at_the_observed_counts(per_pixel):
         out = net(torch.rand(1, 3, 64, 64))
     assert torch.isfinite(out).all()
     assert out.mean().item() == pytest.approx(per_pixel, rel=0.3)
+
+
+def test_one_size_for_all_spots_stays_a_broadcast_view():
+    """A grid's bins share one size: subsets, rescaled copies and extents keep it as a view, with the same values."""
+    rng = np.random.default_rng(4)
+    centres = rng.uniform(5, 45, (1000, 2))
+    one = Spots("square", centres, np.broadcast_to(2.5, (1000,)), 0.3)
+    full = Spots("square", centres, np.full(1000, 2.5), 0.3)
+    mask = rng.random(1000) < 0.3
+    pairs = [
+        (one.scaled(2.0, (1.0, 2.0)), full.scaled(2.0, (1.0, 2.0))),
+        (one.subset(slice(10, 20)), full.subset(slice(10, 20))),
+        (one.subset(mask), full.subset(mask)),
+        (one.subset(np.array([3, 1, 4])), full.subset(np.array([3, 1, 4]))),
+    ]
+    for a, b in pairs:
+        assert a.size.strides == (0,) or len(a) < 2
+        np.testing.assert_array_equal(a.size, b.size)
+        np.testing.assert_array_equal(a.extent(), b.extent())
+        np.testing.assert_array_equal(a.centres, b.centres)
+    for got, want in zip(spot_weights(one, (50, 50)), spot_weights(full, (50, 50)), strict=True):
+        np.testing.assert_array_equal(got, want)
