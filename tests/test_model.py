@@ -151,7 +151,8 @@ def test_one_size_for_all_spots_stays_a_broadcast_view():
     """A grid's bins share one size: subsets, rescaled copies and extents keep it as a view, with the same values."""
     rng = np.random.default_rng(4)
     centres = rng.uniform(5, 45, (1000, 2))
-    one = Spots("square", centres, np.broadcast_to(2.5, (1000,)), 0.3)
+    one = Spots.squares(centres, 2.5, 0.3)
+    assert one.size.strides == (0,)
     full = Spots("square", centres, np.full(1000, 2.5), 0.3)
     mask = rng.random(1000) < 0.3
     pairs = [

@@ -57,7 +57,7 @@ def table_spots(sdata: SpatialData, table_name: str, cs: str) -> TableSpots:
     )  # also checks that the bins live in `cs`
     if grid is not None:  # the grid is in full-resolution pixels, the reader's coordinate system
         rows, cols = table.obs["array_row"].to_numpy(), table.obs["array_col"].to_numpy()
-        spots = Spots("square", grid.centres(rows, cols), np.broadcast_to(grid.side_px / 2, (len(rows),)), grid.angle)
+        spots = Spots.squares(grid.centres(rows, cols), grid.side_px / 2, grid.angle)
         return TableSpots(table, spots, region, grid)
     if not isinstance(element, GeoDataFrame):
         raise ValueError(
@@ -103,9 +103,7 @@ def table_counts(table: ad.AnnData, genes: list[str], *, other: bool) -> tuple[s
     missing = [g for g in genes if g not in table.var_names]
     if missing:
         raise KeyError(f"{len(missing)} of the model's genes are not in the table: {missing[:10]}.")
-    x = in_memory(table.X)
-    x = x if sparse.issparse(x) else sparse.csr_matrix(np.asarray(x))
-    x = sparse.csr_matrix(x, dtype=np.float32)
+    x = sparse.csr_matrix(in_memory(table.X), dtype=np.float32)
     if x.nnz and (not np.isfinite(x.data).all() or (x.data < 0).any()):
         raise ValueError("The table's counts contain NaN, inf or negative values; pixnet trains on raw counts.")
     totals = np.asarray(x.sum(axis=1)).ravel()

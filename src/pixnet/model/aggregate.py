@@ -14,9 +14,9 @@ class Spots:
     """Spots in map pixel coordinates (pixel ``j`` spans ``[j, j + 1)``).
 
     ``size`` is the half side of squares (rotated by ``angle``) or the radius of circles;
-    polygons are shapely geometries. One size for all spots (a bin grid) may be a broadcast
-    view (``np.broadcast_to``), which subsets and rescaled copies keep: it costs no memory
-    for millions of bins.
+    polygons are shapely geometries. One size for all spots (a bin grid, see :meth:`squares`)
+    may be a broadcast view (``np.broadcast_to``), which subsets and rescaled copies keep: it
+    costs no memory for millions of bins.
     """
 
     kind: Literal["square", "circle", "polygon"]
@@ -28,12 +28,19 @@ class Spots:
     def __len__(self) -> int:
         return len(self.centres)
 
+    @classmethod
+    def squares(cls, centres: np.ndarray, half_side: float, angle: float = 0.0) -> Spots:
+        """Squares of one size (a bin grid), the size held once as a broadcast view."""
+        return cls("square", centres, np.broadcast_to(float(half_side), (len(centres),)), angle)
+
     def subset(self, idx) -> Spots:
         """The spots at ``idx`` (an index array or boolean mask)."""
         polys = None if self.polygons is None else np.asarray(self.polygons)[idx]
         centres = self.centres[idx]
-        if self.size is None or _one_size(self.size):
-            size = None if self.size is None else np.broadcast_to(self.size[0], (len(centres),))
+        if self.size is None:
+            size = None
+        elif _one_size(self.size):
+            size = np.broadcast_to(self.size[0], (len(centres),))
         else:
             size = np.asarray(self.size)[idx]
         return Spots(self.kind, centres, size, self.angle, polys)

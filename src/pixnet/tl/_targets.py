@@ -78,7 +78,7 @@ def _new_grid(slide: Slide, bin_size: float, name: str) -> Target:
     index = pd.Index([f"{code}{a:05d}_{b:05d}-1" for a, b in zip(rr.tolist(), cc.tolist())])
     obs = pd.DataFrame({ARRAY_ROW: rr.astype(np.int32), ARRAY_COL: cc.astype(np.int32)}, index=index)
     centres = grid.centres(rr, cc)
-    spots = Spots("square", centres, np.broadcast_to(grid.side_px / 2, (len(rr),)), grid.angle)
+    spots = Spots.squares(centres, grid.side_px / 2, grid.angle)
     return Target(name, spots, obs, centres, grid, None)
 
 
@@ -103,7 +103,7 @@ def _image_grid(slide: Slide, bin_size: float, name: str) -> Target:
     index = pd.Index([f"{code}{a:05d}_{b:05d}-1" for a, b in zip(rr.tolist(), cc.tolist())])
     obs = pd.DataFrame({ARRAY_ROW: rr.astype(np.int32), ARRAY_COL: cc.astype(np.int32)}, index=index)
     centres = grid.centres(rr, cc)
-    spots = Spots("square", centres, np.broadcast_to(side / 2, (len(rr),)), 0.0)
+    spots = Spots.squares(centres, side / 2)
     return Target(name, spots, obs, centres, grid, None)
 
 
