@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 import subprocess
 import sys
+import threading
 import time
 from datetime import date
 from pathlib import Path
@@ -31,6 +33,28 @@ def run_child(code: str, timeout: float = 7200) -> dict:
         res.update(json.loads(ln.lstrip("@")))
     res["wall_s"] = wall
     return res
+
+
+@contextlib.contextmanager
+def rss_peak(every: float = 0.02):
+    """Samples this process's RSS while the block runs; yields ``[before, peak]`` in bytes, filled as it goes."""
+    import psutil
+
+    proc = psutil.Process()
+    out, done = [proc.memory_info().rss] * 2, threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            out[1] = max(out[1], proc.memory_info().rss)
+            time.sleep(every)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield out
+    finally:
+        done.set()
+        thread.join()
 
 
 def machine() -> str:

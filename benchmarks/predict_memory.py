@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import shutil
 import sys
-import threading
 import time
 import warnings
 
-import psutil
 import torch
+from _common import rss_peak
 
 import pixnet
 from pixnet.model import ModelConfig
@@ -26,7 +25,6 @@ warnings.filterwarnings("ignore")
 
 
 def main(store: str) -> None:
-    proc = psutil.Process()
     sd = pixnet.io.read_zarr(store)
     for kind, name, _ in list(sd.gen_elements()):  # an earlier run's results
         if name.startswith("bench_"):
@@ -35,20 +33,12 @@ def main(store: str) -> None:
     sd.write_consolidated_metadata()
     torch.manual_seed(0)
     model = pixnet.PixNet(ModelConfig(genes=tuple(sd.tables["square_002um"].var_names[:250])))
-    before = proc.memory_info().rss
-    peak, done = [before], threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            peak[0] = max(peak[0], proc.memory_info().rss)
-            time.sleep(0.05)
-
-    threading.Thread(target=sample, daemon=True).start()
     t0 = time.perf_counter()
-    pixnet.tl.predict(sd, model=model, bin_size=2, key_added="bench", progress=False)
-    done.set()
+    with rss_peak(0.05) as out:
+        pixnet.tl.predict(sd, model=model, bin_size=2, key_added="bench", progress=False)
+    before, peak = out
     print(f"predict {time.perf_counter() - t0:.0f} s; RSS before {before / 2**30:.2f} GB, "
-          f"peak {peak[0] / 2**30:.2f} GB, predict's own +{(peak[0] - before) / 2**30:.2f} GB")  # fmt: skip
+          f"peak {peak / 2**30:.2f} GB, predict's own +{(peak - before) / 2**30:.2f} GB")  # fmt: skip
 
 
 if __name__ == "__main__":
