@@ -148,36 +148,52 @@ def main() -> None:
     fit = {**({"epochs": args.epochs} if args.epochs else {}), **json.loads(args.fit)}
     t0 = time.perf_counter()
     res: dict = {}
+    partial = Path(args.out).with_suffix(".running.json")
+
+    def step(out: dict) -> None:  # keep what is done, so an interrupted long run is not lost
+        res.update(out)
+        _write_atomic(partial, _record(args, t0, res))
+
     if "ceiling" in methods:
-        res.update(ceiling(pb, B, genes))
+        step(ceiling(pb, B, genes))
     if "ridge" in methods:
-        res.update(run_ridge(A, B, genes))
+        step(run_ridge(A, B, genes))
     if "pixnet" in methods:
-        res.update(run_pixnet(A, B, fit, args.tag))
+        step(run_pixnet(A, B, fit, args.tag))
     if "paper" in methods:  # the paper's choices: Eq. 5 sum, MSE + PCC, constant lr 5e-4
         paper = {"semantics": "sum", "loss": "mse_pcc", "schedule": "constant", "lr": 5e-4}
-        res.update(run_pixnet(A, B, {**fit, **paper}, "paper_sum"))
+        step(run_pixnet(A, B, {**fit, **paper}, "paper_sum"))
     if "spot" in methods:
-        res.update(run_pixnet(A, B, {**fit, "method": "spot", "epochs": args.spot_epochs}, "spot"))
+        step(run_pixnet(A, B, {**fit, "method": "spot", "epochs": args.spot_epochs}, "spot"))
     if "visium" in methods:
-        res.update(run_visium(A, B, fit))
+        step(run_visium(A, B, fit))
     if "ablation" in methods:
         for tag, change in ABLATIONS.items():
-            res.update(run_pixnet(A, B, {**fit, **change}, f"ablation_{tag}"))
+            step(run_pixnet(A, B, {**fit, **change}, f"ablation_{tag}"))
     rows = {k: v for k, v in res.items() if isinstance(v, pd.Series)}
     table = pd.DataFrame(rows).T[["PCC@F", "PCC@S", "PCC@M", "MSE", "MAE"]]
     print(table.round(3).to_string())
     for k, v in res.items():
         if k.endswith("fit_seconds"):
             print(f"{k}: {v:.0f} s")
-    record = {
+    with open(args.out, "a") as f:
+        f.write(json.dumps(_record(args, t0, res), default=float) + "\n")
+    partial.unlink(missing_ok=True)
+
+
+def _record(args, t0: float, res: dict) -> dict:
+    return {
         "date": str(date.today()), "machine": f"{platform.node()} {platform.machine()} {platform.processor()}",
         "args": vars(args), "seconds": time.perf_counter() - t0,
         "results": {k: (v.to_dict() if isinstance(v, pd.Series) else v) for k, v in res.items()},
     }  # fmt: skip
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "a") as f:
-        f.write(json.dumps(record, default=float) + "\n")
+
+
+def _write_atomic(path: Path, record: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, default=float))
+    tmp.replace(path)
 
 
 if __name__ == "__main__":
