@@ -133,6 +133,25 @@ def test_backed_zarr_round_trip(tmp_path, sdata, trained):
     assert again.tables["square_016um"].n_obs == sdata.tables["square_016um"].n_obs  # earlier elements intact
 
 
+def test_obs_names_are_written_a_slice_at_a_time(tmp_path, sdata, trained, monkeypatch):
+    """A table's long string arrays go to the store in slices; they read back whole and in order."""
+    import zarr
+
+    from pixnet.tl import _outputs
+
+    monkeypatch.setattr(_outputs, "STRING_SLICE", 7)
+    path = tmp_path / "slide.zarr"
+    backed = _backed(sdata, path, 16)
+    t = pixnet.tl.predict(backed, model=trained, bin_size=16, progress=False)
+    assert t.n_obs > 7 * 3
+    again = sd.read_zarr(path).tables["pixnet_square_016um"]
+    assert list(again.obs_names) == list(sdata.tables["square_016um"].obs_names)
+    np.testing.assert_allclose(np.asarray(again.X), np.asarray(t.X), rtol=1e-6)
+    assert again.uns["spatialdata_attrs"] == t.uns["spatialdata_attrs"]  # spatialdata's table attributes kept
+    index = zarr.open_group(str(path / "tables" / "pixnet_square_016um" / "obs"), mode="r")["_index"]
+    assert index.chunks == (7,) and index.shape == (t.n_obs,)
+
+
 def _tiny_sdata(pred_x, meas_counts):
     pts = ShapesModel.parse(np.array([[1.0, 1], [2, 2], [3, 3], [4, 4]]), geometry=0, radius=np.ones(4))
     meas = ad.AnnData(
