@@ -27,6 +27,8 @@ import pandas as pd
 warnings.filterwarnings("ignore")
 logging.getLogger("lightning").setLevel(logging.ERROR)
 logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+logging.basicConfig(format="%(asctime)s %(name)s: %(message)s")
+logging.getLogger("pixnet.tl._trainer").setLevel(logging.INFO)  # one line an epoch: a stopped run shows how far it got
 
 import pixnet  # noqa: E402
 from pixnet.datasets import expected_counts, visium_hd_demo  # noqa: E402

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 from _common import WORK, record
+from torch.utils.data import DataLoader
 
 import pixnet
 from pixnet.data import TileSpec, spatial_split
@@ -72,7 +73,8 @@ def main() -> None:
             trainer, _ = make_trainer(Path(tmp), epochs=1, accelerator="auto", devices=1, precision=None, has_val=False,
                                       early_stopping=None, progress=False, callbacks=[])  # fmt: skip
             t0 = time.perf_counter()
-            trainer.fit(module, batches)
+            # a list would be taken for several dataloaders: a DataLoader yielding the read batches as they are
+            trainer.fit(module, DataLoader(batches, batch_size=None))
             return args.tiles / (time.perf_counter() - t0)
 
     plain()  # warm-up (allocator, kernels)

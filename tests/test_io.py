@@ -148,3 +148,12 @@ def test_truncated_image(broken):
     tif.write_bytes(tif.read_bytes()[:500])
     with pytest.raises(ValueError, match="cannot be read as an image"):
         pixnet.io.visium_hd(broken, bin_sizes=(16,))
+
+
+def test_a_slide_read_from_spaceranger_writes_with_overwrite(sdata, slide_dir, tmp_path):
+    # spatialdata looks up the files an element reads from before overwriting; the TIFF is one
+    pixnet.io.visium_hd(slide_dir, bin_sizes=(16,)).write(tmp_path / "a.zarr")  # an earlier run's store
+    sdata.write(tmp_path / "a.zarr", overwrite=True)
+    back = pixnet.io.read_zarr(tmp_path / "a.zarr")
+    assert set(back.images) == set(sdata.images) and set(back.tables) == set(sdata.tables)
+    assert (back.tables["square_016um"].X != sdata.tables["square_016um"].X).nnz == 0

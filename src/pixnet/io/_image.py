@@ -27,6 +27,9 @@ def read_image(path: Path, *, transformations: dict[str, BaseTransformation], mu
             import zarr
 
             store = tifffile.imread(path, aszarr=True, level=0)
+            # spatialdata's write(overwrite=True) asks each zarr store for its root, to refuse
+            # overwriting the files an element reads from; tifffile's store has none
+            store.root = str(path)
             arr = zarr.open(store, mode="r")
             data = da.from_zarr(arr)
             data[-1:, -1:].compute()  # a truncated file fails here, not deep inside a later computation

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+
+logger = logging.getLogger(__name__)
 
 
 class HistoryCallback(Callback):
@@ -22,6 +25,7 @@ class HistoryCallback(Callback):
             if key in m:
                 row[name] = float(m[key])
         self.rows.append(row)
+        logger.info("epoch %d/%d: %s", row["epoch"] + 1, trainer.max_epochs, row)
 
     def state_dict(self) -> dict:  # saved in checkpoints, so a resumed run keeps its history
         return {"rows": self.rows}
