@@ -376,3 +376,14 @@ def test_predict_runs_on_a_dask_distributed_cluster(tmp_path, sdata, trained, mo
         os.environ.update(environ)
     assert not calls  # no tile went through the network here: the worker ran them
     np.testing.assert_allclose(got.layers["counts"], ref.layers["counts"], rtol=1e-5, atol=1e-6)
+
+
+def test_map_chunks_follow_the_tiles_and_are_never_one_row():
+    from pixnet.tl._outputs import map_chunks
+
+    # two tiles of 256 map pixels down, 251 channels: chunks divide the tile height
+    assert map_chunks(((251,), (256, 100), (256, 256)), 251) == (16, 64, 256)
+    assert map_chunks(((251,), (240, 240, 7), (600,)), 251) == (16, 60, 512)
+    # a map within one tile whose height is prime (197) was written in chunks of one row
+    assert map_chunks(((251,), (197,), (201,)), 251) == (16, 64, 201)
+    assert map_chunks(((3,), (40,), (40,)), 3) == (3, 40, 40)

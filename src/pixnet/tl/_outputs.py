@@ -84,6 +84,20 @@ def _level0(element) -> da.Array:
     return data if isinstance(data, da.Array) else da.from_array(data, chunks=(data.shape[0], 512, 512))
 
 
+def map_chunks(blocks: tuple[tuple[int, ...], ...], n_channels: int) -> tuple[int, int, int]:
+    """Zarr chunks of the map ``(c, y, x)`` given its dask blocks (one per network tile).
+
+    Chunks tile the blocks: each computed block is written at once, none waits for a neighbour.
+    Rows of chunks are short (<= 64): aggregation reads the map in horizontal strips of bins.
+    """
+    core = blocks[1][0]
+    if len(blocks[1]) == 1:  # a map within one tile: any height will do (a divisor of a prime height is 1)
+        rows = min(64, core)
+    else:
+        rows = next(d for d in range(min(64, core), 0, -1) if core % d == 0)
+    return min(16, n_channels), rows, min(512, max(blocks[2]))
+
+
 def map_element(
     sdata, name: str, dmap: da.Array, model: PixNet, region, f_map: float, cs: str, *, computed, progress: bool
 ) -> da.Array:
@@ -98,11 +112,7 @@ def map_element(
     to_cs = Sequence([Translation([x0, y0], axes=("x", "y")), Scale([f_map, f_map], axes=("x", "y"))])
     scales = [2] * int(np.clip(np.log2(max(1, min(dmap.shape[1:]) / 64)), 0, 4))  # down to ~64 px
     size = dmap.size * 4
-    # Chunks tile the network's blocks: each computed block is written at once, none waits for a neighbour.
-    # Rows of chunks are short (<= 64): aggregation reads the map in horizontal strips of bins.
-    core = dmap.chunksize[1]
-    rows = next(d for d in range(min(64, core), 0, -1) if core % d == 0)
-    chunks = (min(16, len(channels)), rows, min(512, dmap.chunksize[2]))
+    chunks = map_chunks(dmap.chunks, len(channels))
     if sdata.is_backed():
         # Level 0 is computed once into a scratch store; the pyramid and the element are made from it.
         scratch = Path(tempfile.mkdtemp(prefix=f".pixnet-{name}-", dir=Path(sdata.path).parent))
