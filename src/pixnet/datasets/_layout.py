@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 from scipy import ndimage
 
+from ._jit import lazy_njit
 from ._programme import Programme
 
 FIELD_UM = 4.0  # resolution of the coarse fields (tissue mask, regions, orientation)
@@ -125,7 +125,7 @@ def _place_cells(programme: Programme, tissue, region, flow, rng: np.random.Gene
     }
 
 
-@numba.njit(cache=True)
+@lazy_njit
 def _accept(x, y, radius, reg, area, budget, overlap):  # pragma: no cover - compiled
     """Random sequential adsorption: keep a candidate if it does not overlap earlier ones."""
     n = len(x)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
+from ._jit import lazy_njit
 from ._layout import Layout
 
 
@@ -33,7 +33,7 @@ def rasterise(
     return labels, nucleus
 
 
-@numba.njit(cache=True)
+@lazy_njit
 def _draw(labels, nucleus, sel, x, y, a, b, na, nb, theta, nx, ny, ox, oy, exx, exy, eyx, eyy):  # pragma: no cover
     h, w = labels.shape
     det = exx * eyy - eyx * exy
