@@ -3,7 +3,6 @@
 from .aggregate import Spots, aggregate, spot_weights
 from .config import ModelConfig
 from .encoder import build_encoder, load_checkpoint
-from .lightning import PixNetLightning, pearson_per_gene
 from .losses import log_normalize, mse_pcc, pcc_loss, poisson
 from .network import DFFN, DecoderStage, PixNetModule
 from .pixnet import PixNet
@@ -15,6 +14,7 @@ __all__ = [
     "PixNet",
     "PixNetLightning",
     "PixNetModule",
+    "SpotLightning",
     "Spots",
     "aggregate",
     "build_encoder",
@@ -26,3 +26,12 @@ __all__ = [
     "poisson",
     "spot_weights",
 ]
+
+
+def __getattr__(name: str):
+    # the training modules import lightning (~90 MB): only when training asks for them
+    if name in ("PixNetLightning", "SpotLightning", "pearson_per_gene"):
+        from . import lightning
+
+        return getattr(lightning, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
@@ -9,7 +11,9 @@ from torch.utils.data import DataLoader
 from ..data import SlideImage
 from ..data.crops import SpotCrops, crop_spots
 from ..model import PixNet, Spots
-from ..model.spot import SpotLightning
+
+if TYPE_CHECKING:
+    from ..model.lightning import SpotLightning
 
 
 def spot_loaders(data, train_mask, val_mask, config, *, batch_size: int, seed: int, augment: bool, num_workers: int):
@@ -28,6 +32,8 @@ def spot_loaders(data, train_mask, val_mask, config, *, batch_size: int, seed: i
 
 def spot_module(model: PixNet, *, lr: float, weight_decay: float) -> SpotLightning:
     """The LightningModule that trains the baseline."""
+    from ..model.lightning import SpotLightning
+
     return SpotLightning(model.module, lr=lr, weight_decay=weight_decay)
 
 

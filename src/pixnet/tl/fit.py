@@ -7,9 +7,8 @@ import logging
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import lightning as L
 import numpy as np
 import torch
 from spatialdata import SpatialData
@@ -26,11 +25,13 @@ from ..data import (
     table_counts,
     table_spots,
 )
-from ..model import ModelConfig, PixNet, PixNetLightning, PixNetModule
+from ..model import ModelConfig, PixNet, PixNetModule
 from ..pp import select_genes
 from ._inputs import record_model, resolve_slide, resolve_table
 from ._spot import spot_loaders, spot_module
-from ._trainer import HistoryCallback, ResumeSampler, make_trainer
+
+if TYPE_CHECKING:
+    from ..model.lightning import PixNetLightning
 
 logger = logging.getLogger(__name__)
 
@@ -160,6 +161,8 @@ def fit(
         raise ValueError(f"epochs must be at least 1, got {epochs}.")
     if model_dir is not None and Path(model_dir).exists() and not overwrite:
         raise FileExistsError(f"{model_dir} exists; pass overwrite=True to replace it, or another model_dir.")
+    import lightning as L  # here, not at import: ~90 MB that predict and evaluate do not need
+
     L.seed_everything(seed, workers=True, verbose=False)
     slides = [resolve_slide(s, image=image, um_per_px=slide_um_per_px) for s in sdatas]
     tables = [resolve_table(s, bin_size=bin_size, table=table) for s in sdatas]
@@ -212,6 +215,8 @@ def _train(module, loader, val_loader, *, checkpoint_dir, checkpoint_every: int,
 
     Returns the per-epoch history and the best epoch (None without validation).
     """
+    from ._trainer import HistoryCallback, ResumeSampler, make_trainer
+
     history = HistoryCallback()
     callbacks = [history] + ([ResumeSampler(loader.sampler)] if isinstance(loader.sampler, EpochSampler) else [])
     with tempfile.TemporaryDirectory(prefix="pixnet-ckpt-") as tmp:
@@ -276,6 +281,8 @@ def _dense_module(net: PixNetModule, data, train_mask, **kw) -> PixNetLightning:
     net.init_density(torch.as_tensor(counts / area, dtype=torch.float32))
     # Poisson losses weigh each output by 1 / its mean count, so that every gene's fit counts.
     gene_weight = torch.as_tensor(1.0 / np.maximum(counts, 1e-3), dtype=torch.float32)
+    from ..model.lightning import PixNetLightning
+
     return PixNetLightning(net, gene_weight=gene_weight / gene_weight.mean(), **kw)
 
 
