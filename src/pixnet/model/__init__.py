@@ -3,7 +3,7 @@
 from .aggregate import Spots, aggregate, spot_weights
 from .config import ModelConfig
 from .encoder import build_encoder, load_checkpoint
-from .losses import log_normalize, mse_pcc, pcc_loss, poisson
+from .losses import log_normalize, mse_pcc, pcc_loss, pearson_per_gene, poisson
 from .network import DFFN, DecoderStage, PixNetModule
 from .pixnet import PixNet
 
@@ -30,7 +30,7 @@ __all__ = [
 
 def __getattr__(name: str):
     # the training modules import lightning (~90 MB): only when training asks for them
-    if name in ("PixNetLightning", "SpotLightning", "pearson_per_gene"):
+    if name in ("PixNetLightning", "SpotLightning"):
         from . import lightning
 
         return getattr(lightning, name)

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from .aggregate import aggregate
-from .losses import log_normalize, mse_pcc, pcc_loss, poisson
+from .losses import log_normalize, mse_pcc, pcc_loss, pearson_per_gene, poisson
 from .network import PixNetModule
 from .spot import SpotRegressor
 
@@ -102,15 +102,6 @@ class PixNetLightning(L.LightningModule):
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
-
-def pearson_per_gene(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Pearson correlation of each column across rows; NaN where either side is constant."""
-    p = pred - pred.mean(0)
-    t = target - target.mean(0)
-    den = np.sqrt((p * p).sum(0) * (t * t).sum(0))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, (p * t).sum(0) / den, np.nan)
 
 
 class SpotLightning(L.LightningModule):

@@ -1,7 +1,8 @@
-"""Losses on spot aggregates: the paper's MSE + batch PCC, and a gene-weighted Poisson likelihood."""
+"""Losses on spot aggregates (the paper's MSE + batch PCC, gene-weighted Poisson) and validation's per-gene PCC."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
@@ -37,3 +38,12 @@ def poisson(rate: torch.Tensor, counts: torch.Tensor, gene_weight: torch.Tensor)
     )
     dev = rate - counts + log_ratio  # (spots, genes), >= 0
     return (dev * gene_weight[None, :]).mean()
+
+
+def pearson_per_gene(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Pearson correlation of each column across rows; NaN where either side is constant."""
+    p = pred - pred.mean(0)
+    t = target - target.mean(0)
+    den = np.sqrt((p * p).sum(0) * (t * t).sum(0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, (p * t).sum(0) / den, np.nan)
