@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -36,16 +37,25 @@ def run_child(code: str, timeout: float = 7200) -> dict:
 
 
 @contextlib.contextmanager
-def rss_peak(every: float = 0.02):
-    """Samples this process's RSS while the block runs; yields ``[before, peak]`` in bytes, filled as it goes."""
+def rss_peak(every: float = 0.02, phases: dict | None = None):
+    """Samples this process's RSS while the block runs; yields ``[before, peak]`` in bytes, filled as it goes.
+
+    ``phases``: a dict to fill with the peak RSS seen under each pixnet call on the calling thread's
+    stack (its two innermost pixnet functions, e.g. ``compute <- map_element``): where the peak is.
+    """
     import psutil
 
     proc = psutil.Process()
     out, done = [proc.memory_info().rss] * 2, threading.Event()
+    caller = threading.get_ident()
 
     def sample() -> None:
         while not done.is_set():
-            out[1] = max(out[1], proc.memory_info().rss)
+            rss = proc.memory_info().rss
+            out[1] = max(out[1], rss)
+            if phases is not None:
+                key = _pixnet_frames(sys._current_frames().get(caller))
+                phases[key] = max(phases.get(key, 0), rss)
             time.sleep(every)
 
     thread = threading.Thread(target=sample, daemon=True)
@@ -57,9 +67,16 @@ def rss_peak(every: float = 0.02):
         thread.join()
 
 
-def machine() -> str:
-    import os
+def _pixnet_frames(frame, depth: int = 2) -> str:
+    names = []
+    while frame is not None and len(names) < depth:
+        if f"{os.sep}pixnet{os.sep}" in frame.f_code.co_filename:
+            names.append(f"{Path(frame.f_code.co_filename).stem}.{frame.f_code.co_name}")
+        frame = frame.f_back
+    return " <- ".join(names) or "(outside pixnet)"
 
+
+def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 

@@ -9,6 +9,7 @@ tiles is the reference: the ratio is predict's wall time over it.
 
     python benchmarks/predict.py                 # full size (6.5 mm capture area), CPU here, GPU when there is one
     python benchmarks/predict.py --size 2000
+    python benchmarks/predict.py --bin-size 8    # 8 um bins (a new grid when the store has no 8 um table)
     python benchmarks/predict.py --layers ''     # X only (no counts and lognorm layers)
     python benchmarks/predict.py --lazy-mb 1024  # read_zarr's default: the measured 2 um counts (0.7 GB) in memory
 """
@@ -18,12 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 
-from _common import WORK, record, run_child
+from _common import HERE, WORK, record, run_child
 
 import pixnet
 
 CHILD = """
-import json, logging, os, shutil, time, warnings
+import json, logging, os, time, warnings
 import numpy as np, spatialdata, torch
 warnings.filterwarnings("ignore")
 import pixnet
@@ -32,20 +33,15 @@ from pixnet.tl._dense import map_region, occupied_blocks
 from pixnet.tl._inputs import resolve_slide
 from pixnet.tl._targets import resolve_target
 
-# an earlier run's 2 um prediction is larger than memory; the measured 2 um counts are read lazily above --lazy-mb
+# the measured 2 um counts are read lazily above --lazy-mb (an earlier run's results were removed by another process)
 sd = pixnet.io.read_zarr({store!r}, in_memory_limit={lazy_mb} * 2**20)
-for kind, name, _ in list(sd.gen_elements()):  # an earlier run's results
-    if name.startswith("bench_"):
-        del sd[name]
-        shutil.rmtree(f"{store}/{{kind}}/{{name}}")
-sd.write_consolidated_metadata()
 genes = list(sd.tables["square_002um"].var_names[:250])
 torch.manual_seed(0)
 model = pixnet.PixNet(ModelConfig(genes=tuple(genes)))
 device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 rss_before_gb = int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**30
 t0 = time.perf_counter()
-table = pixnet.tl.predict(sd, model=model, bin_size=2, key_added="bench", layers={layers}, tile_px={tile}, context_px={context}, progress=False)
+table = pixnet.tl.predict(sd, model=model, bin_size={bin_size}, key_added="bench", layers={layers}, tile_px={tile}, context_px={context}, progress=False)
 if device.type == "cuda":
     torch.cuda.synchronize()
 predict_s = time.perf_counter() - t0
@@ -53,7 +49,7 @@ predict_s = time.perf_counter() - t0
 # the bare encoder on the tiles predict ran: same grid, same reads, only the encoder's forward timed
 cfg, slide = model.config, resolve_slide(sd)
 work = slide.working_image(cfg.um_per_px)
-spots = resolve_target(slide, bin_size=2, shapes=None).spots.scaled(cfg.map_um_per_px / slide.um_per_px)
+spots = resolve_target(slide, bin_size={bin_size}, shapes=None).spots.scaled(cfg.map_um_per_px / slide.um_per_px)
 y0, x0, h, w = map_region(spots, work.shape, cfg.map_stride)
 core, side = {tile} // cfg.map_stride, {tile} + 2 * {context}
 busy = occupied_blocks(spots, (y0, x0, h, w), core)  # the tiles predict computes
@@ -81,6 +77,7 @@ print(json.dumps({{"device": str(device), "n_bins": table.n_obs, "n_genes": tabl
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--size", type=float, default=None, help="capture area side (um); default: full size")
+    p.add_argument("--bin-size", type=float, default=2, help="predict's bin_size (um)")
     p.add_argument("--tile", type=int, default=1024, help="predict's tile_px (its default)")
     p.add_argument("--context", type=int, default=64, help="predict's context_px (its default)")
     p.add_argument("--layers", default="counts,lognorm", help="predict's layers besides X (its default); '' for X only")
@@ -93,8 +90,12 @@ def main() -> None:
     store = WORK / f"predict_{name}.zarr"
     if not store.exists():
         run_child(f"import pixnet\npixnet.io.visium_hd({str(path)!r}, bin_sizes=(2,)).write({str(store)!r})")
+    # an earlier run's results, removed in a process of their own: reading them would raise the measured one's memory
+    run_child(f"import sys; sys.path.insert(0, {str(HERE)!r})\nfrom predict_memory import remove_earlier_results\n"
+              f"remove_earlier_results({str(store)!r})\nprint('{{}}')")  # fmt: skip
     code = CHILD.format(
         store=str(store),
+        bin_size=args.bin_size,
         tile=args.tile,
         context=args.context,
         sample=args.sample,
@@ -104,7 +105,9 @@ def main() -> None:
     res = run_child(code)
     ratio = res["predict_s"] / res["encoder_s"]
     print(json.dumps(res))
-    print(f"{res['n_bins']:,} bins of 2 um x {res['n_genes']} genes, {res['n_tiles']} tiles, on {res['device']}")
+    print(
+        f"{res['n_bins']:,} bins of {args.bin_size:g} um x {res['n_genes']} genes, {res['n_tiles']} tiles, on {res['device']}"
+    )
     print(
         f"predict {res['predict_s']:.0f} s, peak RSS {res['peak_rss_gb']:.2f} GB "
         f"({res['rss_before_predict_gb']:.2f} GB before predict: Python, the slide's elements and tables)"
@@ -112,7 +115,14 @@ def main() -> None:
     print(f"bare encoder on the same tiles {res['encoder_s']:.0f} s; predict / encoder = {ratio:.2f}")
     record(
         "predict",
-        {**res, "size_um": args.size or "full", "layers": args.layers, "lazy_mb": args.lazy_mb, "ratio": ratio},
+        {
+            **res,
+            "size_um": args.size or "full",
+            "bin_size_um": args.bin_size,
+            "layers": args.layers,
+            "lazy_mb": args.lazy_mb,
+            "ratio": ratio,
+        },
     )
 
 

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import spatialdata as sd
 import torch
+import zarr
 from scipy import sparse
 from spatialdata.models import Image2DModel, ShapesModel, TableModel
 from spatialdata.transformations import Identity
@@ -333,9 +334,13 @@ def test_a_large_table_is_written_chunk_by_chunk(tmp_path, sdata, trained, monke
     _backed(sdata, path, 8)
     ref = pixnet.tl.predict(sd.read_zarr(path), model=trained, bin_size=8, key_added="ref", progress=False)
     monkeypatch.setattr(_outputs, "TABLE_IN_MEMORY", 0)
+    monkeypatch.setattr(_outputs, "TABLE_CHUNK", (7, 3))  # several blocks of bins and of genes
     backed = sd.read_zarr(path)
     lazy = pixnet.tl.predict(backed, model=trained, bin_size=8, key_added="lazy", progress=False)
     assert isinstance(lazy.X, da.Array) and isinstance(lazy.layers["counts"], da.Array)
+    stored = zarr.open_group(str(path / "tables" / "lazy_square_008um"), mode="r")
+    for name in ("X", "layers/counts", "layers/lognorm"):  # zarr chunks = dask blocks: no chunk rewritten
+        assert stored[name].chunks == (7, 3), name
     assert not list(tmp_path.glob(".pixnet-*"))  # no scratch left beside the store
     np.testing.assert_allclose(np.asarray(lazy.X), ref.X, rtol=1e-6)
     np.testing.assert_allclose(np.asarray(lazy.layers["lognorm"]), ref.layers["lognorm"], rtol=1e-6)

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from scipy import sparse
 
+from .._memory import trim
 from ..data import SlideImage
 from ..model import PixNet, Spots, spot_weights
 
@@ -88,7 +89,9 @@ def _forward(net: torch.nn.Module, tile: np.ndarray, device: torch.device) -> np
     x = x.contiguous(memory_format=torch.channels_last)
     with _FORWARD, torch.inference_mode():
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            return net(x)[0].float().cpu().numpy()
+            out = net(x)[0].float().cpu().numpy()
+        trim()  # the activations were freed in this thread's arena: give them back before the next tile
+    return out
 
 
 def occupied_blocks(spots: Spots, region: tuple[int, int, int, int], core: int) -> np.ndarray:

@@ -34,7 +34,10 @@ logger = logging.getLogger(__name__)
 ELEMENT_KINDS = {"labels": "labels", "shapes": "shapes"}
 IN_MEMORY_LIMIT = 4 * 2**30  # bytes of map or table kept in memory when the sdata is not backed
 TABLE_IN_MEMORY = 2**30  # bytes of X and layers above which a backed sdata's table stays lazy, read from its store
-TABLE_CHUNK = 16384  # rows of a lazy table's chunks: ~16 MB for 250 genes, a few of them in memory at a time
+# A lazy table's chunks, the same in dask and in zarr (a dask block written over parts of several
+# zarr chunks makes zarr read, decode and rewrite each of them, under one lock): 2 MB each; one
+# gene's values are in 1/16 of them, a row block's (all genes) in one task's 33 MB.
+TABLE_CHUNK = (32768, 16)
 OTHER_CHANNEL = "other_genes"
 STRING_SLICE = 2**18  # obs names written at a time (a few MB): zarr encodes a string array whole otherwise
 
@@ -162,14 +165,15 @@ def expression_arrays(lam: da.Array, cfg: ModelConfig, layers, *, scratch: Path 
     if small:
         lam = compute(lam, "aggregating", progress)
     elif scratch is not None:
-        compute(lam.rechunk((TABLE_CHUNK, -1)).to_zarr(str(scratch / "aggregates.zarr"), compute=False), "aggregating",
+        compute(lam.rechunk(TABLE_CHUNK).to_zarr(str(scratch / "aggregates.zarr"), compute=False), "aggregating",
                 progress)  # fmt: skip
         lam = da.from_zarr(str(scratch / "aggregates.zarr"))
     if cfg.semantics != "density":
         return lam, {"layers": {}}
-    genes, total = lam[:, :n_genes], lam.sum(axis=1)
+    # in float64, so that a lazy table's totals (summed over chunks of channels) equal an in-memory one's
+    genes, total = lam[:, :n_genes], compute(lam.sum(axis=1, dtype=np.float64), "totals", progress)
     x = _blockwise(expected_log_normalized, genes, total, cfg.target_sum, small)
-    out = {"layers": {}, "predicted_total_counts": np.asarray(total)}
+    out = {"layers": {}, "predicted_total_counts": np.asarray(total, np.float32)}
     if "counts" in layers:
         out["layers"]["counts"] = genes
     if "lognorm" in layers:
@@ -181,10 +185,14 @@ def _lognorm(genes, total, target_sum: float):
     return np.log1p(genes / np.maximum(np.asarray(total).reshape(-1, 1), 1e-12) * target_sum).astype(np.float32)
 
 
-def _blockwise(fn, genes, total, target_sum: float, small: bool):
+def _blockwise(fn, genes, total: np.ndarray, target_sum: float, small: bool):
+    """``fn`` of every bin's genes and total; lazily for a stored table, a row block at a time, in its chunks."""
     if small:
         return fn(genes, total, target_sum=target_sum)
-    return da.map_blocks(lambda g, t: fn(g, t[:, 0], target_sum=target_sum), genes, total[:, None], dtype=np.float32)
+    rows = genes.rechunk((TABLE_CHUNK[0], -1))  # the expectation's per-bin part is computed once for all genes
+    totals = da.from_array(total[:, None], chunks=(rows.chunks[0], 1))
+    out = da.map_blocks(lambda g, t: fn(g, t[:, 0], target_sum=target_sum), rows, totals, dtype=np.float32)
+    return out.rechunk(genes.chunks)
 
 
 def geometry_element(target, slide, as_labels: bool):
@@ -259,12 +267,18 @@ def _write_table(path: Path, name: str, table: AnnData) -> None:
         SpatialData(tables={name: table[:1].copy()}).write(path)
     group = zarr.open_group(str(path / "tables"), mode="r+")
     attrs = dict(group[name].attrs)
-    write_dispatched(group, name, table, callback=_strings_in_slices)
+    write_dispatched(group, name, table, callback=_write_elem)
     group[name].attrs.update(attrs)
 
 
-def _strings_in_slices(func, store, key, elem, *, dataset_kwargs, iospec) -> None:
-    """Anndata write callback: a 1-d string array longer than a slice is created empty, then filled slice by slice."""
+def _write_elem(func, store, key, elem, *, dataset_kwargs, iospec) -> None:
+    """Anndata write callback: a dask array in zarr chunks equal to its blocks; a long string array in slices.
+
+    A 1-d string array longer than a slice is created empty, then filled slice by slice.
+    """
+    if isinstance(elem, da.Array) and iospec.encoding_type == "array":
+        func(store, key, elem, dataset_kwargs={**dataset_kwargs, "chunks": elem.chunksize})
+        return
     n = len(elem) if isinstance(elem, np.ndarray) and elem.ndim == 1 else 0
     if iospec.encoding_type != "string-array" or n <= STRING_SLICE:
         func(store, key, elem, dataset_kwargs=dataset_kwargs)

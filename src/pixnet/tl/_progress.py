@@ -6,6 +6,8 @@ import dask
 from dask.callbacks import Callback
 from tqdm.auto import tqdm
 
+from .._memory import trimmed
+
 
 class _Tqdm(Callback):
     def __init__(self, desc: str):
@@ -35,7 +37,8 @@ def compute(obj, desc: str, progress: bool):
         return obj
     if _client() is not None:
         return dask.compute(obj)[0]  # the active client is dask's default scheduler
-    with dask.config.set(scheduler="threads"):
+    # the threads' chunk buffers, freed, stay with the allocator until trimmed
+    with dask.config.set(scheduler="threads"), trimmed():
         if progress:
             with _Tqdm(desc):
                 return dask.compute(obj)[0]
