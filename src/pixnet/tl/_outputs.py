@@ -277,7 +277,12 @@ def _write_elem(func, store, key, elem, *, dataset_kwargs, iospec) -> None:
     A 1-d string array longer than a slice is created empty, then filled slice by slice.
     """
     if isinstance(elem, da.Array) and iospec.encoding_type == "array":
-        func(store, key, elem, dataset_kwargs={**dataset_kwargs, "chunks": elem.chunksize})
+        # created empty, then filled without anndata's lock: each block is its own zarr chunk, so blocks
+        # are encoded and written in parallel, none waiting in memory for the lock
+        func(store, key, elem[:0], dataset_kwargs={**dataset_kwargs, "chunks": elem.chunksize})
+        array = store[key]
+        array.resize(elem.shape)
+        compute(da.store(elem, array, lock=False, compute=False), "writing " + key, progress=False)
         return
     n = len(elem) if isinstance(elem, np.ndarray) and elem.ndim == 1 else 0
     if iospec.encoding_type != "string-array" or n <= STRING_SLICE:
