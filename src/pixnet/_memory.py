@@ -2,8 +2,8 @@
 
 glibc's malloc keeps freed memory in per-thread arenas for reuse, and raises its mmap threshold
 as large blocks are freed, so the network's activations and dask's chunk buffers, allocated
-from several threads, stay resident long after they are freed: on a whole slide, predict's
-peak memory was a third higher than what it held. ``malloc_trim(0)`` returns free pages of
+from several threads, stay resident long after they are freed: predict's own peak memory
+was about a third higher than with them handed back. ``malloc_trim(0)`` returns free pages of
 every arena. Elsewhere than glibc (macOS, musl) this does nothing.
 """
 
