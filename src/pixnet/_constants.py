@@ -16,3 +16,7 @@ ARRAY_COL = "array_col"
 def bin_table_name(bin_size: int) -> str:
     """Name spatialdata-io gives the table of the ``bin_size`` um bins (``square_008um``)."""
     return f"square_{int(bin_size):03d}um"
+
+#: Names of the circles and the table of spot-level data read by :func:`pixnet.io.spots` and its layouts.
+SPOTS_SHAPES = "spots"
+SPOTS_TABLE = "table"

@@ -1,7 +1,9 @@
-"""Readers: Space Ranger Visium HD and Visium outputs into SpatialData, and zarr stores with large tables."""
+"""Readers: Space Ranger Visium HD and Visium outputs, spot-level data from other layouts, zarr stores."""
 
 from ._zarr import read_zarr
+from .legacy_st import legacy_st
+from .spots import spots
 from .visium import visium
 from .visium_hd import read_table_grid, visium_hd
 
-__all__ = ["read_table_grid", "read_zarr", "visium", "visium_hd"]
+__all__ = ["legacy_st", "read_table_grid", "read_zarr", "spots", "visium", "visium_hd"]
