@@ -4,6 +4,7 @@ from .bins import TableSpots, shapes_to_spots, table_counts, table_spots
 from .dataset import EpochSampler, SlideData, TileSpec, TrainTiles, ValTiles, collate, spatial_split
 from .features import colour_texture_features
 from .image import SlideImage, element_to_cs, image_levels
+from .resolution import spot_diameter_um, working_resolution
 
 __all__ = [
     "EpochSampler",
@@ -18,7 +19,9 @@ __all__ = [
     "element_to_cs",
     "image_levels",
     "spatial_split",
+    "spot_diameter_um",
     "table_counts",
     "shapes_to_spots",
     "table_spots",
+    "working_resolution",
 ]

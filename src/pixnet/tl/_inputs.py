@@ -63,7 +63,13 @@ def resolve_slide(sdata: SpatialData, *, image: str | None = None, um_per_px: fl
 def resolve_table(
     sdata: SpatialData, *, bin_size: float | None, table: str | None, default: float | None = None
 ) -> str:
-    """The table named by ``table``, or the Visium HD table of ``bin_size`` um bins."""
+    """The table named by ``table``, or the Visium HD table of ``bin_size`` um bins.
+
+    With neither, the table a reader recorded in ``sdata.attrs["pixnet"]["table"]`` (the spots of
+    :func:`pixnet.io.spots`), else the bins of ``default`` um.
+    """
+    if table is None and bin_size is None:
+        table = sdata.attrs.get(UNS_KEY, {}).get("table")
     if table is not None:
         if table not in sdata.tables:
             raise KeyError(f"No table {table!r} in the SpatialData object (tables: {sorted(sdata.tables)}).")

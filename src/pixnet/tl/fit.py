@@ -22,8 +22,10 @@ from ..data import (
     ValTiles,
     collate,
     spatial_split,
+    spot_diameter_um,
     table_counts,
     table_spots,
+    working_resolution,
 )
 from ..model import ModelConfig, PixNet, PixNetModule
 from ..pp import select_genes
@@ -39,13 +41,13 @@ logger = logging.getLogger(__name__)
 def fit(
     sdata: SpatialData | Sequence[SpatialData],
     *,
-    bin_size: float | None = 16,
+    bin_size: float | None = None,
     table: str | None = None,
     genes: Sequence[str] | None = None,
     n_genes: int = 250,
     method: Literal["dense", "spot"] = "dense",
     epochs: int = 48,
-    um_per_px: float = 0.5,
+    um_per_px: float | None = None,
     map_stride: int = 4,
     semantics: Literal["density", "sum", "mean"] = "density",
     loss: Literal["mse_pcc", "poisson", "poisson_pcc"] | None = None,
@@ -56,7 +58,7 @@ def fit(
     decoder_hidden: int = 512,
     learnable_skip: bool = True,
     freeze_encoder: bool = False,
-    tile_px: int = 256,
+    tile_px: int | None = None,
     context_px: int = 16,
     batch_size: int = 8,
     tiles_per_epoch: int | None = None,
@@ -92,11 +94,15 @@ def fit(
     sdata
         One slide or several (read with :func:`pixnet.io.visium_hd` or :func:`pixnet.io.visium`).
     bin_size
-        Train on the Visium HD table of these bins (``square_016um`` for 16).
+        Train on the Visium HD table of these bins (``square_016um`` for 16). By default the
+        spots a reader recorded (:func:`pixnet.io.spots`, :func:`pixnet.io.legacy_st`, ...),
+        else 16 um bins.
     table
         Or any table annotating shapes (Visium spots, cells); overrides ``bin_size``.
     genes, n_genes
-        The genes to model, or how many of the highest mean count (the paper: 250).
+        The genes to model, or how many of the highest mean count (the paper: 250). Slides
+        whose tables measured different genes are trained on the genes they share (logged); too
+        few shared genes is a ``ValueError``.
     method
         ``"dense"`` (PixNet) or ``"spot"``: the ST-Net-like baseline, a CNN from each bin's
         crop to its expression, under the same API (an epoch is then one pass over the bins).
@@ -104,7 +110,10 @@ def fit(
         Passes over ``tiles_per_epoch`` random tiles (the paper trains 500 on GPU). 48 reach 87, 94
         and 94% of the best possible PCC at 2, 8 and 16 um on the accuracy benchmark, on CPU.
     um_per_px
-        Working resolution of the network's input.
+        Working resolution of the network's input (micrometres per pixel). By default from
+        the spots' size: 0.5 for bins up to 16 um, coarser for larger spots so that a spot is
+        about 32 pixels across (100 um legacy ST spots: 3.1); see
+        :func:`pixnet.data.working_resolution`.
     map_stride
         Map pixel size in input pixels (4: the paper's decoder depth; 2: a finer map).
     semantics, loss, pcc_weight, total_weight
@@ -118,7 +127,8 @@ def fit(
     freeze_encoder
         Train only the decoder and head.
     tile_px, context_px
-        Tile side (working pixels, a multiple of 32) and the band at its edge where bins are not scored.
+        Tile side (working pixels, a multiple of 32; by default 256, or larger when a spot and
+        its context would not fit) and the band at its edge where bins are not scored.
     batch_size, tiles_per_epoch, augment
         Tiles per step, per epoch (default: twice the training area), and flips/rotations/stain jitter.
     lr, weight_decay
@@ -165,8 +175,13 @@ def fit(
 
     L.seed_everything(seed, workers=True, verbose=False)
     slides = [resolve_slide(s, image=image, um_per_px=slide_um_per_px) for s in sdatas]
-    tables = [resolve_table(s, bin_size=bin_size, table=table) for s in sdatas]
-    genes = select_genes(sdatas[0].tables[tables[0]], n_top=n_genes, genes=genes)
+    tables = [resolve_table(s, bin_size=bin_size, table=table, default=16) for s in sdatas]
+    genes = select_genes([s.tables[t] for s, t in zip(sdatas, tables)], n_top=n_genes, genes=genes)
+    spots = [table_spots(sl.sdata, t, sl.cs) for sl, t in zip(slides, tables)]
+    diameter = spot_diameter_um([ts.spots for ts in spots], [sl.um_per_px for sl in slides])
+    um_per_px, auto_tile = working_resolution(diameter, um_per_px=um_per_px, context_px=context_px)
+    tile_px = tile_px or auto_tile
+    logger.info("spots of %.3g um: working at %.3g um/px in %d px tiles", diameter, um_per_px, tile_px)
     if loss is None:  # counts for density maps; the paper's loss for maps of normalised values
         loss = "poisson_pcc" if semantics == "density" else "mse_pcc"
     config = ModelConfig(
@@ -175,7 +190,7 @@ def fit(
         um_per_px=um_per_px, loss=loss, pcc_weight=pcc_weight, total_weight=total_weight, method=method,
     )  # fmt: skip
     spec = TileSpec(tile=tile_px, context=context_px, map_stride=map_stride, supersample=2)
-    data = [_slide_data(sl, t, genes, config) for sl, t in zip(slides, tables)]
+    data = [_slide_data(sl, ts, genes, config) for sl, ts in zip(slides, spots)]
     block = 2 * (tile_px - 2 * context_px)
     val = [spatial_split(d.spots.centres, block=block, val_fraction=val_fraction, seed=seed) for d in data]
     train_mask = [~v for v in val]
@@ -192,7 +207,7 @@ def fit(
             schedule=schedule, total_steps=epochs * len(loader),
         )  # fmt: skip
     params = {
-        "bin_size": bin_size, "table": tables, "epochs": epochs, "tile_px": tile_px, "context_px": context_px,
+        "bin_size": bin_size, "table": tables, "epochs": epochs, "um_per_px": um_per_px, "tile_px": tile_px, "context_px": context_px,
         "batch_size": batch_size, "tiles_per_epoch": len(loader.dataset), "augment": augment, "lr": lr,
         "weight_decay": weight_decay, "schedule": schedule, "val_fraction": val_fraction, "seed": seed,
         "freeze_encoder": freeze_encoder, "n_slides": len(sdatas),
@@ -286,9 +301,8 @@ def _dense_module(net: PixNetModule, data, train_mask, **kw) -> PixNetLightning:
     return PixNetLightning(net, gene_weight=gene_weight / gene_weight.mean(), **kw)
 
 
-def _slide_data(slide, table_name: str, genes: list[str], config: ModelConfig) -> SlideData:
+def _slide_data(slide, ts, genes: list[str], config: ModelConfig) -> SlideData:
     work = slide.working_image(config.um_per_px)
-    ts = table_spots(slide.sdata, table_name, slide.cs)
     counts, totals = table_counts(ts.table, genes, other=config.semantics == "density")
     logger.info("loading %s at %g um/px (%d x %d px)", slide.image, config.um_per_px, *work.shape)
     return SlideData(work.load(), ts.spots.scaled(work.f), counts, totals)

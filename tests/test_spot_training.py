@@ -1,0 +1,85 @@
+"""Training on spot-level data: several slides with different genes, and defaults chosen from the spot size."""
+
+import logging
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from scipy import sparse
+
+import pixnet
+from pixnet.data import working_resolution
+from pixnet.pp import select_genes
+
+
+def _table(genes, means, n=30, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.poisson(np.asarray(means, float)[None], size=(n, len(genes))).astype(np.float32)
+    return ad.AnnData(sparse.csr_matrix(x), var=pd.DataFrame(index=genes))
+
+
+def test_select_genes_of_several_tables_takes_the_shared_ones_by_pooled_mean(caplog):
+    a = _table(["A", "B", "C", "D"], [50, 1, 20, 5], seed=1)
+    b = _table(["D", "C", "B", "E"], [40, 1, 1, 90], seed=2)
+    with caplog.at_level(logging.INFO, logger="pixnet.pp._genes"):
+        genes = select_genes([a, b], n_top=3)
+    assert genes == ["D", "C", "B"]  # pooled means: D ~22.5, C ~10.5, B ~1; A and E are not shared
+    assert "share 3 genes" in caplog.text
+    assert select_genes([a, b], n_top=2) == ["D", "C"]
+    with pytest.raises(ValueError, match="share only 3 genes"):
+        select_genes([a, b, _table(["B", "C", "D", "Z"], [1, 1, 1, 1])], n_top=4)
+    with pytest.raises(KeyError, match="Slide 1 lacks 1"):
+        select_genes([a, b], genes=["A", "C"])
+    assert select_genes([a], n_top=2) == ["A", "C"]  # one table: as before
+
+
+@pytest.mark.parametrize(
+    ("diameter", "given", "expected"),
+    [(2, None, (0.5, 256)), (16, None, (0.5, 256)), (55, None, (55 / 32, 256)), (100, None, (3.125, 256)),
+     (100, 0.5, (0.5, 256)), (100, 0.25, (0.25, 480))],
+)  # fmt: skip
+def test_working_resolution_from_the_spot_size(diameter, given, expected):
+    um, tile = working_resolution(diameter, um_per_px=given, context_px=16)
+    assert um == pytest.approx(expected[0]) and tile == expected[1]
+    assert tile % 32 == 0 and diameter / um * 1.05 + 32 <= tile
+
+
+def _spot_slide(folder, genes, seed, um_per_px=2.0, size_px=640):
+    """A small legacy-ST-like slide: 100 um spots on a 200 um grid, expression following the image's colour."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size_px, :size_px]
+    red = (128 + 100 * np.sin(xx / 60.0 + seed)).astype(np.uint8)
+    img = np.stack([red, np.full_like(red, 90), 255 - red], -1)
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(img).save(folder / "he.png")
+    pitch = 200 / um_per_px
+    centres = np.array([(x, y) for y in np.arange(pitch / 2, size_px, pitch) for x in np.arange(pitch / 2, size_px, pitch)])
+    ids = [f"s{k}" for k in range(len(centres))]
+    level = red[centres[:, 1].astype(int), centres[:, 0].astype(int)] / 255.0
+    lam = 5 + 40 * np.outer(level, np.linspace(0, 1, len(genes)))
+    counts = pd.DataFrame(rng.poisson(lam), index=ids, columns=genes)
+    counts.to_csv(folder / "counts.tsv", sep="\t")
+    pd.DataFrame({"x": centres[:, 0], "y": centres[:, 1]}, index=ids).to_csv(folder / "spots.csv")
+    return pixnet.io.spots(
+        image=folder / "he.png", counts=folder / "counts.tsv", positions=folder / "spots.csv",
+        spot_diameter_um=100, pitch_um=200,
+    )  # fmt: skip
+
+
+def test_fit_on_spot_slides_with_different_genes_uses_shared_genes_and_spot_defaults(tmp_path, caplog):
+    a = _spot_slide(tmp_path / "a", [f"G{i}" for i in range(12)], seed=0)
+    b = _spot_slide(tmp_path / "b", [f"G{i}" for i in range(4, 16)], seed=1)
+    with caplog.at_level(logging.INFO, logger="pixnet"):
+        # no bin_size, table, um_per_px or tile_px: all come from what the reader recorded
+        model = pixnet.tl.fit([a, b], n_genes=6, epochs=1, tiles_per_epoch=2, batch_size=2, progress=False)
+    assert set(model.genes) <= {f"G{i}" for i in range(4, 12)} and len(model.genes) == 6
+    assert model.genes[0] == "G11"  # the highest mean of the shared genes
+    assert model.config.um_per_px == pytest.approx(100 / 32)
+    assert model.training["params"]["table"] == ["table", "table"]
+    assert "share 8 genes" in caplog.text and "working at 3.12 um/px" in caplog.text
+    with pytest.raises(ValueError, match="share only 8 genes"):
+        pixnet.tl.fit([a, b], n_genes=10, epochs=1, progress=False)
+    t = pixnet.tl.predict(b, model=model, shapes="spots", progress=False)
+    assert t.n_obs == b.tables["table"].n_obs and list(t.var_names) == list(model.genes)
