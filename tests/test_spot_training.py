@@ -37,8 +37,8 @@ def test_select_genes_of_several_tables_takes_the_shared_ones_by_pooled_mean(cap
 
 @pytest.mark.parametrize(
     ("diameter", "given", "expected"),
-    [(2, None, (0.5, 256)), (16, None, (0.5, 256)), (55, None, (55 / 32, 256)), (100, None, (3.125, 256)),
-     (100, 0.5, (0.5, 256)), (100, 0.25, (0.25, 480))],
+    [(2, None, (0.5, 256)), (16, None, (0.5, 256)), (55, None, (2.2, 128)), (100, None, (4.0, 128)),
+     (100, 2.0, (2.0, 128)), (100, 0.5, (0.5, 256)), (100, 0.25, (0.25, 480))],
 )  # fmt: skip
 def test_working_resolution_from_the_spot_size(diameter, given, expected):
     um, tile = working_resolution(diameter, um_per_px=given, context_px=16)
@@ -76,9 +76,9 @@ def test_fit_on_spot_slides_with_different_genes_uses_shared_genes_and_spot_defa
         model = pixnet.tl.fit([a, b], n_genes=6, epochs=1, tiles_per_epoch=2, batch_size=2, progress=False)
     assert set(model.genes) <= {f"G{i}" for i in range(4, 12)} and len(model.genes) == 6
     assert model.genes[0] == "G11"  # the highest mean of the shared genes
-    assert model.config.um_per_px == pytest.approx(100 / 32)
+    assert model.config.um_per_px == pytest.approx(4.0) and model.training["params"]["tile_px"] == 128
     assert model.training["params"]["table"] == ["table", "table"]
-    assert "share 8 genes" in caplog.text and "working at 3.12 um/px" in caplog.text
+    assert "share 8 genes" in caplog.text and "working at 4 um/px in 128 px tiles" in caplog.text
     with pytest.raises(ValueError, match="share only 8 genes"):
         pixnet.tl.fit([a, b], n_genes=10, epochs=1, progress=False)
     t = pixnet.tl.predict(b, model=model, shapes="spots", progress=False)

@@ -8,12 +8,16 @@ import numpy as np
 
 from ..model.aggregate import Spots
 
-#: Working resolution for bins up to 16 um (Visium HD): a 16 um bin is 32 px, H&E nuclei ~15 px.
+#: Bins up to this size (Visium HD) are seen at FINEST_UM_PER_PX in BIN_TILE_PX tiles: the settings
+#: the synthetic accuracy benchmark was tuned with (a 16 um bin is 32 px, a nucleus ~15 px).
+FINE_BIN_UM = 16.0
 FINEST_UM_PER_PX = 0.5
-#: Larger spots are seen at a coarser resolution so that one is about this many pixels across:
-#: what a 16 um bin is at 0.5 um/px, and what keeps a few dozen spots in a tile on a CPU budget.
-SPOT_PX = 32.0
-DEFAULT_TILE_PX = 256
+BIN_TILE_PX = 256
+#: Larger spots (Visium's 55 um, legacy ST's 100 um) are seen at a coarser resolution, about this many
+#: pixels across, in SPOT_TILE_PX tiles: on HER2ST (100 um spots) 4 um/px trains in a quarter of the
+#: time of 2 um/px and validates better (benchmarks/RESULTS.md, "Real tissue").
+SPOT_PX = 25.0
+SPOT_TILE_PX = 128
 
 
 def spot_diameter_um(spots: Sequence[Spots], cs_um_per_px: Sequence[float]) -> float:
@@ -34,16 +38,18 @@ def working_resolution(
 ) -> tuple[float, int]:
     """Micrometres per working pixel and the training tile side for spots ``diameter_um`` across.
 
-    ``um_per_px`` (if given) is kept; the tile is the default 256 px, or the next multiple of 32
-    that holds a spot with ``context_px`` on each side (in ``2 x 2`` spot windows at least).
+    Bins up to 16 um: 0.5 um/px in 256 px tiles. Larger spots: about 25 px across (100 um spots at
+    4 um/px, 55 um at 2.2) in 128 px tiles. ``um_per_px`` (if given) is kept, and the tile grows to
+    the next multiple of 32 that holds a spot with ``context_px`` on each side.
 
     Returns
     -------
     ``(um_per_px, tile_px)``.
 
     """
+    small = diameter_um <= FINE_BIN_UM
     if um_per_px is None:
-        um_per_px = max(FINEST_UM_PER_PX, diameter_um / SPOT_PX)
+        um_per_px = FINEST_UM_PER_PX if small else max(FINEST_UM_PER_PX, diameter_um / SPOT_PX)
     spot_px = diameter_um / um_per_px * 1.05  # squares rotated by a degree or two reach a little further
     need = int(np.ceil((spot_px + 2 * context_px) / 32) * 32)
-    return float(um_per_px), max(DEFAULT_TILE_PX, need)
+    return float(um_per_px), max(BIN_TILE_PX if small else SPOT_TILE_PX, need)

@@ -112,7 +112,7 @@ def fit(
     um_per_px
         Working resolution of the network's input (micrometres per pixel). By default from
         the spots' size: 0.5 for bins up to 16 um, coarser for larger spots so that a spot is
-        about 32 pixels across (100 um legacy ST spots: 3.1); see
+        about 25 pixels across (Visium's 55 um spots: 2.2, legacy ST's 100 um: 4); see
         :func:`pixnet.data.working_resolution`.
     map_stride
         Map pixel size in input pixels (4: the paper's decoder depth; 2: a finer map).
@@ -127,8 +127,9 @@ def fit(
     freeze_encoder
         Train only the decoder and head.
     tile_px, context_px
-        Tile side (working pixels, a multiple of 32; by default 256, or larger when a spot and
-        its context would not fit) and the band at its edge where bins are not scored.
+        Tile side (working pixels, a multiple of 32; by default 256 for bins up to 16 um and 128
+        for larger spots, or larger when a spot and its context would not fit) and the band at
+        its edge where bins are not scored.
     batch_size, tiles_per_epoch, augment
         Tiles per step, per epoch (default: twice the training area), and flips/rotations/stain jitter.
     lr, weight_decay
