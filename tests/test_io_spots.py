@@ -347,3 +347,58 @@ def test_tiled_images_are_not_materialised(tmp_path):
     img = SlideImage(el, cs="global", cs_um_per_px=0.5, work_um_per_px=0.5)
     img.read(0, 0, 64, 64)
     assert all(not isinstance(a, np.ndarray) for a, _ in img._arrays)
+
+
+# ---- plain Visium folders ---------------------------------------------------------------------------
+
+
+def _visium_outs(d, *, um_per_px=0.8, diameter_fullres_um=65.0, prefix=""):
+    """A Space Ranger 2 Visium ``outs/`` folder: hexagonal 100 um grid, 5 x 6 spots in tissue."""
+    from pixnet.datasets._spaceranger import MatrixWriter
+
+    (d / "spatial").mkdir(parents=True)
+    rows, cols = np.meshgrid(np.arange(5), np.arange(6), indexing="ij")
+    rows, cols = rows.ravel(), 2 * cols.ravel() + rows.ravel() % 2  # Visium's array: odd rows shifted
+    x_um, y_um = 100 + cols * 50.0, 100 + rows * 50.0 * np.sqrt(3)
+    codes = np.array([f"AAAC{i:04d}-1" for i in range(len(rows))])
+    pos = pd.DataFrame({
+        "barcode": codes, "in_tissue": 1, "array_row": rows, "array_col": cols,
+        "pxl_row_in_fullres": y_um / um_per_px, "pxl_col_in_fullres": x_um / um_per_px,
+    })  # fmt: skip
+    pos.to_csv(d / "spatial" / "tissue_positions.csv", index=False)
+    sf = {"spot_diameter_fullres": diameter_fullres_um / um_per_px, "tissue_hires_scalef": 0.5,
+          "tissue_lowres_scalef": 0.1, "fiducial_diameter_fullres": 100.0}  # fmt: skip
+    (d / "spatial" / "scalefactors_json.json").write_text(json.dumps(sf))
+    counts = sparse.csr_matrix(np.random.default_rng(5).poisson(2.0, (len(codes), len(GENES))).astype(np.int32))
+    w = MatrixWriter(d / f"{prefix}filtered_feature_bc_matrix.h5", GENES, [f"ENSG{i:05d}" for i in range(len(GENES))])
+    w.append(counts, codes)
+    w.close()
+    h, wd = int((y_um.max() + 100) / um_per_px), int((x_um.max() + 100) / um_per_px)
+    _he(d / "image.tif", h, wd)
+    return pd.DataFrame(counts.toarray(), index=codes, columns=GENES)
+
+
+@pytest.mark.parametrize("stated", [65.0, 55.0])
+def test_visium_plain_folder_without_prefix(tmp_path, stated, caplog):
+    outs = tmp_path / "run42" / "outs"
+    counts = _visium_outs(outs, um_per_px=0.8, diameter_fullres_um=stated)
+    with caplog.at_level(logging.INFO, logger="pixnet.io.visium"):
+        sdata = pixnet.io.visium(outs, fullres_image_file="image.tif")
+    assert "run42" in sdata.shapes and sdata.attrs["pixnet"]["image"] == "run42_full_image"
+    attrs = sdata.attrs["pixnet"]
+    assert np.isclose(attrs["um_per_px"], 0.8, rtol=0.01)  # from the 100 um pitch
+    assert attrs["spot_diameter_um"] == 55.0 and attrs["shapes"] == "run42" and attrs["table"] == "table"
+    r = sdata.shapes["run42"]["radius"].to_numpy()
+    np.testing.assert_allclose(r, 55.0 / 2 / 0.8, rtol=0.01)  # the true 55 um spot, not Space Ranger's 65 um
+    assert ("theoretical 65 um" in caplog.text) == (stated == 65.0)
+    t = sdata.tables["table"]
+    np.testing.assert_array_equal(t[:, GENES].X.toarray(), counts.loc[t.obs_names, GENES].to_numpy())
+
+
+def test_visium_reports_a_spot_diameter_that_fits_neither(tmp_path, caplog):
+    outs = tmp_path / "outs"
+    _visium_outs(outs, um_per_px=0.8, diameter_fullres_um=90.0, prefix="S1_")
+    with caplog.at_level(logging.WARNING, logger="pixnet.io.visium"):
+        sdata = pixnet.io.visium(outs, fullres_image_file="image.tif")
+    assert "S1" in sdata.shapes  # the prefix names the elements, as spatialdata-io does
+    assert "neither 55 um" in caplog.text
