@@ -318,7 +318,9 @@ def test_one_chunk_image_is_decoded_once(work_um_per_px):
     calls2 = []
     lazy = SlideImage(_one_chunk_element(calls2), cs="global", cs_um_per_px=0.5, work_um_per_px=work_um_per_px)
     lazy._source_bytes = [0] * len(lazy._source_bytes)  # never materialise
-    np.testing.assert_array_equal(tiles[3], lazy.read(0, 225, 96, 96))
+    # a coarser level is the block mean of the decoded image, not spatialdata's pyramid: equal to rounding
+    diff = np.abs(tiles[3].astype(int) - lazy.read(0, 225, 96, 96))
+    assert diff.max() <= 3 and diff.mean() < 1.5  # spatialdata truncates (-0.5 a level), we round
     assert len(calls2) == 1 and whole.shape[:2] == img.shape
 
 

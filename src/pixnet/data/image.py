@@ -83,6 +83,30 @@ def _in_memory(layer) -> bool:
     return isinstance(next(iter(mapping.values())), np.ndarray)
 
 
+def _computed(arr: da.Array) -> np.ndarray:
+    """The first three channels of a ``(c, y, x)`` dask array in memory, as a ``(c, y, x)`` view of ``(y, x, c)``.
+
+    Pixel-interleaved, as reads and Pillow use them: no transposing copy of the whole image.
+    """
+    return np.moveaxis(np.asarray(arr[:3].transpose(1, 2, 0).compute(scheduler="synchronous")), -1, 0)
+
+
+def _block_mean_np(data: np.ndarray, k: int) -> np.ndarray:
+    """``(c, y, x)`` array reduced by ``k`` x ``k`` block means (excess rows and columns dropped), in its dtype."""
+    c, h, w = data.shape[0], data.shape[1] // k, data.shape[2] // k
+    if data.dtype == np.uint8 and c == 3:  # Pillow's box reduction, in C: ~20x numpy's
+        img = Image.fromarray(np.ascontiguousarray(np.moveaxis(data, 0, -1)))  # no copy for _computed's arrays
+        return np.moveaxis(np.asarray(img.reduce(k, box=(0, 0, w * k, h * k))), -1, 0)
+    out = np.empty((c, h, w), data.dtype)
+    step = max(1, 2**24 // max(1, w * k * k))  # rows of blocks at a time: float32 temporaries of ~64 MB
+    for ch in range(c):
+        for y in range(0, h, step):
+            rows = data[ch, y * k : min(h, y + step) * k, : w * k].astype(np.float32)
+            mean = rows.reshape(-1, k, w, k).mean(axis=(1, 3))
+            out[ch, y : y + len(mean)] = mean + 0.5 if np.issubdtype(data.dtype, np.integer) else mean
+    return out
+
+
 def _as_uint8(data: np.ndarray) -> np.ndarray:
     """8-bit pixels from uint8, uint16 or float (0-1 or 0-255) images; NaN and inf are refused."""
     if data.dtype == np.uint8:
@@ -188,13 +212,30 @@ class SlideImage:
                 )  # fmt: skip
             return arr
         with self._lock:  # the first of dask's threads computes it, the others wait and reuse it
-            arr = self._arrays[level][0]
-            if isinstance(arr, da.Array):
-                logger.info("decoding the image level once (%.0f MB) instead of once per tile", size / 2**20)
-                arr = np.asarray(arr[:3].compute(scheduler="synchronous"))
-                self._arrays[level] = (arr, self._arrays[level][1])
+            if isinstance(self._arrays[level][0], da.Array):
+                logger.info("decoding the image once (level of %.0f MB) instead of once per tile", size / 2**20)
+                self._arrays[level] = self._materialise(level)
                 self._source_bytes[level] = 0
-            return arr
+            return self._arrays[level][0]
+
+    def _materialise(self, level: int) -> tuple[np.ndarray, float]:
+        """Level ``level`` in memory, and its factor.
+
+        A coarser level is the block mean of the full-resolution level, itself computed once, when
+        that is heavy too and fits the budget: its graph's pyramid (thousands of small dask tasks)
+        costs several times the decode.
+        """
+        arr, down = self._arrays[level]
+        k = round(down)
+        base = self._arrays[0][0]
+        full_size = int(np.prod(base[:3].shape)) * base.dtype.itemsize
+        if level and abs(down - k) < 0.01 * k and (self._source_bytes[0] or not isinstance(base, da.Array)):
+            if full_size <= MATERIALISE_MAX_BYTES:
+                if isinstance(base, da.Array):
+                    self._arrays[0] = (_computed(base), 1.0)
+                    self._source_bytes[0] = 0
+                return _block_mean_np(self._arrays[0][0], k), float(k)
+        return _computed(arr), down
 
     def _level(self, per_px: np.ndarray) -> tuple[int, float]:
         """The coarsest pyramid level still finer than ``per_px`` level-0 pixels a working pixel, and its factor."""

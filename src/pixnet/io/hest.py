@@ -136,7 +136,8 @@ def _paths(root, sample_id, *, st, wsi, metadata):
         tifs = [root / "wsis" / f"{sample_id}{s}" for s in (".tif", ".tiff", ".btf")]
         wsi = next((p for p in tifs if p.is_file()), tifs[0])
     metadata = metadata if metadata is not None else root / "metadata" / f"{sample_id}.json"
-    for what, path in (("AnnData (st/ID.h5ad)", st), ("WSI (wsis/ID.tif)", wsi), ("metadata (metadata/ID.json)", metadata)):
+    files = (("AnnData (st/ID.h5ad)", st), ("WSI (wsis/ID.tif)", wsi), ("metadata (metadata/ID.json)", metadata))
+    for what, path in files:
         if isinstance(path, str | Path) and not Path(path).expanduser().is_file():
             raise FileNotFoundError(f"The sample's {what} {path} is missing.")
     wsi = Path(wsi).expanduser()

@@ -159,7 +159,8 @@ def _counts(counts) -> ad.AnnData:
         numeric = counts.select_dtypes("number")
         if numeric.shape[1] < counts.shape[1]:
             dropped = [c for c in counts.columns if c not in numeric.columns][:5]
-            logger.warning("ignoring %d non-numeric columns of the count matrix (%s)", counts.shape[1] - numeric.shape[1], dropped)
+            n_dropped = counts.shape[1] - numeric.shape[1]
+            logger.warning("ignoring %d non-numeric columns of the count matrix (%s)", n_dropped, dropped)
         counts = ad.AnnData(
             sparse.csr_matrix(numeric.to_numpy(np.float32)),
             obs=pd.DataFrame(index=numeric.index.astype(str)),

@@ -141,7 +141,8 @@ def _check_diameter(path: Path, diameter_um: float, spot_um: float) -> None:
     """Report a ``spot_diameter_fullres`` that is neither Space Ranger's 65 um nor the spots' true size."""
     if abs(diameter_um - SPACERANGER_SPOT_UM) <= 0.1 * SPACERANGER_SPOT_UM:
         logger.info(
-            "%s: spot_diameter_fullres spans %.1f um (Space Ranger's theoretical 65 um spot); circles of %g um are used",
+            "%s: spot_diameter_fullres spans %.1f um (Space Ranger's theoretical 65 um spot); "
+            "circles of %g um are used",
             path, diameter_um, spot_um,
         )  # fmt: skip
     elif abs(diameter_um - spot_um) > 0.1 * spot_um:
