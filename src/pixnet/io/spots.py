@@ -72,8 +72,13 @@ def spots(
 
     Raises
     ------
+    FileNotFoundError
+        If a file is missing.
+    KeyError
+        If the positions lack the columns ``x`` and ``y``.
     ValueError
-        If the spots and the matrix share no id, the scale is not given, or a value is not positive.
+        If the spots and the matrix share no id, the scale is not given, a value is not positive,
+        or most spots share their position with another (so the pitch gives no scale).
 
     """
     image = Path(image).expanduser()
