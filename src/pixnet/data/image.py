@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import logging
+import threading
+
 import dask.array as da
 import numpy as np
 from PIL import Image
 from spatialdata.transformations import get_transformation
 from xarray import DataArray, DataTree
+
+logger = logging.getLogger(__name__)
+
+#: A level whose dask graph holds a chunk (not in memory) of at least this many bytes, and 16 times
+#: a read window, is decoded whole by every read (spatialdata-io reads JPEG/PNG/TIFF with
+#: dask_image.imread: one chunk per image): it is computed once and kept, when it fits in
+#: :data:`MATERIALISE_MAX_BYTES`.
+HEAVY_CHUNK_BYTES = 16 * 2**20
+#: The most memory one materialised level may take.
+MATERIALISE_MAX_BYTES = 4 * 2**30
+_WARNED: set[str] = set()
 
 
 def image_levels(element: DataArray | DataTree) -> list[DataArray]:
@@ -35,6 +49,62 @@ def _block_mean(data, k: int) -> da.Array:
     arr = arr[:, : arr.shape[1] // k * k, : arr.shape[2] // k * k].rechunk((arr.shape[0], side, side))
     out = da.coarsen(np.mean, arr, {1: k, 2: k}, trim_excess=True)
     return (out + 0.5).astype(arr.dtype) if np.issubdtype(arr.dtype, np.integer) else out.astype(arr.dtype)
+
+
+def source_chunk_bytes(data) -> int:
+    """Bytes of the largest chunk a read of ``data`` may have to compute whole (0 for in-memory data).
+
+    Every layer of a dask array's graph counts except in-memory numpy blocks, so an image decoded
+    as one chunk and rechunked afterwards (``Image2DModel.parse`` of ``dask_image.imread``) is seen
+    for what it costs a read: the whole image.
+    """
+    if not isinstance(data, da.Array):
+        return 0
+    try:
+        layers = data.dask.layers.values()
+    except AttributeError:  # a graph without layers: judge by the array's own chunks
+        return int(np.prod(data.chunksize)) * data.dtype.itemsize
+    biggest = 0
+    for layer in layers:
+        ann = layer.collection_annotations or {}
+        size = ann.get("chunksize")
+        if size is None or _in_memory(layer):
+            continue
+        dtype = ann.get("dtype")
+        itemsize = (data.dtype if dtype is None else np.dtype(dtype)).itemsize
+        biggest = max(biggest, int(np.prod(size)) * itemsize)
+    return biggest
+
+
+def _in_memory(layer) -> bool:
+    mapping = getattr(layer, "mapping", None)
+    if not isinstance(mapping, dict) or not mapping:
+        return False
+    return isinstance(next(iter(mapping.values())), np.ndarray)
+
+
+def _computed(arr: da.Array) -> np.ndarray:
+    """The first three channels of a ``(c, y, x)`` dask array in memory, as a ``(c, y, x)`` view of ``(y, x, c)``.
+
+    Pixel-interleaved, as reads and Pillow use them: no transposing copy of the whole image.
+    """
+    return np.moveaxis(np.asarray(arr[:3].transpose(1, 2, 0).compute(scheduler="synchronous")), -1, 0)
+
+
+def _block_mean_np(data: np.ndarray, k: int) -> np.ndarray:
+    """``(c, y, x)`` array reduced by ``k`` x ``k`` block means (excess rows and columns dropped), in its dtype."""
+    c, h, w = data.shape[0], data.shape[1] // k, data.shape[2] // k
+    if data.dtype == np.uint8 and c == 3:  # Pillow's box reduction, in C: ~20x numpy's
+        img = Image.fromarray(np.ascontiguousarray(np.moveaxis(data, 0, -1)))  # no copy for _computed's arrays
+        return np.moveaxis(np.asarray(img.reduce(k, box=(0, 0, w * k, h * k))), -1, 0)
+    out = np.empty((c, h, w), data.dtype)
+    step = max(1, 2**24 // max(1, w * k * k))  # rows of blocks at a time: float32 temporaries of ~64 MB
+    for ch in range(c):
+        for y in range(0, h, step):
+            rows = data[ch, y * k : min(h, y + step) * k, : w * k].astype(np.float32)
+            mean = rows.reshape(-1, k, w, k).mean(axis=(1, 3))
+            out[ch, y : y + len(mean)] = mean + 0.5 if np.issubdtype(data.dtype, np.integer) else mean
+    return out
 
 
 def _as_uint8(data: np.ndarray) -> np.ndarray:
@@ -87,6 +157,18 @@ class SlideImage:
         k = int(per_px.min() / down)
         if k >= 2:
             self._arrays.append((_block_mean(self._arrays[level][0], k), down * k))
+        # Levels that a small read would decode whole (one-chunk JPEG/PNG sources): computed once, on first use.
+        self._source_bytes = [source_chunk_bytes(a) for a, _ in self._arrays]
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        del state["_lock"]  # a worker process gets its own
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     def read(self, y0: int, x0: int, h: int, w: int) -> np.ndarray:
         """Working pixels ``[y0:y0+h, x0:x0+w]`` as ``(h, w, 3)`` uint8; white outside the image."""
@@ -94,10 +176,10 @@ class SlideImage:
         a = (np.array([x0, y0]) * self.f - self.offset) / self.scale
         b = (np.array([x0 + w, y0 + h]) * self.f - self.offset) / self.scale
         level, down = self._level((b - a) / np.array([w, h]))
-        arr = self._arrays[level][0]
         a, b = a / down, b / down
         lo = np.floor(a).astype(int) - 1
         hi = np.ceil(b).astype(int) + 1
+        arr = self._array(level, int(np.prod(hi - lo)) * 3)
         H, W = arr.shape[1], arr.shape[2]
         clo, chi = np.maximum(lo, 0), np.minimum(hi, (W, H))
         crop = np.full((hi[1] - lo[1], hi[0] - lo[0], 3), 255, np.uint8)
@@ -109,6 +191,51 @@ class SlideImage:
         box = (a[0] - lo[0], a[1] - lo[1], b[0] - lo[0], b[1] - lo[1])
         out = Image.fromarray(crop).resize((w, h), resample=Image.Resampling.BILINEAR, box=box, reducing_gap=None)
         return np.asarray(out)
+
+    def _array(self, level: int, window_px: int) -> np.ndarray | da.Array:
+        """Level ``level``'s array; computed and kept in memory first when reads would decode it whole."""
+        arr = self._arrays[level][0]
+        heavy = self._source_bytes[level]
+        if not heavy or heavy < max(HEAVY_CHUNK_BYTES, 16 * window_px * arr.dtype.itemsize):
+            return arr
+        size = int(np.prod(arr[:3].shape)) * arr.dtype.itemsize
+        if size > MATERIALISE_MAX_BYTES:
+            key = getattr(arr, "name", str(id(arr)))
+            if key not in _WARNED:
+                _WARNED.add(key)
+                logger.warning(
+                    "The image is stored in chunks of %.0f MB (a JPEG/PNG/TIFF read as one chunk, as spatialdata-io "
+                    "does): every tile read decodes a whole chunk, and this level (%.1f GB) is too large to keep in "
+                    "memory, so reads will be slow. Write the SpatialData to zarr (sdata.write('slide.zarr')) and "
+                    "read it back with spatialdata.read_zarr, or read the image with pixnet.io.",
+                    heavy / 2**20, size / 2**30,
+                )  # fmt: skip
+            return arr
+        with self._lock:  # the first of dask's threads computes it, the others wait and reuse it
+            if isinstance(self._arrays[level][0], da.Array):
+                logger.info("decoding the image once (level of %.0f MB) instead of once per tile", size / 2**20)
+                self._arrays[level] = self._materialise(level)
+                self._source_bytes[level] = 0
+            return self._arrays[level][0]
+
+    def _materialise(self, level: int) -> tuple[np.ndarray, float]:
+        """Level ``level`` in memory, and its factor.
+
+        A coarser level is the block mean of the full-resolution level, itself computed once, when
+        that is heavy too and fits the budget: its graph's pyramid (thousands of small dask tasks)
+        costs several times the decode.
+        """
+        arr, down = self._arrays[level]
+        k = round(down)
+        base = self._arrays[0][0]
+        full_size = int(np.prod(base[:3].shape)) * base.dtype.itemsize
+        if level and abs(down - k) < 0.01 * k and (self._source_bytes[0] or not isinstance(base, da.Array)):
+            if full_size <= MATERIALISE_MAX_BYTES:
+                if isinstance(base, da.Array):
+                    self._arrays[0] = (_computed(base), 1.0)
+                    self._source_bytes[0] = 0
+                return _block_mean_np(self._arrays[0][0], k), float(k)
+        return _computed(arr), down
 
     def _level(self, per_px: np.ndarray) -> tuple[int, float]:
         """The coarsest pyramid level still finer than ``per_px`` level-0 pixels a working pixel, and its factor."""

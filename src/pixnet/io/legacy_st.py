@@ -68,7 +68,9 @@ def legacy_st(
 
 def _read_spot_file(path: Path) -> pd.DataFrame:
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: pass the spot file (HER2ST's NAME_selection.tsv, STNet's spots_*.csv).")
+        raise FileNotFoundError(
+            f"{path} not found: pass the spot file (HER2ST's NAME_selection.tsv, STNet's spots_*.csv)."
+        )
     sep = "," if ".csv" in path.suffixes else "\t"
     return pd.read_csv(path, sep=sep)
 
@@ -87,7 +89,8 @@ def _st_positions(pos: pd.DataFrame, *, only_selected: bool, source: str) -> pd.
         if not index.str.fullmatch(r"\d+x\d+").all():
             raise ValueError(f"The spot ids of {source} are not of the form '{{x}}x{{y}}' (e.g. {list(index[:3])}).")
         return pd.DataFrame(
-            {"pixel_x": pos["X"].to_numpy(np.float64), "pixel_y": pos["Y"].to_numpy(np.float64)}, index=np.asarray(index)
+            {"pixel_x": pos["X"].to_numpy(np.float64), "pixel_y": pos["Y"].to_numpy(np.float64)},
+            index=np.asarray(index),
         )
     raise ValueError(
         f"{source} is not a legacy ST spot file: it has columns {list(pos.columns)[:8]}; expected "

@@ -13,6 +13,8 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 import pandas as pd
+import shapely
+from geopandas import GeoDataFrame
 from scipy import sparse
 from scipy.spatial import cKDTree
 from spatialdata import SpatialData
@@ -70,8 +72,13 @@ def spots(
 
     Raises
     ------
+    FileNotFoundError
+        If a file is missing.
+    KeyError
+        If the positions lack the columns ``x`` and ``y``.
     ValueError
-        If the spots and the matrix share no id, the scale is not given, or a value is not positive.
+        If the spots and the matrix share no id, the scale is not given, a value is not positive,
+        or most spots share their position with another (so the pitch gives no scale).
 
     """
     image = Path(image).expanduser()
@@ -91,16 +98,30 @@ def spots(
 
 def assemble(
     *, image, table: ad.AnnData, xy: np.ndarray, radius_px: float, um_per_px: float, spot_diameter_um: float,
-    sample_id: str, source: str,
+    sample_id: str, source: str, shape: str = "circle",
 ) -> SpatialData:  # fmt: skip
-    """The SpatialData of a spot-level slide: image, circles, table annotating them, and pixnet's attrs.
+    """The SpatialData of a spot-level slide: image, spots, table annotating them, and pixnet's attrs.
 
     ``image`` is a path or an image element already parsed; ``xy`` the spot centres in its pixels.
+    ``shape="circle"`` makes circles of radius ``radius_px``; ``shape="square"`` axis-aligned
+    square polygons of half side ``radius_px`` (binned data such as HEST's Visium HD samples), in
+    which case ``spot_diameter_um`` is the side.
     """
+    if shape not in ("circle", "square"):
+        raise ValueError(f"shape must be 'circle' or 'square', got {shape!r}.")
+    if len(xy) != table.n_obs:
+        raise ValueError(f"{len(xy)} spot centres for {table.n_obs} rows of the count matrix; they must match.")
+    if not np.isfinite(xy).all():
+        raise ValueError("Some spot centres are NaN or infinite; drop those spots or fix their positions.")
     transformations = {"global": Identity()}
     element = read_image(Path(image), transformations=transformations) if isinstance(image, str | Path) else image
     n = table.n_obs
-    circles = ShapesModel.parse(xy, geometry=0, radius=np.full(n, float(radius_px)), transformations=transformations)
+    if shape == "circle":
+        spots = ShapesModel.parse(xy, geometry=0, radius=np.full(n, float(radius_px)), transformations=transformations)
+    else:
+        r = float(radius_px)
+        boxes = shapely.box(xy[:, 0] - r, xy[:, 1] - r, xy[:, 0] + r, xy[:, 1] + r)
+        spots = ShapesModel.parse(GeoDataFrame(geometry=boxes), transformations=transformations)
     table = table.copy()
     table.obs[INSTANCE_KEY] = np.arange(n, dtype=np.int64)
     table.obs[REGION_KEY] = pd.Categorical([SPOTS_SHAPES] * n, categories=[SPOTS_SHAPES])
@@ -108,13 +129,13 @@ def assemble(
     table.uns[UNS_KEY] = {"um_per_px": um_per_px, "spot_diameter_um": float(spot_diameter_um), "source": source}
     table = TableModel.parse(table, region=SPOTS_SHAPES, region_key=REGION_KEY, instance_key=INSTANCE_KEY)
     name = f"{sample_id}_image"
-    sdata = SpatialData(images={name: element}, shapes={SPOTS_SHAPES: circles}, tables={SPOTS_TABLE: table})
+    sdata = SpatialData(images={name: element}, shapes={SPOTS_SHAPES: spots}, tables={SPOTS_TABLE: table})
     sdata.attrs[UNS_KEY] = {
         "image": name, "um_per_px": um_per_px, "spot_diameter_um": float(spot_diameter_um),
-        "table": SPOTS_TABLE, "shapes": SPOTS_SHAPES, "source": source,
+        "table": SPOTS_TABLE, "shapes": SPOTS_SHAPES, "coordinate_system": "global", "source": source,
     }  # fmt: skip
     logger.info(
-        "%s: %d spots of %g um, %d genes, %.3f um/px", sample_id, n, spot_diameter_um, table.n_vars, um_per_px
+        "%s: %d %ss of %g um, %d genes, %.3f um/px", sample_id, n, shape, spot_diameter_um, table.n_vars, um_per_px
     )
     return sdata
 
@@ -143,7 +164,8 @@ def _counts(counts) -> ad.AnnData:
         numeric = counts.select_dtypes("number")
         if numeric.shape[1] < counts.shape[1]:
             dropped = [c for c in counts.columns if c not in numeric.columns][:5]
-            logger.warning("ignoring %d non-numeric columns of the count matrix (%s)", counts.shape[1] - numeric.shape[1], dropped)
+            n_dropped = counts.shape[1] - numeric.shape[1]
+            logger.warning("ignoring %d non-numeric columns of the count matrix (%s)", n_dropped, dropped)
         counts = ad.AnnData(
             sparse.csr_matrix(numeric.to_numpy(np.float32)),
             obs=pd.DataFrame(index=numeric.index.astype(str)),
@@ -152,6 +174,8 @@ def _counts(counts) -> ad.AnnData:
     if not isinstance(counts, ad.AnnData):
         raise TypeError(f"counts must be a file path, a DataFrame or an AnnData; got {type(counts).__name__}.")
     counts = counts.copy()
+    if not sparse.issparse(counts.X):  # every reader gives CSR counts, as spatialdata-io's do
+        counts.X = sparse.csr_matrix(np.asarray(counts.X, np.float32))
     counts.obs_names = counts.obs_names.astype(str)
     counts.var_names = counts.var_names.astype(str)
     if not counts.var_names.is_unique:
@@ -211,4 +235,10 @@ def _scale(xy: np.ndarray, *, um_per_px: float | None, pitch_um: float | None) -
     if len(xy) < 3:
         raise ValueError("At least three spots are needed to derive the pixel size from the pitch; pass um_per_px=...")
     dist, _ = cKDTree(xy).query(xy, k=2)
-    return float(pitch_um / np.median(dist[:, 1]))
+    nearest = float(np.median(dist[:, 1]))
+    if not nearest > 0:
+        raise ValueError(
+            "Most spots have another at the same place (two spots share a position), so the pitch cannot "
+            "give the pixel size; check the position columns or pass um_per_px=..."
+        )
+    return float(pitch_um / nearest)

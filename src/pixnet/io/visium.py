@@ -1,30 +1,61 @@
-"""Read a Visium (55 um spots) run through spatialdata-io, recording what pixnet needs."""
+"""Read a Visium (55 um spots) run through spatialdata-io, with the spots' true size and the image's scale."""
 
 from __future__ import annotations
 
+import logging
+import re
 from pathlib import Path
 
+import numpy as np
+from scipy.spatial import cKDTree
 from spatialdata import SpatialData
 
 from .._constants import UNS_KEY
 from . import _files
 
+logger = logging.getLogger(__name__)
+
+#: Visium (v1 and CytAssist v2): 55 um spots, 100 um centre to centre.
 VISIUM_SPOT_UM = 55.0
+VISIUM_PITCH_UM = 100.0
+#: Space Ranger's ``spot_diameter_fullres`` spans "a theoretical 65 um spot" (its documentation).
+SPACERANGER_SPOT_UM = 65.0
+_COUNTS_FILE = "filtered_feature_bc_matrix.h5"
 
 
-def visium(path: str | Path, **kwargs) -> SpatialData:
-    """Read a 10x Genomics Visium run with :func:`spatialdata_io.visium` and record its scale.
+def visium(path: str | Path, *, spot_diameter_um: float = VISIUM_SPOT_UM, **kwargs) -> SpatialData:
+    """Read a 10x Genomics Visium run with :func:`spatialdata_io.visium`, spots of their true size.
 
-    The spots (55 um circles) and their table train and evaluate pixnet like any other bins.
-    ``sdata.attrs["pixnet"]`` records the full-resolution image and micrometres per pixel,
-    derived from Space Ranger's ``spot_diameter_fullres`` (the spot is 55 um across).
+    A plain ``outs/`` folder (files without a sample prefix) is read too: the dataset id, which
+    names the elements, is then the run's folder name. The pixel size of the full-resolution image
+    comes from the spot pitch (neighbouring spots are 100 um apart); ``microns_per_pixel`` of
+    ``scalefactors_json.json``, where present, is checked against it. The circles are remade with
+    the spots' true diameter (55 um): spatialdata-io draws them with Space Ranger's
+    ``spot_diameter_fullres``, which spans a theoretical 65 um spot; a diameter that matches
+    neither 55 nor 65 um at the pitch's scale is reported.
 
     Parameters
     ----------
     path
         The run's ``outs/`` folder.
+    spot_diameter_um
+        The spots' diameter in micrometres (55 on Visium v1 and CytAssist v2 slides).
     **kwargs
-        Passed to :func:`spatialdata_io.visium`.
+        Passed to :func:`spatialdata_io.visium` (``dataset_id``, ``fullres_image_file``, ...).
+
+    Returns
+    -------
+    spatialdata-io's SpatialData (elements named by the dataset id; the table ``table``), with
+    the circles' radius set to ``spot_diameter_um / 2`` micrometres in full-resolution pixels
+    and ``sdata.attrs["pixnet"]`` recording the image, its micrometres per pixel, the spot
+    diameter, the table and the shapes, so :func:`pixnet.tl.fit` finds them.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` is not a folder or no H&E image is found.
+    ValueError
+        If ``scalefactors_json.json`` lacks ``spot_diameter_fullres``.
 
     """
     import spatialdata_io
@@ -35,6 +66,9 @@ def visium(path: str | Path, **kwargs) -> SpatialData:
     sf = _files.read_json(path / "spatial" / "scalefactors_json.json")
     if "spot_diameter_fullres" not in sf:
         raise ValueError(f"{path}/spatial/scalefactors_json.json has no spot_diameter_fullres; is this a Visium run?")
+    if kwargs.get("dataset_id") is None and not _prefixed(path, kwargs.get("counts_file", _COUNTS_FILE)):
+        kwargs["dataset_id"] = _dataset_id(path)
+        logger.info("%s: files have no sample prefix; naming the elements %r", path, kwargs["dataset_id"])
     sdata = spatialdata_io.visium(path, **kwargs)
     images = [k for k in sdata.images if k.endswith("_full_image")] or [
         k for k in sdata.images if k.endswith("hires_image")
@@ -44,10 +78,76 @@ def visium(path: str | Path, **kwargs) -> SpatialData:
             f"No H&E image was found for {path}: "
             "pass fullres_image_file='path/to/image.tif' (forwarded to spatialdata-io)."
         )
-    um_per_px = VISIUM_SPOT_UM / float(sf["spot_diameter_fullres"])
-    if images[0].endswith("hires_image"):
-        um_per_px /= float(sf["tissue_hires_scalef"])
-    sdata.attrs[UNS_KEY] = {"image": images[0], "um_per_px": um_per_px, "source": str(path)}
-    for table in sdata.tables.values():
-        table.uns.setdefault(UNS_KEY, {})["um_per_px"] = um_per_px
+    table_name = "table"
+    table = sdata.tables[table_name]
+    shapes = table.uns["spatialdata_attrs"]["region"]
+    um_per_px = _fullres_scale(path, table.obsm["spatial"], sf)
+    _check_diameter(path, float(sf["spot_diameter_fullres"]) * um_per_px, spot_diameter_um)
+    sdata.shapes[shapes]["radius"] = spot_diameter_um / 2 / um_per_px
+    image = images[0]
+    if image.endswith("hires_image"):  # no full-resolution image: the hires PNG, in full-resolution units
+        logger.info("%s: no full-resolution image; pixnet reads the hires image", path)
+    cs = shapes if shapes in _systems(sdata.images[image]) else next(iter(_systems(sdata.images[image])))
+    sdata.attrs[UNS_KEY] = {
+        "image": image, "um_per_px": um_per_px, "spot_diameter_um": float(spot_diameter_um), "table": table_name,
+        "shapes": shapes, "coordinate_system": cs, "source": str(path),
+    }  # fmt: skip
+    for t in sdata.tables.values():
+        t.uns.setdefault(UNS_KEY, {}).update(um_per_px=um_per_px, spot_diameter_um=float(spot_diameter_um))
     return sdata
+
+
+def _prefixed(path: Path, counts_file: str) -> bool:
+    """Whether the counts file carries a sample prefix (``{id}_filtered_feature_bc_matrix.h5``)."""
+    return any(p.name.endswith(f"_{counts_file}") for p in path.iterdir())
+
+
+def _dataset_id(path: Path) -> str:
+    """A name for the elements: the run's folder (the parent of ``outs/``), made a valid element name."""
+    name = path.resolve().parent.name if path.name == "outs" else path.resolve().name
+    name = re.sub(r"[^0-9A-Za-z_.-]", "_", name).strip("._-")
+    return name or "visium"
+
+
+def _systems(element) -> list[str]:
+    from spatialdata.transformations import get_transformation
+
+    return list(get_transformation(element, get_all=True))
+
+
+def _fullres_scale(path: Path, xy: np.ndarray, sf: dict) -> float:
+    """Micrometres per full-resolution pixel, from the spot pitch (100 um), checked against Space Ranger's."""
+    xy = np.asarray(xy, np.float64)
+    stated = sf.get("microns_per_pixel")
+    xy = xy[np.isfinite(xy).all(1)]
+    if len(xy) >= 3:
+        dist, _ = cKDTree(xy).query(xy, k=2)
+        pitch_px = float(np.median(dist[:, 1]))
+        if pitch_px > 0:
+            um_per_px = VISIUM_PITCH_UM / pitch_px
+            if stated and abs(float(stated) - um_per_px) > 0.03 * um_per_px:
+                logger.warning(
+                    "%s: scalefactors give %.4f um/px but the spots, 100 um apart, are %.1f px apart (%.4f um/px); "
+                    "using the pitch", path, float(stated), pitch_px, um_per_px,
+                )  # fmt: skip
+            return um_per_px
+    if stated:
+        return float(stated)
+    logger.warning("%s: too few spots to measure the pitch; the scale comes from spot_diameter_fullres (65 um)", path)
+    return SPACERANGER_SPOT_UM / float(sf["spot_diameter_fullres"])
+
+
+def _check_diameter(path: Path, diameter_um: float, spot_um: float) -> None:
+    """Report a ``spot_diameter_fullres`` that is neither Space Ranger's 65 um nor the spots' true size."""
+    if abs(diameter_um - SPACERANGER_SPOT_UM) <= 0.1 * SPACERANGER_SPOT_UM:
+        logger.info(
+            "%s: spot_diameter_fullres spans %.1f um (Space Ranger's theoretical 65 um spot); "
+            "circles of %g um are used",
+            path, diameter_um, spot_um,
+        )  # fmt: skip
+    elif abs(diameter_um - spot_um) > 0.1 * spot_um:
+        logger.warning(
+            "%s: spot_diameter_fullres spans %.1f um at the scale of the spot pitch (100 um), neither %g um (the "
+            "spots) nor 65 um (Space Ranger's convention); check the run, or pass spot_diameter_um=...",
+            path, diameter_um, spot_um,
+        )  # fmt: skip

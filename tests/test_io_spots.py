@@ -1,0 +1,406 @@
+"""Spot-level readers on files the tests write: legacy ST (HER2ST, STNet), iStar, HEST-1k, plain Visium, spots."""
+
+import json
+import logging
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import shapely
+import tifffile
+from PIL import Image
+from scipy import sparse
+
+import pixnet
+
+GENES = [f"G{i}" for i in range(12)]
+
+
+def _he(path, h, w, seed=0):
+    """A textured H&E-like RGB image (JPEG, PNG or TIFF by suffix)."""
+    rng = np.random.default_rng(seed)
+    img = np.clip(rng.normal(200, 25, (h, w, 3)), 0, 255).astype(np.uint8)
+    img[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4] //= 2  # "tissue"
+    if path.suffix in (".tif", ".tiff"):
+        tifffile.imwrite(path, img, tile=(64, 64))
+    else:
+        Image.fromarray(img).save(path)
+    return path
+
+
+def _counts(ids, seed=0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(rng.poisson(3.0, (len(ids), len(GENES))), index=pd.Index(ids, name="spot"), columns=GENES)
+
+
+def _grid(n, pitch_px, offset=40.0):
+    """Legacy ST array coordinates (1-based) and their pixel centres on a square grid."""
+    ax, ay = np.meshgrid(np.arange(1, n + 1), np.arange(1, n + 1))
+    ax, ay = ax.ravel(), ay.ravel()
+    return ax, ay, offset + (ax - 1) * pitch_px, offset + (ay - 1) * pitch_px
+
+
+def _radius(sdata) -> float:
+    r = sdata.shapes["spots"]["radius"].to_numpy()
+    assert np.allclose(r, r[0])
+    return float(r[0])
+
+
+def _check(sdata, *, n, um_per_px, diameter_um, counts: pd.DataFrame | None = None):
+    attrs = sdata.attrs["pixnet"]
+    assert attrs["table"] == "table" and attrs["shapes"] == "spots" and attrs["image"] in sdata.images
+    assert np.isclose(attrs["um_per_px"], um_per_px, rtol=0.01)
+    assert np.isclose(attrs["spot_diameter_um"], diameter_um, rtol=0.01)
+    t = sdata.tables["table"]
+    assert t.n_obs == n == len(sdata.shapes["spots"])
+    assert t.uns["spatialdata_attrs"]["region"] == "spots"
+    if counts is not None:  # raw counts preserved, row by row
+        np.testing.assert_array_equal(np.asarray(t[:, GENES].X.todense()), counts.loc[t.obs_names, GENES].to_numpy())
+    return t
+
+
+# ---- legacy ST: HER2ST selection tables and STNet spot files --------------------------------------
+
+
+@pytest.fixture
+def her2st(tmp_path):
+    """HER2ST-like files: 6 x 6 spots 200 um apart at 2.5 um/px; 4 not selected; 2 selected without counts."""
+    ax, ay, px, py = _grid(6, pitch_px=80.0)
+    sel = pd.DataFrame({"x": ax, "y": ay, "new_x": ax + 0.01, "new_y": ay, "pixel_x": px, "pixel_y": py})
+    sel["selected"] = 1
+    sel.loc[:3, "selected"] = 0
+    ids = [f"{a}x{b}" for a, b in zip(ax, ay)]
+    counts = _counts(ids[:-2])
+    counts.to_csv(tmp_path / "A1.tsv.gz", sep="\t")
+    sel.to_csv(tmp_path / "A1_selection.tsv", sep="\t", index=False)
+    _he(tmp_path / "A1.jpg", 520, 520)
+    return tmp_path, counts
+
+
+def test_legacy_st_her2st_layout(her2st):
+    d, counts = her2st
+    sdata = pixnet.io.legacy_st(image=d / "A1.jpg", counts=d / "A1.tsv.gz", spots_file=d / "A1_selection.tsv")
+    _check(sdata, n=36 - 4 - 2, um_per_px=2.5, diameter_um=100, counts=counts)
+    assert np.isclose(_radius(sdata), 100 / 2 / 2.5, rtol=0.01)  # 20 px
+    assert sdata.attrs["pixnet"]["image"] == "A1_image"
+    every = pixnet.io.legacy_st(
+        image=d / "A1.jpg", counts=d / "A1.tsv.gz", spots_file=d / "A1_selection.tsv", only_selected=False
+    )
+    assert every.tables["table"].n_obs == 34
+
+
+def test_legacy_st_stnet_layout(tmp_path):
+    ax, ay, px, py = _grid(5, pitch_px=100.0)  # 2 um/px
+    ids = [f"{a}x{b}" for a, b in zip(ax, ay)]
+    pd.DataFrame({"X": px, "Y": py}, index=ids).to_csv(tmp_path / "spots_BC1.csv.gz")
+    counts = _counts(ids, seed=1)
+    counts.to_csv(tmp_path / "BC1_stdata.tsv.gz", sep="\t")
+    _he(tmp_path / "BC1.tif", 500, 500)
+    sdata = pixnet.io.legacy_st(
+        image=tmp_path / "BC1.tif", counts=tmp_path / "BC1_stdata.tsv.gz", spots_file=tmp_path / "spots_BC1.csv.gz"
+    )
+    _check(sdata, n=25, um_per_px=2.0, diameter_um=100, counts=counts)
+    assert np.isclose(_radius(sdata), 25.0, rtol=0.01)
+    xy = sdata.tables["table"].obsm["spatial"]
+    np.testing.assert_allclose(xy, np.c_[px, py])
+
+
+def test_legacy_st_refuses_other_spot_files(tmp_path):
+    pd.DataFrame({"a": [1], "b": [2]}).to_csv(tmp_path / "s.tsv", sep="\t", index=False)
+    with pytest.raises(ValueError, match="not a legacy ST spot file"):
+        pixnet.io.legacy_st(image=tmp_path / "x.jpg", counts=tmp_path / "c.tsv", spots_file=tmp_path / "s.tsv")
+
+
+# ---- iStar folders --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def istar_dir(tmp_path):
+    d = tmp_path / "sampleA"
+    d.mkdir()
+    _, _, px, py = _grid(5, pitch_px=60.0)
+    ids = [f"spot{i}" for i in range(25)]
+    counts = _counts(ids, seed=2)
+    counts.to_csv(d / "cnts.tsv", sep="\t")
+    pd.DataFrame({"spot": ids, "x": px, "y": py}).to_csv(d / "locs-raw.tsv", sep="\t", index=False)
+    (d / "pixel-size-raw.txt").write_text("0.5\n")
+    (d / "radius-raw.txt").write_text("55.0\n")  # 55 px x 0.5 um = 27.5 um radius: a 55 um spot
+    _he(d / "he-raw.jpg", 400, 400)
+    return d, counts
+
+
+def test_istar_folder(istar_dir):
+    d, counts = istar_dir
+    sdata = pixnet.io.istar(d)
+    _check(sdata, n=25, um_per_px=0.5, diameter_um=55.0, counts=counts)
+    assert np.isclose(_radius(sdata), 55.0)
+    assert sdata.attrs["pixnet"]["image"] == "sampleA_image"
+
+
+@pytest.mark.parametrize("name", ["radius-raw.txt", "pixel-size-raw.txt", "locs-raw.tsv", "cnts.tsv", "he-raw.jpg"])
+def test_istar_missing_file_names_it(istar_dir, name):
+    d, _ = istar_dir
+    (d / name).unlink()
+    with pytest.raises(FileNotFoundError, match=name.replace(".", r"\.")):
+        pixnet.io.istar(d)
+
+
+def test_istar_bad_number(istar_dir):
+    d, _ = istar_dir
+    (d / "pixel-size-raw.txt").write_text("unknown")
+    with pytest.raises(ValueError, match="one number"):
+        pixnet.io.istar(d)
+
+
+# ---- HEST-1k samples -------------------------------------------------------------------------------
+
+
+def _hest(root, sid, *, meta: dict, pitch_px: float, n=5, seed=3):
+    for sub in ("st", "wsis", "metadata"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    _, _, px, py = _grid(n, pitch_px=pitch_px, offset=60.0)
+    ids = [f"{i:04d}x{j:04d}" for i in range(n) for j in range(n)]
+    counts = _counts(ids, seed=seed)
+    adata = ad.AnnData(sparse.csr_matrix(counts.to_numpy(np.float32)), obs=pd.DataFrame(index=ids))
+    adata.var_names = GENES
+    adata.obsm["spatial"] = np.c_[px, py]
+    adata.obs["pxl_col_in_fullres"], adata.obs["pxl_row_in_fullres"] = px, py
+    adata.uns["spatial"] = {"ST": {"images": {"downscaled_fullres": np.zeros((4, 4, 3), np.uint8)}}}
+    adata.write_h5ad(root / "st" / f"{sid}.h5ad")
+    size = int(2 * 60 + (n - 1) * pitch_px)
+    _he(root / "wsis" / f"{sid}.tif", size, size)
+    (root / "metadata" / f"{sid}.json").write_text(json.dumps(meta))
+    return counts
+
+
+def test_hest_visium_sample(tmp_path):
+    meta = {"st_technology": "Visium", "pixel_size_um_estimated": 1.0, "pixel_size_um_embedded": 0.98,
+            "spot_diameter": 55.0, "inter_spot_dist": 100.0, "fullres_px_width": 520, "fullres_px_height": 520}  # fmt: skip
+    counts = _hest(tmp_path, "TENX0", meta=meta, pitch_px=100.0)
+    sdata = pixnet.io.hest(tmp_path, "TENX0")
+    _check(sdata, n=25, um_per_px=1.0, diameter_um=55.0, counts=counts)
+    assert np.isclose(_radius(sdata), 27.5)
+    assert "spatial" not in sdata.tables["table"].uns
+    # the same sample from its three files, and an override of the pixel size
+    direct = pixnet.io.hest(
+        st=tmp_path / "st" / "TENX0.h5ad", wsi=tmp_path / "wsis" / "TENX0.tif", metadata=meta, um_per_px=0.5
+    )
+    assert np.isclose(direct.attrs["pixnet"]["um_per_px"], 0.5) and np.isclose(_radius(direct), 55.0)
+
+
+def test_hest_visium_hd_sample_gives_squares(tmp_path, caplog):
+    # HEST-1k's metadata give Visium HD's 2 um bins, but the AnnData holds 128 um pseudo-spots
+    meta = {"st_technology": "Visium HD", "pixel_size_um_estimated": 2.0, "spot_diameter": 2, "inter_spot_dist": 2}
+    counts = _hest(tmp_path, "TENX1", meta=meta, pitch_px=64.0)
+    with caplog.at_level(logging.WARNING, logger="pixnet.io.hest"):
+        sdata = pixnet.io.hest(tmp_path, "TENX1")
+    assert "128.0 um squares" in caplog.text
+    _check(sdata, n=25, um_per_px=2.0, diameter_um=128.0, counts=counts)
+    geom = sdata.shapes["spots"].geometry
+    assert set(shapely.get_type_id(geom.to_numpy())) == {3}  # polygons
+    np.testing.assert_allclose(geom.area, 64.0**2)  # 128 um / 2 um per px
+    np.testing.assert_allclose(shapely.get_coordinates(geom.centroid), sdata.tables["table"].obsm["spatial"])
+
+
+def test_hest_metadata_without_pixel_size_lists_its_keys(tmp_path):
+    _hest(tmp_path, "S1", meta={"st_technology": "Visium", "magnification": "40x"}, pitch_px=100.0)
+    with pytest.raises(KeyError, match="magnification"):
+        pixnet.io.hest(tmp_path, "S1")
+    with pytest.raises(FileNotFoundError, match="S2.h5ad"):
+        pixnet.io.hest(tmp_path, "S2")
+
+
+def test_hest_unknown_spot_size(tmp_path):
+    _hest(tmp_path, "X1", meta={"st_technology": "Xenium", "pixel_size_um_estimated": 0.5}, pitch_px=100.0)
+    with pytest.raises(ValueError, match="spot_diameter_um"):
+        pixnet.io.hest(tmp_path, "X1")
+    assert np.isclose(_radius(pixnet.io.hest(tmp_path, "X1", spot_diameter_um=55.0)), 55.0)
+
+
+# ---- pixnet.io.spots -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def spot_files(tmp_path):
+    _, _, px, py = _grid(5, pitch_px=50.0)  # 4 um/px at a 200 um pitch
+    ids = [f"s{i}" for i in range(25)]
+    counts = _counts(ids, seed=4)
+    pos = pd.DataFrame({"px": px, "py": py}, index=ids)
+    _he(tmp_path / "img.png", 300, 300)
+    return tmp_path, counts, pos
+
+
+@pytest.mark.parametrize("kind", ["tsv", "csv", "h5ad", "dataframe", "anndata", "transposed"])
+def test_spots_count_formats(spot_files, kind):
+    d, counts, pos = spot_files
+    adata = ad.AnnData(counts.to_numpy(np.float32), obs=pd.DataFrame(index=counts.index), var=pd.DataFrame(index=GENES))
+    source = {
+        "tsv": lambda: counts.to_csv(d / "c.tsv", sep="\t") or d / "c.tsv",
+        "csv": lambda: counts.to_csv(d / "c.csv") or d / "c.csv",
+        "h5ad": lambda: adata.write_h5ad(d / "c.h5ad") or d / "c.h5ad",
+        "dataframe": lambda: counts,
+        "anndata": lambda: adata,
+        "transposed": lambda: counts.T.to_csv(d / "t.tsv", sep="\t") or d / "t.tsv",
+    }[kind]()
+    pos.iloc[::-1].to_csv(d / "pos.csv")  # another order than the matrix's
+    sdata = pixnet.io.spots(
+        image=d / "img.png", counts=source, positions=d / "pos.csv", x="px", y="py", spot_diameter_um=100,
+        pitch_um=200,
+    )  # fmt: skip
+    t = _check(sdata, n=25, um_per_px=4.0, diameter_um=100, counts=counts)
+    assert np.isclose(_radius(sdata), 12.5, rtol=0.01)
+    np.testing.assert_allclose(t.obsm["spatial"], pos.loc[t.obs_names].to_numpy())
+
+
+def test_spots_errors(spot_files):
+    d, counts, pos = spot_files
+    kw = {"image": d / "img.png", "counts": counts, "spot_diameter_um": 100}
+    with pytest.raises(ValueError, match="No spot id"):
+        pixnet.io.spots(positions=pos.set_axis([f"o{i}" for i in range(25)]), x="px", y="py", um_per_px=4.0, **kw)
+    with pytest.raises(ValueError, match="scale is unknown"):
+        pixnet.io.spots(positions=pos, x="px", y="py", **kw)
+    with pytest.raises(KeyError, match="lack the columns"):
+        pixnet.io.spots(positions=pos, um_per_px=4.0, **kw)
+    with pytest.raises(ValueError, match="spot_diameter_um must be positive"):
+        pixnet.io.spots(positions=pos, x="px", y="py", um_per_px=4.0, **{**kw, "spot_diameter_um": 0})
+    with pytest.raises(ValueError, match="two spots share a position|same place"):
+        pixnet.io.spots(positions=pos.assign(px=1.0, py=1.0), x="px", y="py", pitch_um=200, **kw)
+
+
+def test_fit_predict_evaluate_on_a_spot_slide(her2st):
+    """A legacy ST slide trains, predicts and evaluates with the tools unchanged."""
+    d, _ = her2st
+    sdata = pixnet.io.legacy_st(image=d / "A1.jpg", counts=d / "A1.tsv.gz", spots_file=d / "A1_selection.tsv")
+    pixnet.tl.fit(
+        sdata, table="table", epochs=1, tiles_per_epoch=8, um_per_px=4.0, n_genes=8, batch_size=4, tile_px=64,
+        context_px=8, decoder_hidden=32, progress=False,
+    )  # fmt: skip
+    pred = pixnet.tl.predict(sdata, shapes="spots", tile_px=64, context_px=32, progress=False)
+    assert pred.n_obs == 30 and pred.n_vars == 8 and np.isfinite(np.asarray(pred.X)).all()
+    assert list(pred.obs_names) == list(sdata.tables["table"].obs_names)
+    scores = pixnet.tl.evaluate(sdata, shapes="spots")
+    assert {"MSE", "MAE", "PCC@M"} <= set(scores.index) and np.isfinite(scores["MSE"])
+
+
+# ---- images that are not tiled: one decode, not one per tile -----------------------------------------
+
+
+def _one_chunk_element(calls, h=2600, w=2400):
+    """An image as spatialdata-io reads a JPEG: one dask chunk (a decode), rechunked by Image2DModel."""
+    import dask
+    import dask.array as da
+    from spatialdata.models import Image2DModel
+    from spatialdata.transformations import Identity
+    from xarray import DataArray
+
+    def decode():
+        calls.append(1)
+        return np.random.default_rng(0).integers(0, 255, (3, h, w), dtype=np.uint8)
+
+    arr = da.from_delayed(dask.delayed(decode)(), shape=(3, h, w), dtype=np.uint8)
+    return Image2DModel.parse(
+        DataArray(arr, dims=("c", "y", "x")), scale_factors=[2, 2], transformations={"global": Identity()}, rgb=None
+    )
+
+
+@pytest.mark.parametrize("work_um_per_px", [0.5, 1.0, 3.0])
+def test_one_chunk_image_is_decoded_once(work_um_per_px):
+    from pixnet.data import SlideImage
+
+    calls = []
+    img = SlideImage(_one_chunk_element(calls), cs="global", cs_um_per_px=0.5, work_um_per_px=work_um_per_px)
+    assert not calls
+    tiles = [img.read(y, x, 96, 96) for y in range(0, 300, 60) for x in range(0, 300, 75)]
+    whole = img.load()
+    assert len(calls) == 1
+    # the same pixels as a read of the lazy image
+    calls2 = []
+    lazy = SlideImage(_one_chunk_element(calls2), cs="global", cs_um_per_px=0.5, work_um_per_px=work_um_per_px)
+    lazy._source_bytes = [0] * len(lazy._source_bytes)  # never materialise
+    # a coarser level is the block mean of the decoded image, not spatialdata's pyramid: equal to rounding
+    diff = np.abs(tiles[3].astype(int) - lazy.read(0, 225, 96, 96))
+    assert diff.max() <= 3 and diff.mean() < 1.5  # spatialdata truncates (-0.5 a level), we round
+    assert len(calls2) == 1 and whole.shape[:2] == img.shape
+
+
+def test_one_chunk_image_over_budget_warns_once(monkeypatch, caplog):
+    from pixnet.data import image as image_module
+
+    monkeypatch.setattr(image_module, "MATERIALISE_MAX_BYTES", 1000)
+    calls = []
+    img = image_module.SlideImage(_one_chunk_element(calls), cs="global", cs_um_per_px=0.5, work_um_per_px=0.5)
+    with caplog.at_level(logging.WARNING, logger="pixnet.data.image"):
+        for i in range(3):
+            img.read(i * 100, 0, 64, 64)
+    assert len(calls) == 3  # still read, one decode each
+    assert caplog.text.count("sdata.write") == 1
+
+
+def test_tiled_images_are_not_materialised(tmp_path):
+    from spatialdata.transformations import Identity
+
+    from pixnet.data import SlideImage
+    from pixnet.io._image import read_image
+
+    el = read_image(  # pixnet's TIFF reader: chunks of 1024 x 1024, nothing to keep in memory
+        _he(tmp_path / "big.tif", 3000, 2800), transformations={"global": Identity()}
+    )
+    img = SlideImage(el, cs="global", cs_um_per_px=0.5, work_um_per_px=0.5)
+    img.read(0, 0, 64, 64)
+    assert all(not isinstance(a, np.ndarray) for a, _ in img._arrays)
+
+
+# ---- plain Visium folders ---------------------------------------------------------------------------
+
+
+def _visium_outs(d, *, um_per_px=0.8, diameter_fullres_um=65.0, prefix=""):
+    """A Space Ranger 2 Visium ``outs/`` folder: hexagonal 100 um grid, 5 x 6 spots in tissue."""
+    from pixnet.datasets._spaceranger import MatrixWriter
+
+    (d / "spatial").mkdir(parents=True)
+    rows, cols = np.meshgrid(np.arange(5), np.arange(6), indexing="ij")
+    rows, cols = rows.ravel(), 2 * cols.ravel() + rows.ravel() % 2  # Visium's array: odd rows shifted
+    x_um, y_um = 100 + cols * 50.0, 100 + rows * 50.0 * np.sqrt(3)
+    codes = np.array([f"AAAC{i:04d}-1" for i in range(len(rows))])
+    pos = pd.DataFrame({
+        "barcode": codes, "in_tissue": 1, "array_row": rows, "array_col": cols,
+        "pxl_row_in_fullres": y_um / um_per_px, "pxl_col_in_fullres": x_um / um_per_px,
+    })  # fmt: skip
+    pos.to_csv(d / "spatial" / "tissue_positions.csv", index=False)
+    sf = {"spot_diameter_fullres": diameter_fullres_um / um_per_px, "tissue_hires_scalef": 0.5,
+          "tissue_lowres_scalef": 0.1, "fiducial_diameter_fullres": 100.0}  # fmt: skip
+    (d / "spatial" / "scalefactors_json.json").write_text(json.dumps(sf))
+    counts = sparse.csr_matrix(np.random.default_rng(5).poisson(2.0, (len(codes), len(GENES))).astype(np.int32))
+    w = MatrixWriter(d / f"{prefix}filtered_feature_bc_matrix.h5", GENES, [f"ENSG{i:05d}" for i in range(len(GENES))])
+    w.append(counts, codes)
+    w.close()
+    h, wd = int((y_um.max() + 100) / um_per_px), int((x_um.max() + 100) / um_per_px)
+    _he(d / "image.tif", h, wd)
+    return pd.DataFrame(counts.toarray(), index=codes, columns=GENES)
+
+
+@pytest.mark.parametrize("stated", [65.0, 55.0])
+def test_visium_plain_folder_without_prefix(tmp_path, stated, caplog):
+    outs = tmp_path / "run42" / "outs"
+    counts = _visium_outs(outs, um_per_px=0.8, diameter_fullres_um=stated)
+    with caplog.at_level(logging.INFO, logger="pixnet.io.visium"):
+        sdata = pixnet.io.visium(outs, fullres_image_file="image.tif")
+    assert "run42" in sdata.shapes and sdata.attrs["pixnet"]["image"] == "run42_full_image"
+    attrs = sdata.attrs["pixnet"]
+    assert np.isclose(attrs["um_per_px"], 0.8, rtol=0.01)  # from the 100 um pitch
+    assert attrs["spot_diameter_um"] == 55.0 and attrs["shapes"] == "run42" and attrs["table"] == "table"
+    r = sdata.shapes["run42"]["radius"].to_numpy()
+    np.testing.assert_allclose(r, 55.0 / 2 / 0.8, rtol=0.01)  # the true 55 um spot, not Space Ranger's 65 um
+    assert ("theoretical 65 um" in caplog.text) == (stated == 65.0)
+    t = sdata.tables["table"]
+    np.testing.assert_array_equal(t[:, GENES].X.toarray(), counts.loc[t.obs_names, GENES].to_numpy())
+
+
+def test_visium_reports_a_spot_diameter_that_fits_neither(tmp_path, caplog):
+    outs = tmp_path / "outs"
+    _visium_outs(outs, um_per_px=0.8, diameter_fullres_um=90.0, prefix="S1_")
+    with caplog.at_level(logging.WARNING, logger="pixnet.io.visium"):
+        sdata = pixnet.io.visium(outs, fullres_image_file="image.tif")
+    assert "S1" in sdata.shapes  # the prefix names the elements, as spatialdata-io does
+    assert "neither 55 um" in caplog.text
