@@ -25,7 +25,7 @@ from .._constants import ARRAY_COL, ARRAY_ROW, INSTANCE_KEY, LABELS_INSTANCE_KEY
 from .._grid import BinGrid
 from . import _files
 from ._image import read_image
-from ._matrix import read_10x_h5
+from ._matrix import read_10x
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def visium_hd(
     folders = {int(b): _files.bin_folder(outs, b) for b in bin_sizes}
     _, dataset_id = _files.feature_slice(outs, dataset_id)
     cs = dataset_id or "global"
-    top = _files.scalefactors(next(iter(folders.values())))
+    top = _files.scalefactors(next(iter(folders.values())), outs)
     um_per_px = float(top["microns_per_pixel"])
     spatial = {
         cs: Identity(),
@@ -95,13 +95,11 @@ def visium_hd(
     images = _read_images(outs, dataset_id, cs, fullres_image_file, top)
     tables, shapes, labels = {}, {}, {}
     for b, folder in folders.items():
-        table, element, kind = _read_bins(folder, b, dataset_id, um_per_px, spatial, bins_as)
+        table, element, kind = _read_bins(folder, b, dataset_id, um_per_px, spatial, bins_as, outs)
         tables[bin_table_name(b)] = table
         (shapes if kind == "shapes" else labels)[table.uns["spatialdata_attrs"]["region"]] = element
-    if load_segmentations and (outs / "segmented_outputs").is_dir():
-        seg = _read_segmentations(outs, dataset_id)
-        if cs != dataset_id:  # spatialdata-io names the coordinate system after the (empty) dataset id
-            seg.rename_coordinate_systems({dataset_id: cs})
+    seg = _read_segmentations(outs, dataset_id, cs) if load_segmentations else None
+    if seg is not None:
         shapes.update(seg.shapes)
         tables.update(seg.tables)
     sdata = SpatialData(images=images, labels=labels, shapes=shapes, tables=tables)
@@ -133,22 +131,32 @@ def _read_images(outs: Path, dataset_id: str, cs: str, fullres: str | Path | Non
     return images
 
 
-def _read_bins(folder: Path, b: int, dataset_id: str, um_per_px: float, spatial: dict, bins_as: str):
-    sf = _files.scalefactors(folder)
+def _read_bins(folder: Path, b: int, dataset_id: str, um_per_px: float, spatial: dict, bins_as: str, outs: Path):
+    sf = _files.scalefactors(folder, outs)
     if "bin_size_um" in sf and not np.isclose(sf["bin_size_um"], b):
         raise ValueError(f"{folder}/spatial/scalefactors_json.json says bin_size_um={sf['bin_size_um']}, not {b}.")
-    h5 = folder / "filtered_feature_bc_matrix.h5"
-    adata = read_10x_h5(h5)
+    counts, raw = _files.counts_file(folder)
+    positions_path = _files.positions_file(folder)
+    adata = read_10x(counts)
     positions = _files.read_positions(folder)
     idx = pc.index_in(pa.array(adata.obs_names.to_numpy(), pa.string()), positions.column("barcode"))
     if idx.null_count:
         raise ValueError(
-            f"{idx.null_count} barcodes of {h5} are missing from {folder}/spatial/tissue_positions.parquet: "
+            f"{idx.null_count} barcodes of {counts} are missing from {positions_path}: "
             "the two files come from different runs. Re-copy the bin folder from one Space Ranger output."
         )
     idx = idx.to_numpy()
     col = {c: positions.column(c).to_numpy()[idx] for c in _files.POSITION_COLUMNS[1:]}
     del positions
+    if raw:  # the raw matrix lists every bin of the array; keep those Space Ranger puts under tissue
+        keep = col["in_tissue"].astype(bool)
+        warnings.warn(
+            f"{folder} has no filtered matrix; read {counts.name} and kept the {int(keep.sum())} of "
+            f"{len(keep)} bins marked in tissue in {positions_path.name}.",
+            stacklevel=3,
+        )
+        adata = adata[keep].copy()
+        col = {c: v[keep] for c, v in col.items()}
     rows, cols = col[ARRAY_ROW].astype(np.int32), col[ARRAY_COL].astype(np.int32)
     xy = np.stack([col["pxl_col_in_fullres"], col["pxl_row_in_fullres"]], axis=1).astype(np.float64)
     grid = BinGrid.fit(rows, cols, xy[:, 0], xy[:, 1], bin_size_um=b, um_per_px=um_per_px)
@@ -202,18 +210,47 @@ def _labels(grid: BinGrid, rows, cols, spatial: dict[str, BaseTransformation]):
     return Labels2DModel.parse(data, dims=("y", "x"), transformations=transformations, chunks=(2048, 2048))
 
 
-def _read_segmentations(outs: Path, dataset_id: str) -> SpatialData:
+SEGMENTATION_FILES = ("filtered_feature_cell_matrix.h5", "cell_segmentations.geojson")
+
+
+def _read_segmentations(outs: Path, dataset_id: str, cs: str) -> SpatialData | None:
+    """Space Ranger's cell segmentation, read by spatialdata-io; None (with a warning) when it is absent or incomplete."""
+    folder = outs / "segmented_outputs"
+    if not folder.is_dir():
+        return None
+    missing = [f for f in SEGMENTATION_FILES if not (folder / f).is_file()]
+    if missing:
+        warnings.warn(
+            f"Skipped the cell segmentation: {folder} lacks {', '.join(missing)} (it holds {_files.listing(folder)}). "
+            "The bins are read; re-copy segmented_outputs/ to get the cells, or pass load_segmentations=False.",
+            stacklevel=3,
+        )
+        return None
     import spatialdata_io
 
     hires = outs / "spatial" / "tissue_hires_image.png"
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):  # it prints what it found
-        warnings.simplefilter("ignore")
-        # The images are read by pixnet already; pointing spatialdata-io at the small PNG keeps it cheap.
-        seg = spatialdata_io.visium_hd(
-            outs, dataset_id=dataset_id or None, load_segmentations_only=True,
-            fullres_image_file=hires if hires.is_file() else None,
-        )  # fmt: skip
-    return SpatialData(shapes=dict(seg.shapes), tables=dict(seg.tables))
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):  # it prints what it found
+            warnings.simplefilter("ignore")
+            # The images are read by pixnet already; pointing spatialdata-io at the small PNG keeps it cheap.
+            seg = spatialdata_io.visium_hd(
+                outs, dataset_id=dataset_id or None, load_segmentations_only=True,
+                fullres_image_file=hires if hires.is_file() else None,
+            )  # fmt: skip
+    except Exception as err:  # noqa: BLE001 - an optional part: the bins must still read
+        warnings.warn(
+            f"Skipped the cell segmentation: spatialdata-io could not read {folder} ({type(err).__name__}: {err}). "
+            "The bins are read; pass load_segmentations=False to silence this.",
+            stacklevel=3,
+        )
+        return None
+    seg = SpatialData(shapes=dict(seg.shapes), tables=dict(seg.tables))
+    if not seg.shapes:
+        warnings.warn(f"Skipped the cell segmentation: {folder} holds no cells.", stacklevel=3)
+        return None
+    if cs != dataset_id:  # spatialdata-io names the coordinate system after the (empty) dataset id
+        seg.rename_coordinate_systems({dataset_id: cs})
+    return seg
 
 
 def read_table_grid(table: ad.AnnData) -> BinGrid:
