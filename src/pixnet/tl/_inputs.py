@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import weakref
 from dataclasses import dataclass
 
 from spatialdata import SpatialData
-from spatialdata.transformations import get_transformation
+from spatialdata.transformations import Identity, get_transformation
 
 from .._constants import UNS_KEY, bin_table_name
 from ..data import SlideImage
+from ..data.bins import table_grid
 from ..model import PixNet
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -30,26 +34,25 @@ class Slide:
 
 
 def resolve_slide(sdata: SpatialData, *, image: str | None = None, um_per_px: float | None = None) -> Slide:
-    """The slide image and its scale, from arguments or what :mod:`pixnet.io` recorded in ``sdata.attrs``."""
+    """The slide image and its scale, from arguments, what :mod:`pixnet.io` recorded in ``sdata.attrs``, or the data.
+
+    A SpatialData made by another reader (spatialdata-io, a store read back, sopa) has no record:
+    the image is its ``*_full_image`` (or its only image), and the scale comes from its Visium HD
+    bins (their known size over their pitch on the image).
+    """
     if not isinstance(sdata, SpatialData):
         raise TypeError(
             f"Expected a SpatialData object, got {type(sdata).__name__}. Read data with pixnet.io.visium_hd."
         )
     attrs = sdata.attrs.get(UNS_KEY, {})
-    name = image or attrs.get("image")
-    if name is None:
-        candidates = list(sdata.images)
-        if len(candidates) != 1:
-            raise ValueError(
-                f"Which image is the H&E? The SpatialData has images {candidates}; pass image='...'."
-                if candidates
-                else "The SpatialData object has no image: pixnet predicts from the H&E image. Add one (Image2DModel)."
-            )
-        name = candidates[0]
+    name = image or attrs.get("image") or _default_image(sdata)
     if name not in sdata.images:
         raise KeyError(f"No image {name!r} in the SpatialData object (images: {sorted(sdata.images)}).")
-    cs = attrs.get("coordinate_system") or next(iter(get_transformation(sdata.images[name], get_all=True)))
-    scale = um_per_px or attrs.get("um_per_px")
+    transformations = get_transformation(sdata.images[name], get_all=True)
+    cs = attrs.get("coordinate_system")
+    if cs not in transformations:
+        cs = next((k for k, t in transformations.items() if isinstance(t, Identity)), next(iter(transformations)))
+    scale = um_per_px or attrs.get("um_per_px") or _bins_um_per_px(sdata, cs)
     if scale is None:
         raise ValueError(
             "The image's micrometres per pixel are unknown: pass um_per_px=... "
@@ -58,6 +61,34 @@ def resolve_slide(sdata: SpatialData, *, image: str | None = None, um_per_px: fl
     if not scale > 0:
         raise ValueError(f"um_per_px must be positive, got {scale}.")
     return Slide(sdata, name, cs, float(scale))
+
+
+def _default_image(sdata: SpatialData) -> str:
+    """The full-resolution H&E: spatialdata-io's ``*_full_image``, or the only image."""
+    candidates = list(sdata.images)
+    full = [k for k in candidates if k.endswith("_full_image")]
+    if len(full) == 1:
+        return full[0]
+    if len(candidates) != 1:
+        raise ValueError(
+            f"Which image is the H&E? The SpatialData has images {candidates}; pass image='...'."
+            if candidates
+            else "The SpatialData object has no image: pixnet predicts from the H&E image. Add one (Image2DModel)."
+        )
+    return candidates[0]
+
+
+def _bins_um_per_px(sdata: SpatialData, cs: str) -> float | None:
+    """Micrometres per ``cs`` unit from the Visium HD bins of a table (their size over their pitch)."""
+    for name in sorted(sdata.tables):
+        try:
+            grid = table_grid(sdata, name, cs)
+        except (KeyError, ValueError):  # a table that annotates nothing, or lives elsewhere
+            continue
+        if grid is not None:
+            logger.info("micrometres per pixel from the %g um bins of %r: %.4f", grid.bin_size_um, name, grid.um_per_px)
+            return grid.um_per_px
+    return None
 
 
 def resolve_table(

@@ -1,0 +1,188 @@
+"""Real-world inputs (issue 15): every form Space Ranger and the ecosystem produce reads, and nothing is silently wrong."""
+
+import gzip
+import shutil
+import warnings
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.io
+from scipy import sparse
+
+import pixnet
+
+FIT = {"n_genes": 8, "epochs": 1, "tiles_per_epoch": 2, "batch_size": 1, "tile_px": 128, "context_px": 8}
+
+
+@pytest.fixture
+def outs(slide_dir, tmp_path) -> Path:
+    """A writable copy of the small synthetic run."""
+    return Path(shutil.copytree(slide_dir, tmp_path / "outs"))
+
+
+def _bins(outs: Path, b: int = 16) -> Path:
+    return outs / "binned_outputs" / f"square_{b:03d}um"
+
+
+def _reference(slide_dir, b: int = 16):
+    return pixnet.io.visium_hd(slide_dir, bin_sizes=(b,)).tables[f"square_{b:03d}um"]
+
+
+def _same_table(t, ref):
+    assert list(t.obs_names) == list(ref.obs_names)
+    assert list(t.var_names) == list(ref.var_names)
+    np.testing.assert_array_equal(t.X.toarray(), ref.X.toarray())
+    np.testing.assert_allclose(t.obsm["spatial"], ref.obsm["spatial"])
+    np.testing.assert_array_equal(t.obs["array_row"], ref.obs["array_row"])
+
+
+# ---- kind 1: every form of each file ------------------------------------------------------------
+
+
+def _positions_csv(outs, name, *, header: bool, gz: bool = False):
+    spatial = _bins(outs) / "spatial"
+    df = pd.read_parquet(spatial / "tissue_positions.parquet")
+    (spatial / "tissue_positions.parquet").unlink()
+    path = spatial / (name + (".gz" if gz else ""))
+    with (gzip.open(path, "wt") if gz else open(path, "w")) as f:
+        df.to_csv(f, index=False, header=header)
+
+
+@pytest.mark.parametrize(
+    ("name", "header", "gz"),
+    [
+        ("tissue_positions.csv", True, False),  # Space Ranger 2 form, a header row
+        ("tissue_positions.csv", True, True),
+        ("tissue_positions_list.csv", False, False),  # Space Ranger 1 form, no header
+        ("tissue_positions_list.csv", False, True),
+    ],
+)
+def test_positions_as_csv(outs, slide_dir, name, header, gz):
+    _positions_csv(outs, name, header=header, gz=gz)
+    _same_table(_reference(slide_dir), pixnet.io.visium_hd(outs, bin_sizes=(16,)).tables["square_016um"])
+
+
+def test_positions_and_counts_with_a_dataset_prefix(outs, slide_dir):
+    folder = _bins(outs)
+    (folder / "spatial" / "tissue_positions.parquet").rename(folder / "spatial" / "Run1_tissue_positions.parquet")
+    (folder / "filtered_feature_bc_matrix.h5").rename(folder / "Run1_filtered_feature_bc_matrix.h5")
+    _same_table(_reference(slide_dir), pixnet.io.visium_hd(outs, bin_sizes=(16,)).tables["square_016um"])
+
+
+def _write_mtx(h5: Path, folder: Path, *, gz: bool, old_genes: bool):
+    ref = pixnet.io._matrix.read_10x_h5(h5)
+    folder.mkdir()
+    opener, ext = (gzip.open, ".gz") if gz else (open, "")
+    with opener(folder / f"matrix.mtx{ext}", "wb") as f:
+        scipy.io.mmwrite(f, sparse.csr_matrix(ref.X.T, dtype=np.int32).tocoo())
+    with opener(folder / f"barcodes.tsv{ext}", "wt") as f:
+        f.write("\n".join(ref.obs_names) + "\n")
+    feats = ref.var.assign(name=ref.var_names)
+    cols = ["gene_ids", "name"] if old_genes else ["gene_ids", "name", "feature_types"]
+    with opener(folder / f"{'genes' if old_genes else 'features'}.tsv{ext}", "wt") as f:
+        feats[cols].to_csv(f, sep="\t", header=False, index=False)
+
+
+@pytest.mark.parametrize(("gz", "old_genes"), [(True, False), (False, False), (True, True), (False, True)])
+def test_counts_as_a_matrix_folder(outs, slide_dir, gz, old_genes):
+    folder = _bins(outs)
+    _write_mtx(folder / "filtered_feature_bc_matrix.h5", folder / "filtered_feature_bc_matrix", gz=gz, old_genes=old_genes)
+    (folder / "filtered_feature_bc_matrix.h5").unlink()
+    _same_table(_reference(slide_dir), pixnet.io.visium_hd(outs, bin_sizes=(16,)).tables["square_016um"])
+
+
+def test_raw_counts_keep_the_bins_in_tissue(outs, slide_dir):
+    folder = _bins(outs)
+    pq = folder / "spatial" / "tissue_positions.parquet"
+    pos = pd.read_parquet(pq)
+    # A raw matrix lists every bin of the array: add two outside the tissue.
+    extra = pd.DataFrame(
+        {"barcode": ["s_016um_09998_09998-1", "s_016um_09999_09999-1"], "in_tissue": [0, 0],
+         "array_row": [9998, 9999], "array_col": [9998, 9999],
+         "pxl_row_in_fullres": [0.0, 1.0], "pxl_col_in_fullres": [0.0, 1.0]}
+    )  # fmt: skip
+    pd.concat([pos, extra]).astype(pos.dtypes.to_dict()).to_parquet(pq)
+    h5 = folder / "filtered_feature_bc_matrix.h5"
+    with h5py.File(h5, "r+") as f:
+        g = f["matrix"]
+        codes = np.concatenate([g["barcodes"][:], extra["barcode"].to_numpy().astype("S24")])
+        del g["barcodes"]
+        g["barcodes"] = codes
+        indptr = np.concatenate([g["indptr"][:], [g["indptr"][-1]] * 2])
+        del g["indptr"]
+        g["indptr"] = indptr
+        g["shape"][1] = len(codes)
+    h5.rename(folder / "raw_feature_bc_matrix.h5")
+    with pytest.warns(UserWarning, match="no filtered matrix"):
+        t = pixnet.io.visium_hd(outs, bin_sizes=(16,)).tables["square_016um"]
+    _same_table(_reference(slide_dir), t)
+
+
+def test_missing_counts_and_positions_list_what_was_found(outs):
+    folder = _bins(outs)
+    (folder / "filtered_feature_bc_matrix.h5").unlink()
+    (folder / "filtered_feature_bc_matrix").mkdir()
+    (folder / "filtered_feature_bc_matrix" / "barcodes.tsv.gz").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match="raw_feature_bc_matrix.h5") as err:
+        pixnet.io.visium_hd(outs, bin_sizes=(16,))
+    assert "found: filtered_feature_bc_matrix/, spatial/" in str(err.value)
+    assert "holds barcodes.tsv.gz" in str(err.value)
+    (folder / "spatial" / "tissue_positions.parquet").unlink()
+    with pytest.raises(FileNotFoundError, match="tissue_positions_list.csv") as err:
+        pixnet.io._files.read_positions(folder)
+    assert "found in" in str(err.value) and "scalefactors_json.json" in str(err.value)
+
+
+def test_scalefactors_of_a_bin_folder_borrowed_from_the_run(outs, slide_dir):
+    (_bins(outs) / "spatial" / "scalefactors_json.json").unlink()
+    with pytest.warns(UserWarning, match="scalefactors_json.json is missing"):
+        s = pixnet.io.visium_hd(outs, bin_sizes=(16,))
+    _same_table(_reference(slide_dir), s.tables["square_016um"])
+
+
+def test_run_with_only_some_bin_sizes_reads_what_it_has(outs, slide_dir):
+    shutil.rmtree(_bins(outs, 2))
+    s = pixnet.io.visium_hd(outs, bin_sizes=(8, 16))
+    assert set(s.tables) >= {"square_008um", "square_016um"}
+    with pytest.raises(ValueError, match="available: 8, 16"):
+        pixnet.io.visium_hd(outs)
+
+
+# ---- kind 4: an optional part missing or empty ---------------------------------------------------
+
+
+@pytest.mark.parametrize("what", ["empty", "no_geojson", "no_matrix"])
+def test_incomplete_segmentation_is_skipped_with_a_warning(outs, what):
+    seg = outs / "segmented_outputs"
+    if what == "empty":
+        shutil.rmtree(seg)
+        seg.mkdir()
+    else:
+        (seg / ("cell_segmentations.geojson" if what == "no_geojson" else "filtered_feature_cell_matrix.h5")).unlink()
+    with pytest.warns(UserWarning, match="Skipped the cell segmentation"):
+        s = pixnet.io.visium_hd(outs, bin_sizes=(16,))
+    assert "square_016um" in s.tables and "cell_segmentations" not in s.tables
+
+
+def test_unreadable_segmentation_is_skipped_with_a_warning(outs):
+    (outs / "segmented_outputs" / "cell_segmentations.geojson").write_text("{not json")
+    with pytest.warns(UserWarning, match="Skipped the cell segmentation"):
+        s = pixnet.io.visium_hd(outs, bin_sizes=(16,))
+    assert "square_016um" in s.tables
+
+
+def test_missing_downscaled_images_are_not_needed(outs):
+    for png in (outs / "spatial").glob("*.png"):
+        png.unlink()
+    s = pixnet.io.visium_hd(outs, bin_sizes=(16,))
+    assert list(s.images) == ["_full_image"]
+
+
+def test_image_found_beside_an_empty_microscope_folder(outs):
+    tif = outs / "microscope_image" / "tissue_image.tif"
+    tif.rename(outs / "tissue_image.tif")
+    s = pixnet.io.visium_hd(outs, bin_sizes=(16,))
+    assert "_full_image" in s.images
