@@ -186,3 +186,105 @@ def test_image_found_beside_an_empty_microscope_folder(outs):
     tif.rename(outs / "tissue_image.tif")
     s = pixnet.io.visium_hd(outs, bin_sizes=(16,))
     assert "_full_image" in s.images
+
+
+# ---- kind 5: SpatialData made by other tools --------------------------------------------------------
+
+
+def _sdio(path, **kw):
+    import spatialdata_io
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return spatialdata_io.visium_hd(path, load_segmentations_only=False, **kw)
+
+
+def _fit_predict_evaluate(s, bin_size=16):
+    model = pixnet.tl.fit(s, bin_size=bin_size, progress=False, **FIT)
+    pred = pixnet.tl.predict(s, bin_size=bin_size, progress=False)
+    scores = pixnet.tl.evaluate(s, bin_size=bin_size)
+    return model, pred, scores
+
+
+def _measured_one_to_one(s, pred, scores, name="square_016um"):
+    meas = s.tables[name]
+    assert list(pred.obs_names) == list(meas.obs_names)  # the measured bins, not a new grid
+    np.testing.assert_allclose(pred.obsm["spatial"], meas.obsm["spatial"], atol=0.5)
+    assert scores["n_bins"] == meas.n_obs and np.isfinite(scores["PCC@M"])
+
+
+@pytest.mark.parametrize("bins_as_squares", [True, False], ids=["squares", "circles"])
+def test_spatialdata_io_reader_fit_predict_evaluate(slide_dir, bins_as_squares):
+    s = _sdio(slide_dir, bin_size=[16], bins_as_squares=bins_as_squares)
+    _, pred, scores = _fit_predict_evaluate(s)
+    _measured_one_to_one(s, pred, scores)
+    # The same bins as pixnet's own reader: the fitted grid is the recorded one.
+    grid = pixnet.data.bins.table_grid(s, "square_016um", "")
+    ref = pixnet.io.read_table_grid(_reference(slide_dir))
+    np.testing.assert_allclose(grid.affine, ref.affine, atol=1e-3)
+    assert grid.um_per_px == pytest.approx(ref.um_per_px, rel=1e-4)
+
+
+def test_spatialdata_io_bins_as_labels(slide_dir):
+    s = _sdio(slide_dir, bin_size=[16], annotate_table_by_labels=True)
+    assert s.tables["square_016um"].uns["spatialdata_attrs"]["region"] == "_square_016um_labels"
+    _, pred, scores = _fit_predict_evaluate(s)
+    _measured_one_to_one(s, pred, scores)
+
+
+def test_store_written_and_read_back(slide_dir, tmp_path):
+    import spatialdata
+
+    for s in (_sdio(slide_dir, bin_size=[16]), pixnet.io.visium_hd(slide_dir, bin_sizes=(16,))):
+        path = tmp_path / f"s{len(list(tmp_path.iterdir()))}.zarr"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            s.write(path)
+        back = spatialdata.read_zarr(path)
+        _, pred, scores = _fit_predict_evaluate(back)
+        _measured_one_to_one(back, pred, scores)
+
+
+def test_sopa_style_cells_table(slide_dir):
+    # sopa writes cells as polygons with string ids, a table with region/instance keys and centroids in obsm.
+    import geopandas as gpd
+    import shapely
+    from spatialdata.models import ShapesModel, TableModel
+    from spatialdata.transformations import Identity
+
+    s = pixnet.io.visium_hd(slide_dir, bin_sizes=(16,))
+    t = s.tables["square_016um"][::3].copy()
+    xy = t.obsm["spatial"]
+    ids = [f"cell-{i}" for i in range(t.n_obs)]
+    cells = gpd.GeoDataFrame(geometry=shapely.buffer(shapely.points(xy), 20.0), index=pd.Index(ids, name="cell_id"))
+    s.shapes["cellpose_boundaries"] = ShapesModel.parse(cells, transformations={"global": Identity()})
+    table = pixnet.io._matrix.ad.AnnData(t.X.copy(), var=t.var.copy(), obs=pd.DataFrame(index=pd.Index(ids)))
+    table.obs["cell_id"] = ids
+    table.obs["region"] = pd.Categorical(["cellpose_boundaries"] * t.n_obs)
+    table.obsm["spatial"] = xy
+    s.tables["table"] = TableModel.parse(table, region="cellpose_boundaries", region_key="region", instance_key="cell_id")
+    pixnet.tl.fit(s, table="table", bin_size=None, progress=False, **FIT)
+    pred = pixnet.tl.predict(s, shapes="cellpose_boundaries", progress=False)
+    scores = pixnet.tl.evaluate(s, shapes="cellpose_boundaries")
+    assert list(pred.obs_names) == ids and scores["n_bins"] == len(ids)
+
+
+def test_evaluate_refuses_rows_named_alike_in_other_places(slide_dir, trained):
+    # The bug: a grid laid anew reuses the measured barcodes for bins elsewhere; evaluate scored them.
+    s = pixnet.io.visium_hd(slide_dir, bin_sizes=(16,))
+    pixnet.tl.predict(s, model=trained, bin_size=16, progress=False)
+    pred = s.tables["pixnet_square_016um"]
+    pred.obsm["spatial"] = pred.obsm["spatial"] + 57 / 0.2737  # 57 um away, as in the report
+    with pytest.raises(ValueError, match="lie in different places"):
+        pixnet.tl.evaluate(s, bin_size=16)
+
+
+def test_evaluate_pairs_by_place_after_a_new_grid(slide_dir, trained):
+    # Without the measured table, predict lays a grid on the image whose names reuse the barcodes elsewhere.
+    s = _sdio(slide_dir, bin_size=[16])
+    meas = s.tables.pop("square_016um")
+    pixnet.tl.predict(s, model=trained, bin_size=16, um_per_px=0.2737, progress=False)
+    s.tables["square_016um"] = meas
+    assert len(s.tables["pixnet_square_016um"].obs_names.intersection(meas.obs_names)) >= 2
+    with pytest.raises(ValueError, match="lie in different places"):
+        pixnet.tl.evaluate(s, bin_size=16)
