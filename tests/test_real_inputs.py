@@ -288,3 +288,125 @@ def test_evaluate_pairs_by_place_after_a_new_grid(slide_dir, trained):
     assert len(s.tables["pixnet_square_016um"].obs_names.intersection(meas.obs_names)) >= 2
     with pytest.raises(ValueError, match="lie in different places"):
         pixnet.tl.evaluate(s, bin_size=16)
+
+
+# ---- kind 3: image files told by content, any channel order ------------------------------------------
+
+
+def _rgb(h=96, w=128):
+    return (np.random.default_rng(0).random((h, w, 3)) * 255).astype(np.uint8)
+
+
+def _read(path):
+    from spatialdata.transformations import Identity
+
+    from pixnet.io._image import read_image
+
+    el = read_image(Path(path), transformations={"global": Identity()})
+    return np.moveaxis(pixnet.data.image_levels(el)[0].data.compute(), 0, -1)
+
+
+def _write_tiff(path, data, **kw):
+    import tifffile
+
+    tifffile.imwrite(path, data, **kw)
+
+
+def _write_pil(path, data, fmt, mode=None):
+    from PIL import Image
+
+    im = Image.fromarray(data)
+    (im.convert(mode) if mode else im).save(path, format=fmt)
+
+
+RGB_FORMS = {
+    "planar tiff (c, y, x)": lambda p, a: _write_tiff(p, np.moveaxis(a, -1, 0), photometric="rgb", planarconfig="separate"),
+    "tiff (y, x, c)": lambda p, a: _write_tiff(p, a, photometric="rgb"),
+    "tiled bigtiff": lambda p, a: _write_tiff(p, a, photometric="rgb", bigtiff=True, tile=(32, 32)),
+    "ome-tiff (c, y, x)": lambda p, a: _write_tiff(p, np.moveaxis(a, -1, 0), ome=True, metadata={"axes": "CYX"}),
+    "pyramidal tiff, as an svs": lambda p, a: _pyramid(p, a),
+    "rgba tiff": lambda p, a: _write_tiff(p, np.concatenate([a, np.full(a.shape[:2] + (1,), 255, np.uint8)], -1)),
+    "jpeg-compressed tiff": lambda p, a: _write_tiff(p, a, photometric="rgb", compression="jpeg"),
+    "png": lambda p, a: _write_pil(p, a, "PNG"),
+    "rgba png": lambda p, a: _write_pil(p, a, "PNG", "RGBA"),
+    "uint16 tiff": lambda p, a: _write_tiff(p, a.astype(np.uint16) * 257, photometric="rgb"),
+}
+
+
+def _pyramid(path, a):
+    import tifffile
+
+    with tifffile.TiffWriter(path, bigtiff=True) as tw:
+        tw.write(a, photometric="rgb", tile=(32, 32), subifds=1)
+        tw.write(a[::2, ::2], photometric="rgb", tile=(32, 32), subfiletype=1)
+
+
+@pytest.mark.parametrize("form", list(RGB_FORMS))
+@pytest.mark.parametrize("suffix", [".tif", ".svs", ".img", ""])
+def test_rgb_images_read_by_content_whatever_the_suffix(tmp_path, form, suffix):
+    a = _rgb()
+    path = tmp_path / f"slide{suffix}"
+    RGB_FORMS[form](path, a)
+    got = _read(path)
+    assert got.shape == a.shape
+    if form == "uint16 tiff":
+        np.testing.assert_array_equal(got, a.astype(np.uint16) * 257)
+    elif "jpeg" not in form:
+        np.testing.assert_array_equal(got, a)
+
+
+def test_jpeg_reads(tmp_path):
+    yy, xx = np.mgrid[:96, :128]
+    a = np.stack([yy * 2, xx * 2, (yy + xx)], -1).astype(np.uint8)  # smooth: JPEG keeps it close
+    _write_pil(tmp_path / "x.tif", a, "JPEG")  # a JPEG named .tif
+    got = _read(tmp_path / "x.tif")
+    assert got.shape == a.shape and np.abs(got.astype(int) - a).mean() < 20
+
+
+NOT_RGB = {
+    "grey png": (lambda p: _write_pil(p, _rgb(), "PNG", "L"), "single-channel"),
+    "grey tiff": (lambda p: _write_tiff(p, _rgb()[..., 0]), "single-channel"),
+    "16-bit grey png": (lambda p: _write_pil(p, _rgb()[..., 0].astype(np.uint16) * 200, "PNG"), "single-channel"),
+    "5-channel tiff": (lambda p: _write_tiff(p, np.zeros((5, 64, 64), np.uint8)), "5 channels"),
+    "a z-stack": (lambda p: _write_tiff(p, np.zeros((4, 2, 64, 64, 3), np.uint8)), "not a 2-D colour image"),
+    "a text file": (lambda p: Path(p).write_text("not an image"), "not an image pixnet can read"),
+}
+
+
+@pytest.mark.parametrize("form", list(NOT_RGB))
+def test_images_that_are_not_rgb_are_refused_plainly(tmp_path, form):
+    write, match = NOT_RGB[form]
+    write(tmp_path / "x.tif")
+    with pytest.raises(ValueError, match=match) as err:
+        _read(tmp_path / "x.tif")
+    assert "needs an RGB H&E image" in str(err.value)
+
+
+def test_png_is_decoded_once_however_many_tiles_are_read(tmp_path, monkeypatch):
+    from spatialdata.transformations import Identity
+
+    from pixnet.io import _image
+
+    _write_pil(tmp_path / "x.png", _rgb(300, 500), "PNG")
+    calls = []
+    decode = _image._decode
+    monkeypatch.setattr(_image, "_decode", lambda *a: calls.append(a) or decode(*a))
+    el = _image.read_image(tmp_path / "x.png", transformations={"global": Identity()})
+    assert not calls  # nothing decoded at read time
+    work = pixnet.data.SlideImage(el, cs="global", cs_um_per_px=0.5, work_um_per_px=0.5)
+    tiles = [work.read(y, x, 64, 64) for y in range(0, 300, 40) for x in range(0, 500, 40)]
+    coarse = pixnet.data.SlideImage(el, cs="global", cs_um_per_px=0.5, work_um_per_px=4.0).load()
+    assert len(tiles) > 50 and coarse.shape == (38, 63, 3)
+    assert len(calls) == 1
+
+
+def test_planar_tiff_as_the_slide_image(outs):
+    import tifffile
+
+    tif = outs / "microscope_image" / "tissue_image.tif"
+    a = tifffile.imread(tif)
+    tif.unlink()
+    _write_tiff(outs / "microscope_image" / "scan.btf", np.moveaxis(a, -1, 0), photometric="rgb", planarconfig="separate")
+    (outs / "microscope_image" / "notes.txt").write_text("scanned 2024")
+    s = pixnet.io.visium_hd(outs, bin_sizes=(16,))
+    np.testing.assert_array_equal(pixnet.data.image_levels(s.images["_full_image"])[0].data.compute(), np.moveaxis(a, -1, 0))

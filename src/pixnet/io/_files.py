@@ -14,7 +14,6 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 POSITION_COLUMNS = ["barcode", "in_tissue", "array_row", "array_col", "pxl_row_in_fullres", "pxl_col_in_fullres"]
-_IMAGE_SUFFIXES = {".tif", ".tiff", ".btf", ".png", ".jpg", ".jpeg"}
 
 
 def outs_folder(path: str | Path) -> Path:
@@ -198,14 +197,19 @@ def feature_slice(outs: Path, dataset_id: str | None) -> tuple[Path, str]:
 
 
 def fullres_image(outs: Path, prefix: str) -> Path | None:
-    """The full-resolution microscope image, where spatialdata-io looks for it."""
+    """The full-resolution microscope image, where spatialdata-io looks for it, recognised by content.
+
+    ``microscope_image/`` (TIFF-based files first: the scan), else ``{prefix}tissue_image.*`` in ``outs/``;
+    files that are not images (notes, checksums, ``.DS_Store``) are passed over whatever their suffix.
+    """
+    from ._image import image_format
+
     folder = outs / "microscope_image"
-    if folder.is_dir():
-        files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES)
-        if files:
-            return files[0]
-    files = sorted(p for p in outs.glob(f"{prefix}tissue_image.*") if p.suffix.lower() in _IMAGE_SUFFIXES)
-    return files[0] if files else None
+    candidates = sorted(p for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
+    candidates += sorted(p for p in outs.glob(f"{prefix}tissue_image*") if p.is_file())
+    kinds = [(p, image_format(p)) for p in candidates]
+    images = [p for p, k in kinds if k == "tiff"] + [p for p, k in kinds if k in ("png", "jpeg")]
+    return images[0] if images else None
 
 
 #: Counts matrices of a bin folder, in order of preference: (name, a folder?, raw).
