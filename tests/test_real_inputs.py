@@ -410,3 +410,63 @@ def test_planar_tiff_as_the_slide_image(outs):
     (outs / "microscope_image" / "notes.txt").write_text("scanned 2024")
     s = pixnet.io.visium_hd(outs, bin_sizes=(16,))
     np.testing.assert_array_equal(pixnet.data.image_levels(s.images["_full_image"])[0].data.compute(), np.moveaxis(a, -1, 0))
+
+
+# ---- kind 2: the image checked against the bins --------------------------------------------------------
+
+
+def test_hires_image_given_as_full_resolution_is_named_and_refused(slide_dir):
+    hires = slide_dir / "spatial" / "tissue_hires_image.png"
+    with pytest.warns(UserWarning, match=r"looks like tissue_hires_image.png \(0.5 of full resolution\)"):
+        s = pixnet.io.visium_hd(slide_dir, bin_sizes=(16,), fullres_image_file=hires)
+    t = s.tables["square_016um"]
+    assert 0 < t.obs["pixnet_on_image"].sum() < 0.5 * t.n_obs  # marked
+    with pytest.raises(ValueError, match=r"lie beyond the image.*Scale\(\[2, 2\]") as err:
+        pixnet.tl.fit(s, bin_size=16, progress=False, **FIT)
+    assert "will not train on" in str(err.value)
+
+
+def test_hires_image_given_to_predict_is_refused(slide_dir, trained):
+    from spatialdata.transformations import Identity, set_transformation
+
+    s = pixnet.io.visium_hd(slide_dir, bin_sizes=(16,))
+    s.images["_full_image"] = s.images.pop("_hires_image")  # as a user who picked the wrong element would
+    set_transformation(s.images["_full_image"], Identity(), "global")
+    with pytest.raises(ValueError, match="will not predict"):
+        pixnet.tl.predict(s, model=trained, bin_size=16, progress=False)
+
+
+def test_spatialdata_io_with_the_hires_image_as_the_slide(slide_dir, trained):
+    s = _sdio(slide_dir, bin_size=[16], fullres_image_file=slide_dir / "spatial" / "tissue_hires_image.png")
+    with pytest.raises(ValueError, match="looks like _hires_image"):
+        pixnet.tl.predict(s, model=trained, bin_size=16, progress=False)
+
+
+def _cropped(s, keep: float):
+    """The slide with its image cut to the first ``keep`` of its width: bins beyond have no pixels."""
+    from spatialdata.models import Image2DModel
+    from spatialdata.transformations import get_transformation
+
+    img = s.images["_full_image"]
+    level = pixnet.data.image_levels(img)[0]
+    cut = level.isel(x=slice(0, int(level.sizes["x"] * keep)))
+    tr = get_transformation(level, get_all=True)
+    s.images["_full_image"] = Image2DModel.parse(cut.data, dims=("c", "y", "x"), transformations=tr)
+    return s
+
+
+def test_bins_partly_off_the_image_are_marked_left_out_and_not_scored(slide_dir, caplog):
+    s = _cropped(pixnet.io.visium_hd(slide_dir, bin_sizes=(16,)), 0.7)
+    width = pixnet.data.image_levels(s.images["_full_image"])[0].sizes["x"]
+    on = s.tables["square_016um"].obsm["spatial"][:, 0] < width
+    assert 0 < (~on).sum() < 0.5 * len(on)
+    with pytest.warns(UserWarning, match="left out of training"):
+        model = pixnet.tl.fit(s, bin_size=16, progress=False, **FIT)
+    p = model.training["params"]
+    assert p["n_train_bins"] + p["n_val_bins"] == on.sum()
+    with pytest.warns(UserWarning, match="marked False"):
+        pred = pixnet.tl.predict(s, model=model, bin_size=16, progress=False)
+    np.testing.assert_array_equal(pred.obs["pixnet_on_image"].to_numpy(), on)
+    with caplog.at_level("WARNING"):
+        scores = pixnet.tl.evaluate(s, bin_size=16)
+    assert scores["n_bins"] == on.sum() and "are not scored" in caplog.text

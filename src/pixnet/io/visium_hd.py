@@ -21,7 +21,16 @@ from spatialdata.models import Labels2DModel, ShapesModel, TableModel
 from spatialdata.transformations import Affine, BaseTransformation, Identity, Scale
 from spatialdata.transformations import Sequence as TSequence
 
-from .._constants import ARRAY_COL, ARRAY_ROW, INSTANCE_KEY, LABELS_INSTANCE_KEY, REGION_KEY, UNS_KEY, bin_table_name
+from .._constants import (
+    ARRAY_COL,
+    ARRAY_ROW,
+    INSTANCE_KEY,
+    LABELS_INSTANCE_KEY,
+    ON_IMAGE,
+    REGION_KEY,
+    UNS_KEY,
+    bin_table_name,
+)
 from .._grid import BinGrid
 from . import _files
 from ._image import read_image
@@ -102,6 +111,8 @@ def visium_hd(
     if seg is not None:
         shapes.update(seg.shapes)
         tables.update(seg.tables)
+    full = f"{dataset_id}_full_image"
+    _check_image_under_bins(full, images[full], {bin_table_name(b): tables[bin_table_name(b)] for b in folders}, cs, top)
     sdata = SpatialData(images=images, labels=labels, shapes=shapes, tables=tables)
     sdata.attrs[UNS_KEY] = {
         "image": f"{dataset_id}_full_image",
@@ -129,6 +140,26 @@ def _read_images(outs: Path, dataset_id: str, cs: str, fullres: str | Path | Non
             tr = {f"{dataset_id}_downscaled_{kind}": Identity(), cs: to_full}
             images[f"{dataset_id}_{kind}_image"] = read_image(png, transformations=tr, multiscale=False)
     return images
+
+
+def _check_image_under_bins(name: str, image, tables: dict, cs: str, sf: dict) -> None:
+    """Warn, with the numbers and the fix, when bins lie beyond the image (a downscaled image given as full resolution).
+
+    The bins stay readable (a scale can still be set on the image); ``obs["pixnet_on_image"]`` marks
+    them, and fit and predict refuse when most lie beyond.
+    """
+    from ..data.coverage import coverage, image_extent
+
+    extent = image_extent(image, cs)
+    scales = {
+        f"tissue_{k}_image.png": 1 / sf[f"tissue_{k}_scalef"] for k in ("hires", "lowres") if sf.get(f"tissue_{k}_scalef")
+    }
+    for table_name, table in tables.items():
+        what = f"bins of {table_name}"
+        cov = coverage(table.obsm["spatial"], extent, what=what, image=name, cs=cs, scales=scales)
+        if cov.message is not None:
+            table.obs[ON_IMAGE] = cov.on
+            warnings.warn(f"{cov.message} They are marked False in obs[{ON_IMAGE!r}].", stacklevel=3)
 
 
 def _read_bins(folder: Path, b: int, dataset_id: str, um_per_px: float, spatial: dict, bins_as: str, outs: Path):

@@ -11,7 +11,8 @@ from spatialdata.transformations import Identity, get_transformation
 
 from .._constants import UNS_KEY, bin_table_name
 from ..data import SlideImage
-from ..data.bins import table_grid
+from ..data.bins import TableSpots, table_grid
+from ..data.coverage import Coverage, check_coverage, coverage, image_extent, other_image_scales
 from ..model import PixNet
 
 logger = logging.getLogger(__name__)
@@ -26,11 +27,30 @@ class Slide:
     cs: str
     um_per_px: float  # micrometres per unit of the coordinate system
 
+    def coverage(self, centres, *, what: str) -> Coverage:
+        """Which of these centres (in ``cs``) lie on the image, with the numbers and the fix when some do not."""
+        extent = image_extent(self.sdata.images[self.image], self.cs)
+        scales = other_image_scales(self.sdata, self.image, self.cs)
+        return coverage(centres, extent, what=what, image=self.image, cs=self.cs, scales=scales)
+
     def working_image(self, um_per_px: float) -> SlideImage:
         """The image on a working grid of ``um_per_px``."""
         return SlideImage(
             self.sdata.images[self.image], cs=self.cs, cs_um_per_px=self.um_per_px, work_um_per_px=um_per_px
         )
+
+
+def on_image(slide: Slide, ts: TableSpots, *, what: str) -> TableSpots:
+    """The spots of ``ts`` that lie on the slide image, for training: refuses when most do not, warns when some do not."""
+    cov = slide.coverage(ts.spots.centres, what=what)
+    check_coverage(
+        cov, action="train on", then=f"The {cov.n_off} bins off the image are left out of training; "
+        "pass the image they were registered to, to use them."
+    )  # fmt: skip
+    if not cov.n_off:
+        return ts
+    logger.info("training on %d of %d %s (%d off the image)", cov.on.sum(), len(cov.on), what, cov.n_off)
+    return TableSpots(ts.table[cov.on], ts.spots.subset(cov.on), ts.region, ts.grid)
 
 
 def resolve_slide(sdata: SpatialData, *, image: str | None = None, um_per_px: float | None = None) -> Slide:

@@ -14,9 +14,10 @@ import torch
 from spatialdata import SpatialData
 from spatialdata.models import TableModel
 
-from .._constants import REGION_KEY, UNS_KEY
+from .._constants import ON_IMAGE, REGION_KEY, UNS_KEY
 from .._memory import trimmed
 from .._version import __version__
+from ..data.coverage import check_coverage
 from ..model import PixNet
 from ._dense import aggregate_lazy, dense_map, map_region, occupied_blocks
 from ._inputs import find_model, resolve_slide
@@ -118,6 +119,11 @@ def predict(
     if not isinstance(model, PixNet):
         raise TypeError(f"model must be a pixnet.PixNet, got {type(model).__name__}.")
     target = resolve_target(slide, bin_size=bin_size, shapes=shapes)
+    cov = slide.coverage(target.spots.centres, what="bins" if shapes is None else f"shapes of {shapes!r}")
+    check_coverage(
+        cov, action="predict", then=f"They are predicted from the blank beyond the image and marked False in the "
+        f"prediction's obs[{ON_IMAGE!r}]; pixnet.tl.evaluate leaves them out."
+    )  # fmt: skip
     cfg = model.config
     names = {
         "table": f"{key_added}_{target.name}",
@@ -134,6 +140,8 @@ def predict(
         else:
             lam = _aggregates(sdata, slide, model, target, names["map"], reuse_map, tile_px, context_px, dev, progress)
             x, extra = expression_arrays(lam, cfg, layers, scratch=scratch, progress=progress)
+        if cov.n_off:
+            extra[ON_IMAGE] = cov.on
         table, geom = _table(x, extra, slide, target, cfg, names, params={
             "bin_size_um": bin_size, "shapes": shapes, "tile_px": tile_px, "context_px": context_px})  # fmt: skip
         kind = ELEMENT_KINDS["labels" if _as_labels(target) else "shapes"]
