@@ -27,7 +27,7 @@ from ..data import (
 )
 from ..model import ModelConfig, PixNet, PixNetModule
 from ..pp import select_genes
-from ._inputs import record_model, resolve_slide, resolve_table
+from ._inputs import on_image, record_model, resolve_slide, resolve_table
 from ._spot import spot_loaders, spot_module
 
 if TYPE_CHECKING:
@@ -288,7 +288,7 @@ def _dense_module(net: PixNetModule, data, train_mask, **kw) -> PixNetLightning:
 
 def _slide_data(slide, table_name: str, genes: list[str], config: ModelConfig) -> SlideData:
     work = slide.working_image(config.um_per_px)
-    ts = table_spots(slide.sdata, table_name, slide.cs)
+    ts = on_image(slide, table_spots(slide.sdata, table_name, slide.cs), what=f"bins of {table_name}")
     counts, totals = table_counts(ts.table, genes, other=config.semantics == "density")
     logger.info("loading %s at %g um/px (%d x %d px)", slide.image, config.um_per_px, *work.shape)
     return SlideData(work.load(), ts.spots.scaled(work.f), counts, totals)
