@@ -470,3 +470,25 @@ def test_bins_partly_off_the_image_are_marked_left_out_and_not_scored(slide_dir,
     with caplog.at_level("WARNING"):
         scores = pixnet.tl.evaluate(s, bin_size=16)
     assert scores["n_bins"] == on.sum() and "are not scored" in caplog.text
+
+
+# ---- the command line reads only the bins it needs -------------------------------------------------------
+
+
+def test_cli_on_a_run_with_only_8_and_16_um_bins(outs, tmp_path, trained, capsys):
+    from pixnet.cli import main
+
+    shutil.rmtree(_bins(outs, 2))
+    trained.save(tmp_path / "m")
+    result = tmp_path / "r.zarr"
+    args = ["-q", "predict", str(outs), "--model", str(tmp_path / "m"), "--out", str(result)]
+    assert main([*args, "--bin-size", "8"]) == 0
+    assert main(["evaluate", str(result), "--bin-size", "8"]) == 0
+    assert '"PCC@M"' in capsys.readouterr().out
+    assert main([*args, "--bin-size", "4", "--overwrite"]) == 0  # a new grid on the 2-um-less run's array
+    capsys.readouterr()
+    assert main(["-q", "fit", str(outs), "--bin-size", "2", "--out", str(tmp_path / "m2"), "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "available: 8, 16" in err and "--bin-size" in err and "bin_sizes=" not in err
+    assert main(["evaluate", str(result), "--bin-size", "16"]) == 2
+    assert "--bin-size" in capsys.readouterr().err
