@@ -25,6 +25,10 @@ def outs_folder(path: str | Path) -> Path:
         raise NotADirectoryError(f"{path} is a file. Pass the `outs/` folder of a Space Ranger Visium HD run.")
     if not (path / "binned_outputs").is_dir() and (path / "outs" / "binned_outputs").is_dir():
         path = path / "outs"
+    if path.name == "binned_outputs":  # a folder inside outs/
+        path = path.parent
+    elif path.parent.name == "binned_outputs" and re.fullmatch(r"square_\d{3}um", path.name):
+        path = path.parent.parent
     if not (path / "binned_outputs").is_dir():
         hint = " It looks like a Visium (55 um) run: use pixnet.io.visium." if (path / "spatial").is_dir() else ""
         raise FileNotFoundError(
@@ -162,7 +166,8 @@ def read_positions(folder: Path) -> pa.Table:
     if missing:
         raise ValueError(f"{path} lacks the columns {missing}; expected {POSITION_COLUMNS}.")
     if table.column("barcode").type != pa.string():
-        table = table.set_column(table.column_names.index("barcode"), "barcode", table.column("barcode").cast(pa.string()))
+        barcode = table.column("barcode").cast(pa.string())
+        table = table.set_column(table.column_names.index("barcode"), "barcode", barcode)
     return table
 
 
@@ -244,7 +249,8 @@ def counts_file(folder: Path) -> tuple[Path, bool]:
         if mtx_files(path) is not None:
             return path, raw
         incomplete.append(f"{path.name}/ holds {listing(path)}")
-    forms = ", ".join(n + ("/ (matrix.mtx.gz, barcodes.tsv.gz, features.tsv.gz)" if d else "") for n, d, _ in COUNTS_FORMS[1:])
+    mtx = "/ (matrix.mtx.gz, barcodes.tsv.gz, features.tsv.gz)"
+    forms = ", ".join(n + (mtx if d else "") for n, d, _ in COUNTS_FORMS[1:])
     extra = f"; {'; '.join(incomplete)}" if incomplete else ""
     raise FileNotFoundError(
         f"No counts matrix in {folder}: filtered_feature_bc_matrix.h5 is missing, and so are {forms} "

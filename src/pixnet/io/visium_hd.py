@@ -112,7 +112,8 @@ def visium_hd(
         shapes.update(seg.shapes)
         tables.update(seg.tables)
     full = f"{dataset_id}_full_image"
-    _check_image_under_bins(full, images[full], {bin_table_name(b): tables[bin_table_name(b)] for b in folders}, cs, top)
+    bin_tables = {bin_table_name(b): tables[bin_table_name(b)] for b in folders}
+    _check_image_under_bins(full, images[full], bin_tables, cs, top)
     sdata = SpatialData(images=images, labels=labels, shapes=shapes, tables=tables)
     sdata.attrs[UNS_KEY] = {
         "image": f"{dataset_id}_full_image",
@@ -129,7 +130,8 @@ def _read_images(outs: Path, dataset_id: str, cs: str, fullres: str | Path | Non
     path = Path(fullres) if fullres is not None else _files.fullres_image(outs, dataset_id + "_" if dataset_id else "")
     if path is None:
         raise FileNotFoundError(
-            f"No full-resolution H&E image in {outs} (looked in microscope_image/ and for *tissue_image.*). "
+            f"No full-resolution H&E image in {outs} (looked in microscope_image/, which holds "
+            f"{_files.listing(outs / 'microscope_image')}, and for *tissue_image.*). "
             "Space Ranger does not copy it into outs/: pass fullres_image_file='path/to/image.tif'."
         )
     images = {f"{dataset_id}_full_image": read_image(path, transformations={cs: Identity()})}
@@ -151,9 +153,8 @@ def _check_image_under_bins(name: str, image, tables: dict, cs: str, sf: dict) -
     from ..data.coverage import coverage, image_extent
 
     extent = image_extent(image, cs)
-    scales = {
-        f"tissue_{k}_image.png": 1 / sf[f"tissue_{k}_scalef"] for k in ("hires", "lowres") if sf.get(f"tissue_{k}_scalef")
-    }
+    keys = {f"tissue_{k}_image.png": f"tissue_{k}_scalef" for k in ("hires", "lowres")}
+    scales = {png: 1 / sf[key] for png, key in keys.items() if sf.get(key)}
     for table_name, table in tables.items():
         what = f"bins of {table_name}"
         cov = coverage(table.obsm["spatial"], extent, what=what, image=name, cs=cs, scales=scales)
@@ -245,7 +246,7 @@ SEGMENTATION_FILES = ("filtered_feature_cell_matrix.h5", "cell_segmentations.geo
 
 
 def _read_segmentations(outs: Path, dataset_id: str, cs: str) -> SpatialData | None:
-    """Space Ranger's cell segmentation, read by spatialdata-io; None (with a warning) when it is absent or incomplete."""
+    """Space Ranger's cell segmentation, read by spatialdata-io; None (with a warning) when absent or incomplete."""
     folder = outs / "segmented_outputs"
     if not folder.is_dir():
         return None

@@ -41,7 +41,7 @@ class Slide:
 
 
 def on_image(slide: Slide, ts: TableSpots, *, what: str) -> TableSpots:
-    """The spots of ``ts`` that lie on the slide image, for training: refuses when most do not, warns when some do not."""
+    """The spots of ``ts`` on the slide image, for training: refuses when most are off it, warns when some are."""
     cov = slide.coverage(ts.spots.centres, what=what)
     check_coverage(
         cov, action="train on", then=f"The {cov.n_off} bins off the image are left out of training; "

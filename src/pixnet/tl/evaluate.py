@@ -212,21 +212,23 @@ def paired_rows(sdata: SpatialData, pred_name: str, meas_name: str) -> pd.Index:
             "were they made for the same bins? Predict with the measured table's bin size or shapes."
         )
     rows_p, rows_m = pred.obs_names.get_indexer(common), measured.obs_names.get_indexer(common)
-    xy_m, tol = _measured_centres(sdata, meas_name, pred.uns.get(UNS_KEY, {}).get("coordinate_system"))
-    if "spatial" not in pred.obsm:
-        raise ValueError(
-            f"{pred_name!r} has no obsm['spatial'] (bin centres), so its rows cannot be checked against "
-            f"{meas_name!r}: re-run pixnet.tl.predict to make it."
-        )
-    dist = np.hypot(*(np.asarray(pred.obsm["spatial"])[rows_p, :2] - xy_m[rows_m]).T)
-    far = dist > tol
-    if far.any():
-        raise ValueError(
-            f"{int(far.sum())} of {len(common)} bins that {pred_name!r} and {meas_name!r} both name lie in different "
-            f"places (median {np.median(dist[far]):.1f} px apart, more than {tol:.1f} px): the prediction was not made "
-            f"for the measured bins. Re-run pixnet.tl.predict(sdata, bin_size=...) with the measured table in sdata, "
-            "so that it predicts exactly those bins, then evaluate."
-        )
+    places = _measured_centres(sdata, meas_name, pred.uns.get(UNS_KEY, {}).get("coordinate_system"))
+    if places is None or "spatial" not in pred.obsm:  # a table made by hand, without positions
+        logger.warning(
+            "%r or %r has no bin positions (geometry or obsm['spatial']): rows are paired by name only, their "
+            "places unchecked.", pred_name, meas_name,
+        )  # fmt: skip
+    else:
+        xy_m, tol = places
+        dist = np.hypot(*(np.asarray(pred.obsm["spatial"], np.float64)[rows_p, :2] - xy_m[rows_m]).T)
+        far = dist > tol
+        if far.any():
+            raise ValueError(
+                f"{int(far.sum())} of {len(common)} bins that {pred_name!r} and {meas_name!r} both name lie in "
+                f"different places (median {np.median(dist[far]):.1f} px apart, more than {tol:.1f} px): the "
+                "prediction was not made for the measured bins. Re-run pixnet.tl.predict(sdata, bin_size=...) with "
+                "the measured table in sdata, so that it predicts exactly those bins, then evaluate."
+            )
     if ON_IMAGE in pred.obs:
         on = pred.obs[ON_IMAGE].to_numpy(bool)[rows_p]
         if not on.all():
@@ -237,25 +239,25 @@ def paired_rows(sdata: SpatialData, pred_name: str, meas_name: str) -> pd.Index:
     return common
 
 
-def _measured_centres(sdata: SpatialData, name: str, cs: str | None) -> tuple[np.ndarray, float]:
-    """Centres of the measured table's rows in ``cs`` and a tolerance (a quarter of a spot), or an error."""
+def _measured_centres(sdata: SpatialData, name: str, cs: str | None) -> tuple[np.ndarray, float] | None:
+    """Centres of the measured table's rows in ``cs`` and a tolerance (a quarter of a spot); None if unknown."""
+    from .._grid import BinGrid
     from ..data import table_spots
 
+    table = sdata.tables[name]
+    recorded = table.uns.get(UNS_KEY, {}).get("grid")
+    if recorded is not None and "spatial" in table.obsm:  # pixnet's reader: Space Ranger's centres, as predict uses
+        tol = max(0.25 * BinGrid.from_dict(recorded).side_px, 1.0)
+        return np.asarray(table.obsm["spatial"], np.float64)[:, :2], tol
     try:
         spots = table_spots(sdata, name, cs).spots if cs is not None else None
     except (KeyError, ValueError):
         spots = None
     if spots is not None:
-        extent = spots.extent()
-        half = float(np.median(extent)) if len(spots) else 1.0
+        half = float(np.median(spots.extent())) if len(spots) else 1.0
         return spots.centres, max(0.5 * half, 1.0)
-    table = sdata.tables[name]
     if "spatial" not in table.obsm:
-        raise ValueError(
-            f"The measured table {name!r} has neither geometry in coordinate system {cs!r} nor obsm['spatial']: "
-            "its rows cannot be checked to be the predicted places. Pass table=... (the table the prediction was "
-            "made for)."
-        )
+        return None
     xy = np.asarray(table.obsm["spatial"], np.float64)[:, :2]
     return xy, max(0.25 * _spacing(xy), 1.0)
 
