@@ -492,3 +492,28 @@ def test_cli_on_a_run_with_only_8_and_16_um_bins(outs, tmp_path, trained, capsys
     assert "available: 8, 16" in err and "--bin-size" in err and "bin_sizes=" not in err
     assert main(["evaluate", str(result), "--bin-size", "16"]) == 2
     assert "--bin-size" in capsys.readouterr().err
+
+
+def test_truncated_downscaled_image_is_skipped_with_a_warning(outs):
+    png = outs / "spatial" / "tissue_hires_image.png"
+    png.write_bytes(png.read_bytes()[:2000])
+    with pytest.warns(UserWarning, match="Skipped tissue_hires_image.png"):
+        s = pixnet.io.visium_hd(outs, bin_sizes=(16,))
+    assert "_hires_image" not in s.images and "_lowres_image" in s.images
+
+
+def test_outs_found_from_inside_and_archives_named(outs, tmp_path):
+    assert "square_016um" in pixnet.io.visium_hd(outs / "binned_outputs", bin_sizes=(16,)).tables
+    assert "square_016um" in pixnet.io.visium_hd(_bins(outs), bin_sizes=(16,)).tables
+    packed = tmp_path / "download"
+    packed.mkdir()
+    (packed / "Visium_HD_binned_outputs.tar.gz").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match="extract it there first"):
+        pixnet.io.visium_hd(packed)
+
+
+def test_spatialdata_io_with_a_dataset_id(prefixed_dir, tmp_path):
+    s = _sdio(prefixed_dir, bin_size=[16])
+    assert "Visium_HD_Test_square_016um" in s.shapes
+    _, pred, scores = _fit_predict_evaluate(s)
+    _measured_one_to_one(s, pred, scores)

@@ -30,9 +30,13 @@ def outs_folder(path: str | Path) -> Path:
     elif path.parent.name == "binned_outputs" and re.fullmatch(r"square_\d{3}um", path.name):
         path = path.parent.parent
     if not (path / "binned_outputs").is_dir():
+        archives = sorted(p.name for p in path.glob("*binned_outputs.tar*"))
         hint = " It looks like a Visium (55 um) run: use pixnet.io.visium." if (path / "spatial").is_dir() else ""
+        if archives:
+            hint = f" It holds {', '.join(archives)}: extract it there first (tar xzf {archives[0]})."
         raise FileNotFoundError(
-            f"{path} is not a Space Ranger Visium HD output: it has no `binned_outputs/` folder.{hint}"
+            f"{path} is not a Space Ranger Visium HD output: it has no `binned_outputs/` folder "
+            f"(it holds {listing(path)}).{hint}"
         )
     return path
 

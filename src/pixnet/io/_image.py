@@ -133,6 +133,8 @@ def _pil(path: Path) -> tuple[da.Array, str]:
     with im:
         w, h = im.size
         mode, fmt = im.mode, im.format
+        if fmt == "PNG":
+            im.verify()  # chunk checksums, without decoding: a truncated file fails here, not in a later read
     if mode not in _COLOUR:
         raise _ImageError(f"{path} is a single-channel {fmt} image (mode {mode!r}, {h} x {w} px). {_NEEDS_RGB}")
     out = _COLOUR[mode]

@@ -140,7 +140,10 @@ def _read_images(outs: Path, dataset_id: str, cs: str, fullres: str | Path | Non
         if png.is_file() and key in sf:
             to_full = Scale([1 / sf[key]] * 2, axes=("x", "y"))
             tr = {f"{dataset_id}_downscaled_{kind}": Identity(), cs: to_full}
-            images[f"{dataset_id}_{kind}_image"] = read_image(png, transformations=tr, multiscale=False)
+            try:
+                images[f"{dataset_id}_{kind}_image"] = read_image(png, transformations=tr, multiscale=False)
+            except ValueError as err:  # an optional part: the slide still reads
+                warnings.warn(f"Skipped {png.name}: {err}", stacklevel=3)
     return images
 
 
