@@ -47,7 +47,7 @@ def _positions_csv(outs, name, *, header: bool, gz: bool = False):
     df = pd.read_parquet(spatial / "tissue_positions.parquet")
     (spatial / "tissue_positions.parquet").unlink()
     path = spatial / (name + (".gz" if gz else ""))
-    with (gzip.open(path, "wt") if gz else open(path, "w")) as f:
+    with gzip.open(path, "wt") if gz else open(path, "w") as f:
         df.to_csv(f, index=False, header=header)
 
 
@@ -89,7 +89,9 @@ def _write_mtx(h5: Path, folder: Path, *, gz: bool, old_genes: bool):
 @pytest.mark.parametrize(("gz", "old_genes"), [(True, False), (False, False), (True, True), (False, True)])
 def test_counts_as_a_matrix_folder(outs, slide_dir, gz, old_genes):
     folder = _bins(outs)
-    _write_mtx(folder / "filtered_feature_bc_matrix.h5", folder / "filtered_feature_bc_matrix", gz=gz, old_genes=old_genes)
+    _write_mtx(
+        folder / "filtered_feature_bc_matrix.h5", folder / "filtered_feature_bc_matrix", gz=gz, old_genes=old_genes
+    )
     (folder / "filtered_feature_bc_matrix.h5").unlink()
     _same_table(_reference(slide_dir), pixnet.io.visium_hd(outs, bin_sizes=(16,)).tables["square_016um"])
 
@@ -262,7 +264,9 @@ def test_sopa_style_cells_table(slide_dir):
     table.obs["cell_id"] = ids
     table.obs["region"] = pd.Categorical(["cellpose_boundaries"] * t.n_obs)
     table.obsm["spatial"] = xy
-    s.tables["table"] = TableModel.parse(table, region="cellpose_boundaries", region_key="region", instance_key="cell_id")
+    s.tables["table"] = TableModel.parse(
+        table, region="cellpose_boundaries", region_key="region", instance_key="cell_id"
+    )
     pixnet.tl.fit(s, table="table", bin_size=None, progress=False, **FIT)
     pred = pixnet.tl.predict(s, shapes="cellpose_boundaries", progress=False)
     scores = pixnet.tl.evaluate(s, shapes="cellpose_boundaries")
@@ -320,7 +324,9 @@ def _write_pil(path, data, fmt, mode=None):
 
 
 RGB_FORMS = {
-    "planar tiff (c, y, x)": lambda p, a: _write_tiff(p, np.moveaxis(a, -1, 0), photometric="rgb", planarconfig="separate"),
+    "planar tiff (c, y, x)": lambda p, a: _write_tiff(
+        p, np.moveaxis(a, -1, 0), photometric="rgb", planarconfig="separate"
+    ),
     "tiff (y, x, c)": lambda p, a: _write_tiff(p, a, photometric="rgb"),
     "tiled bigtiff": lambda p, a: _write_tiff(p, a, photometric="rgb", bigtiff=True, tile=(32, 32)),
     "ome-tiff (c, y, x)": lambda p, a: _write_tiff(p, np.moveaxis(a, -1, 0), ome=True, metadata={"axes": "CYX"}),
@@ -406,10 +412,14 @@ def test_planar_tiff_as_the_slide_image(outs):
     tif = outs / "microscope_image" / "tissue_image.tif"
     a = tifffile.imread(tif)
     tif.unlink()
-    _write_tiff(outs / "microscope_image" / "scan.btf", np.moveaxis(a, -1, 0), photometric="rgb", planarconfig="separate")
+    _write_tiff(
+        outs / "microscope_image" / "scan.btf", np.moveaxis(a, -1, 0), photometric="rgb", planarconfig="separate"
+    )
     (outs / "microscope_image" / "notes.txt").write_text("scanned 2024")
     s = pixnet.io.visium_hd(outs, bin_sizes=(16,))
-    np.testing.assert_array_equal(pixnet.data.image_levels(s.images["_full_image"])[0].data.compute(), np.moveaxis(a, -1, 0))
+    np.testing.assert_array_equal(
+        pixnet.data.image_levels(s.images["_full_image"])[0].data.compute(), np.moveaxis(a, -1, 0)
+    )
 
 
 # ---- kind 2: the image checked against the bins --------------------------------------------------------

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
 import warnings
 from collections.abc import Sequence
@@ -35,6 +33,7 @@ from .._grid import BinGrid
 from . import _files
 from ._image import read_image
 from ._matrix import read_10x
+from ._segmentation import read_segmentations
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +68,17 @@ def visium_hd(
 
     All elements are in the coordinate system ``{id}`` (``"global"`` when the id is empty),
     in full-resolution pixels; ``sdata.attrs["pixnet"]`` records the image and micrometres per pixel.
+
+    Every form Space Ranger versions and partial copies produce is read: bin positions as
+    ``tissue_positions.parquet``, ``tissue_positions.csv`` (header row) or
+    ``tissue_positions_list.csv`` (none), gzipped or not; counts as
+    ``filtered_feature_bc_matrix.h5``, the ``filtered_feature_bc_matrix/`` folder (``matrix.mtx``,
+    ``barcodes.tsv``, ``features.tsv`` or ``genes.tsv``, gzipped or not) or, failing those, the raw
+    matrix restricted to the bins in tissue; file names with a dataset-id prefix; images told by
+    content (TIFF, BigTIFF, OME-TIFF, SVS, PNG, JPEG), channels first or last. Optional parts that
+    are missing, empty or unreadable (``segmented_outputs/``, the downscaled PNGs) are skipped with
+    a warning. Bins whose centre lies beyond the image are marked False in
+    ``obs["pixnet_on_image"]``, with a warning that names the likely cause (a downscaled image).
 
     Parameters
     ----------
@@ -107,7 +117,7 @@ def visium_hd(
         table, element, kind = _read_bins(folder, b, dataset_id, um_per_px, spatial, bins_as, outs)
         tables[bin_table_name(b)] = table
         (shapes if kind == "shapes" else labels)[table.uns["spatialdata_attrs"]["region"]] = element
-    seg = _read_segmentations(outs, dataset_id, cs) if load_segmentations else None
+    seg = read_segmentations(outs, dataset_id, cs) if load_segmentations else None
     if seg is not None:
         shapes.update(seg.shapes)
         tables.update(seg.tables)
@@ -243,49 +253,6 @@ def _labels(grid: BinGrid, rows, cols, spatial: dict[str, BaseTransformation]):
         name: TSequence([to_image, t]) if not isinstance(t, Identity) else to_image for name, t in spatial.items()
     }
     return Labels2DModel.parse(data, dims=("y", "x"), transformations=transformations, chunks=(2048, 2048))
-
-
-SEGMENTATION_FILES = ("filtered_feature_cell_matrix.h5", "cell_segmentations.geojson")
-
-
-def _read_segmentations(outs: Path, dataset_id: str, cs: str) -> SpatialData | None:
-    """Space Ranger's cell segmentation, read by spatialdata-io; None (with a warning) when absent or incomplete."""
-    folder = outs / "segmented_outputs"
-    if not folder.is_dir():
-        return None
-    missing = [f for f in SEGMENTATION_FILES if not (folder / f).is_file()]
-    if missing:
-        warnings.warn(
-            f"Skipped the cell segmentation: {folder} lacks {', '.join(missing)} (it holds {_files.listing(folder)}). "
-            "The bins are read; re-copy segmented_outputs/ to get the cells, or pass load_segmentations=False.",
-            stacklevel=3,
-        )
-        return None
-    import spatialdata_io
-
-    hires = outs / "spatial" / "tissue_hires_image.png"
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):  # it prints what it found
-            warnings.simplefilter("ignore")
-            # The images are read by pixnet already; pointing spatialdata-io at the small PNG keeps it cheap.
-            seg = spatialdata_io.visium_hd(
-                outs, dataset_id=dataset_id or None, load_segmentations_only=True,
-                fullres_image_file=hires if hires.is_file() else None,
-            )  # fmt: skip
-    except Exception as err:  # noqa: BLE001 - an optional part: the bins must still read
-        warnings.warn(
-            f"Skipped the cell segmentation: spatialdata-io could not read {folder} ({type(err).__name__}: {err}). "
-            "The bins are read; pass load_segmentations=False to silence this.",
-            stacklevel=3,
-        )
-        return None
-    seg = SpatialData(shapes=dict(seg.shapes), tables=dict(seg.tables))
-    if not seg.shapes:
-        warnings.warn(f"Skipped the cell segmentation: {folder} holds no cells.", stacklevel=3)
-        return None
-    if cs != dataset_id:  # spatialdata-io names the coordinate system after the (empty) dataset id
-        seg.rename_coordinate_systems({dataset_id: cs})
-    return seg
 
 
 def read_table_grid(table: ad.AnnData) -> BinGrid:

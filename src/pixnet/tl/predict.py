@@ -78,9 +78,12 @@ def predict(
     - ``layers["lognorm"]``: ``log1p`` of the normalised expected counts (denoised expression);
     - ``obs["predicted_total_counts"]``: expected total counts over all genes.
 
-    When ``bin_size`` matches a table read by :func:`pixnet.io.visium_hd`, the rows are exactly
-    its bins, with the same ``obs_names`` in the same order. Other sizes get a new grid on the
-    same array, over the measured tissue.
+    When ``bin_size`` matches a measured table (``square_008um``, read by :func:`pixnet.io.visium_hd`,
+    by :func:`spatialdata_io.visium_hd` with squares, circles or labels, or read back from a store),
+    the rows are exactly its bins, with the same ``obs_names`` in the same order. Other sizes get
+    a new grid on the same array, over the measured tissue. Bins whose centre lies beyond the
+    image are marked False in ``obs["pixnet_on_image"]`` with a warning; when most do, predict
+    refuses (the image is not the one the bins were placed on).
 
     Parameters
     ----------
