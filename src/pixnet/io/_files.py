@@ -126,7 +126,7 @@ def find_file(folder: Path, names: Sequence[str], *, dirs: bool = False) -> Path
 def listing(folder: Path, limit: int = 12) -> str:
     """What a folder holds, for error messages: ``a.h5, spatial/, ...`` or ``nothing``/``no such folder``."""
     if not folder.is_dir():
-        return f"no folder {folder.name}/"
+        return f"there is no {folder.name}/ folder"
     items = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())
     if not items:
         return "nothing"

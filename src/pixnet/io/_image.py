@@ -55,8 +55,8 @@ def read_image(path: Path, *, transformations: dict[str, BaseTransformation], mu
     kind = image_format(path)
     try:
         data, axes = _tiff(path) if kind == "tiff" else _pil(path)
-    except _ImageError:
-        raise
+    except _ImageError as err:
+        raise ValueError(str(err)) from None
     except Exception as err:
         raise ValueError(f"{path} cannot be read as an image (truncated or unsupported?): {err}") from err
     data = _channels_last(data, axes, path)[..., :3].transpose(2, 0, 1)

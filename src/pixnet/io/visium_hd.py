@@ -140,8 +140,8 @@ def _read_images(outs: Path, dataset_id: str, cs: str, fullres: str | Path | Non
     path = Path(fullres) if fullres is not None else _files.fullres_image(outs, dataset_id + "_" if dataset_id else "")
     if path is None:
         raise FileNotFoundError(
-            f"No full-resolution H&E image in {outs} (looked in microscope_image/, which holds "
-            f"{_files.listing(outs / 'microscope_image')}, and for *tissue_image.*). "
+            f"No full-resolution H&E image in {outs} (looked for *tissue_image.* and in microscope_image/: "
+            f"{_files.listing(outs / 'microscope_image')}). "
             "Space Ranger does not copy it into outs/: pass fullres_image_file='path/to/image.tif'."
         )
     images = {f"{dataset_id}_full_image": read_image(path, transformations={cs: Identity()})}

@@ -69,8 +69,8 @@ def resolve_slide(sdata: SpatialData, *, image: str | None = None, um_per_px: fl
     if name not in sdata.images:
         raise KeyError(f"No image {name!r} in the SpatialData object (images: {sorted(sdata.images)}).")
     transformations = get_transformation(sdata.images[name], get_all=True)
-    cs = attrs.get("coordinate_system")
-    if cs not in transformations:
+    cs = attrs.get("coordinate_system")  # what pixnet's reader recorded; otherwise the image's own
+    if cs is None:
         cs = next((k for k, t in transformations.items() if isinstance(t, Identity)), next(iter(transformations)))
     scale = um_per_px or attrs.get("um_per_px") or _bins_um_per_px(sdata, cs)
     if scale is None:
