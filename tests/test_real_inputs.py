@@ -527,3 +527,16 @@ def test_spatialdata_io_with_a_dataset_id(prefixed_dir, tmp_path):
     assert "Visium_HD_Test_square_016um" in s.shapes
     _, pred, scores = _fit_predict_evaluate(s)
     _measured_one_to_one(s, pred, scores)
+
+
+def test_a_scale_that_disagrees_with_the_bins_is_named(slide_dir):
+    from pixnet.tl._inputs import resolve_slide
+
+    s = pixnet.io.visium_hd(slide_dir, bin_sizes=(16,))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert resolve_slide(s).um_per_px == pytest.approx(0.2737)  # consistent: silent
+    with pytest.warns(UserWarning, match=r"bins measure 0.2737.*um_per_px=0.2737"):
+        resolve_slide(s, um_per_px=0.5)
+    sdio = _sdio(slide_dir, bin_size=[16])
+    assert resolve_slide(sdio).um_per_px == pytest.approx(0.2737, rel=1e-3)  # from the bins, no attrs

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 import weakref
 from dataclasses import dataclass
 
@@ -72,7 +73,10 @@ def resolve_slide(sdata: SpatialData, *, image: str | None = None, um_per_px: fl
     cs = attrs.get("coordinate_system")  # what pixnet's reader recorded; otherwise the image's own
     if cs is None:
         cs = next((k for k, t in transformations.items() if isinstance(t, Identity)), next(iter(transformations)))
-    scale = um_per_px or attrs.get("um_per_px") or _bins_um_per_px(sdata, cs)
+    given = um_per_px or attrs.get("um_per_px")
+    scale = given or _bins_um_per_px(sdata, cs)
+    if given:
+        _check_scale(sdata, cs, float(given))
     if scale is None:
         raise ValueError(
             "The image's micrometres per pixel are unknown: pass um_per_px=... "
@@ -98,7 +102,19 @@ def _default_image(sdata: SpatialData) -> str:
     return candidates[0]
 
 
-def _bins_um_per_px(sdata: SpatialData, cs: str) -> float | None:
+def _check_scale(sdata: SpatialData, cs: str, um_per_px: float) -> None:
+    """Warn when the Visium HD bins measure another micrometres per pixel than the one given or recorded."""
+    measured = _bins_um_per_px(sdata, cs, measured=True)
+    if measured is not None and abs(measured / um_per_px - 1) > 0.05:
+        warnings.warn(
+            f"The image is taken to have {um_per_px:.4g} um per pixel, but the Visium HD bins measure "
+            f"{measured:.4g} (their size over their pitch in {cs!r}). If the bins are right, pass "
+            f"um_per_px={measured:.4g}; the network would otherwise see the tissue at the wrong magnification.",
+            stacklevel=3,
+        )
+
+
+def _bins_um_per_px(sdata: SpatialData, cs: str, *, measured: bool = False) -> float | None:
     """Micrometres per ``cs`` unit from the Visium HD bins of a table (their size over their pitch)."""
     for name in sorted(sdata.tables):
         try:
@@ -106,8 +122,9 @@ def _bins_um_per_px(sdata: SpatialData, cs: str) -> float | None:
         except (KeyError, ValueError):  # a table that annotates nothing, or lives elsewhere
             continue
         if grid is not None:
-            logger.info("micrometres per pixel from the %g um bins of %r: %.4f", grid.bin_size_um, name, grid.um_per_px)
-            return grid.um_per_px
+            value = grid.bin_size_um / grid.side_px if measured else grid.um_per_px
+            logger.info("micrometres per pixel from the %g um bins of %r: %.4f", grid.bin_size_um, name, value)
+            return value
     return None
 
 
