@@ -147,10 +147,23 @@ def test_scalefactors_of_a_bin_folder_borrowed_from_the_run(outs, slide_dir):
 
 def test_run_with_only_some_bin_sizes_reads_what_it_has(outs, slide_dir):
     shutil.rmtree(_bins(outs, 2))
-    s = pixnet.io.visium_hd(outs, bin_sizes=(8, 16))
-    assert set(s.tables) >= {"square_008um", "square_016um"}
+    s = pixnet.io.visium_hd(outs)  # by default, the sizes the run has
+    assert {"square_008um", "square_016um"} <= set(s.tables) and "square_002um" not in s.tables
     with pytest.raises(ValueError, match="available: 8, 16"):
-        pixnet.io.visium_hd(outs)
+        pixnet.io.visium_hd(outs, bin_sizes=(2, 8))
+
+
+def test_a_bin_folder_copied_empty_is_skipped_unless_asked_for(outs):
+    shutil.rmtree(_bins(outs, 2))
+    _bins(outs, 2).mkdir()
+    with pytest.warns(UserWarning, match="Skipped the 2 um bins"):
+        s = pixnet.io.visium_hd(outs)
+    assert "square_002um" not in s.tables and s.attrs["pixnet"]["bin_tables"] == {
+        "8": "square_008um",
+        "16": "square_016um",
+    }
+    with pytest.raises(FileNotFoundError, match="No counts matrix"):
+        pixnet.io.visium_hd(outs, bin_sizes=(2,))
 
 
 # ---- kind 4: an optional part missing or empty ---------------------------------------------------

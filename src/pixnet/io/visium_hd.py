@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 def visium_hd(
     path: str | Path,
     *,
-    bin_sizes: Sequence[int] = (2, 8, 16),
+    bin_sizes: Sequence[int] | None = None,
     dataset_id: str | None = None,
     fullres_image_file: str | Path | None = None,
     bins_as: Literal["auto", "squares", "labels"] = "auto",
@@ -85,7 +85,9 @@ def visium_hd(
     path
         The ``outs/`` folder (or the run folder that contains it).
     bin_sizes
-        Bin sizes (um) to load; each must be in ``binned_outputs/``.
+        Bin sizes (um) to load; each must be in ``binned_outputs/``. By default every size the run
+        has (Space Ranger writes 2, 8 and 16); then a bin folder copied without its counts or
+        positions is skipped with a warning.
     dataset_id
         File prefix of the run, as in ``{dataset_id}_feature_slice.h5``; inferred by default.
     fullres_image_file
@@ -98,10 +100,7 @@ def visium_hd(
 
     """
     outs = _files.outs_folder(path)
-    bin_sizes = [bin_sizes] if isinstance(bin_sizes, int | float) else list(bin_sizes)
-    if not bin_sizes:
-        raise ValueError("bin_sizes is empty; pass at least one bin size, such as (8,) or (2, 8, 16).")
-    folders = {int(b): _files.bin_folder(outs, b) for b in bin_sizes}
+    folders, asked = _bin_folders(outs, bin_sizes), bin_sizes is not None
     _, dataset_id = _files.feature_slice(outs, dataset_id)
     cs = dataset_id or "global"
     top = _files.scalefactors(next(iter(folders.values())), outs)
@@ -114,7 +113,13 @@ def visium_hd(
     images = _read_images(outs, dataset_id, cs, fullres_image_file, top)
     tables, shapes, labels = {}, {}, {}
     for b, folder in folders.items():
-        table, element, kind = _read_bins(folder, b, dataset_id, um_per_px, spatial, bins_as, outs)
+        try:
+            table, element, kind = _read_bins(folder, b, dataset_id, um_per_px, spatial, bins_as, outs)
+        except FileNotFoundError as err:  # a bin folder copied in part: needed only if asked for
+            if asked or b == max(folders) and not tables:
+                raise
+            warnings.warn(f"Skipped the {b} um bins (pass bin_sizes=... to choose): {err}", stacklevel=2)
+            continue
         tables[bin_table_name(b)] = table
         (shapes if kind == "shapes" else labels)[table.uns["spatialdata_attrs"]["region"]] = element
     seg = read_segmentations(outs, dataset_id, cs) if load_segmentations else None
@@ -122,7 +127,7 @@ def visium_hd(
         shapes.update(seg.shapes)
         tables.update(seg.tables)
     full = f"{dataset_id}_full_image"
-    bin_tables = {bin_table_name(b): tables[bin_table_name(b)] for b in folders}
+    bin_tables = {bin_table_name(b): tables[bin_table_name(b)] for b in folders if bin_table_name(b) in tables}
     _check_image_under_bins(full, images[full], bin_tables, cs, top)
     sdata = SpatialData(images=images, labels=labels, shapes=shapes, tables=tables)
     sdata.attrs[UNS_KEY] = {
@@ -131,9 +136,25 @@ def visium_hd(
         "um_per_px": um_per_px,
         "dataset_id": dataset_id,
         "source": str(outs),
-        "bin_tables": {str(b): bin_table_name(b) for b in folders},
+        "bin_tables": {str(b): bin_table_name(b) for b in folders if bin_table_name(b) in tables},
     }
     return sdata
+
+
+def _bin_folders(outs: Path, bin_sizes) -> dict[int, Path]:
+    """The bin folders to read: those asked for (each must exist), or by default every one the run has."""
+    if bin_sizes is None:
+        sizes = _files.available_bin_sizes(outs)
+        if not sizes:
+            raise FileNotFoundError(
+                f"{outs / 'binned_outputs'} holds no bin folders (square_002um, square_008um, square_016um); it "
+                f"holds {_files.listing(outs / 'binned_outputs')}. Re-copy binned_outputs/ from the Space Ranger run."
+            )
+        return {b: _files.bin_folder(outs, b) for b in sizes}
+    bin_sizes = [bin_sizes] if isinstance(bin_sizes, int | float) else list(bin_sizes)
+    if not bin_sizes:
+        raise ValueError("bin_sizes is empty; pass at least one bin size, such as (8,) or (2, 8, 16).")
+    return {int(b): _files.bin_folder(outs, b) for b in bin_sizes}
 
 
 def _read_images(outs: Path, dataset_id: str, cs: str, fullres: str | Path | None, sf: dict) -> dict:
