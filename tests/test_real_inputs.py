@@ -553,3 +553,14 @@ def test_a_scale_that_disagrees_with_the_bins_is_named(slide_dir):
         resolve_slide(s, um_per_px=0.5)
     sdio = _sdio(slide_dir, bin_size=[16])
     assert resolve_slide(sdio).um_per_px == pytest.approx(0.2737, rel=1e-3)  # from the bins, no attrs
+
+
+def test_a_bin_folder_with_spatial_flattened(outs, slide_dir):
+    folder = _bins(outs)
+    for f in (folder / "spatial").iterdir():
+        f.rename(folder / f.name)
+    (folder / "spatial").rmdir()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing borrowed: the bin folder's own files are found
+        t = pixnet.io.visium_hd(outs, bin_sizes=(16,), load_segmentations=False).tables["square_016um"]
+    _same_table(_reference(slide_dir), t)

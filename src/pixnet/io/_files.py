@@ -85,6 +85,8 @@ def scalefactors(folder: Path, outs: Path | None = None) -> dict:
     micrometres per pixel and the image scale factors are the same for every bin size.
     """
     path = folder / "spatial" / "scalefactors_json.json"
+    if not path.is_file() and (folder / path.name).is_file():  # a copy that flattened spatial/
+        path = folder / path.name
     if not path.is_file() and outs is not None:
         spares = [p / "spatial" / "scalefactors_json.json" for p in (outs, outs / "segmented_outputs")]
         spare = next((p for p in spares if p.is_file()), None)
