@@ -192,6 +192,72 @@ def _cli_bad(c):
     raise SystemExit(code)
 
 
+def _no_counts_in_any_form(c):
+    folder = _bin16(c)
+    (folder / "filtered_feature_bc_matrix.h5").unlink()
+    (folder / "filtered_feature_bc_matrix").mkdir()
+    (folder / "filtered_feature_bc_matrix" / "barcodes.tsv.gz").write_bytes(b"")
+    pixnet.io.visium_hd(c.copy(), bin_sizes=(16,))
+
+
+def _positions_in_no_form(c):
+    (_bin16(c) / "spatial" / "tissue_positions.parquet").rename(_bin16(c) / "spatial" / "positions.parquet")
+    pixnet.io.visium_hd(c.copy(), bin_sizes=(16,))
+
+
+def _image_as(c, write):
+    tif = c.copy() / "microscope_image" / "tissue_image.tif"
+    tif.unlink()
+    write(tif)
+    pixnet.io.visium_hd(c.copy(), bin_sizes=(16,))
+
+
+def _grey_image(c):
+    from PIL import Image
+
+    _image_as(c, lambda p: Image.fromarray(np.zeros((64, 64), np.uint8)).save(p, format="PNG"))
+
+
+def _five_channels(c):
+    import tifffile
+
+    _image_as(c, lambda p: tifffile.imwrite(p, np.zeros((5, 64, 64), np.uint8)))
+
+
+def _not_an_image(c):
+    (c.tmp / "scan.tif").write_text("a scan note")
+    pixnet.io.visium_hd(c.slide_dir, bin_sizes=(16,), fullres_image_file=c.tmp / "scan.tif")
+
+
+def _hires_as_fullres(c):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the reader warns; fit refuses
+        hires = c.slide_dir / "spatial" / "tissue_hires_image.png"
+        s = pixnet.io.visium_hd(c.slide_dir, bin_sizes=(16,), fullres_image_file=hires)
+    _fit(s)
+
+
+def _predict_off_image(c):
+    s = c.sdata()
+    s.images["_full_image"] = s.images.pop("_hires_image")
+    set_transformation(s.images["_full_image"], Identity(), "global")
+    _predict(s, c)
+
+
+def _evaluate_other_places(c):
+    s = c.sdata()
+    _predict(s, c)
+    t = s.tables["pixnet_square_016um"]
+    t.obsm["spatial"] = t.obsm["spatial"] + 200.0
+    pixnet.tl.evaluate(s, bin_size=16)
+
+
+def _cli_missing_bin_size(c):
+    raise SystemExit(cli(["fit", str(c.slide_dir), "--bin-size", "4", "--out", str(c.tmp / "m")]))
+
+
 CASES = [
     # (area, input, callable, exception, message fragment)
     (
@@ -336,6 +402,11 @@ CASES = [
     ),
     ("io", "barcodes listed twice", _duplicated_barcodes, ValueError, "barcodes twice"),
     ("io", "counts and positions from different runs", _mixed_runs, ValueError, "different runs"),
+    ("io", "no counts matrix in any form (h5, mtx, raw)", _no_counts_in_any_form, FileNotFoundError, "so are"),
+    ("io", "bin positions in no known form", _positions_in_no_form, FileNotFoundError, "tissue_positions.csv"),
+    ("io", "a greyscale image", _grey_image, ValueError, "needs an RGB H&E image"),
+    ("io", "an image with 5 channels", _five_channels, ValueError, "5 channels"),
+    ("io", "a slide image that is not an image", _not_an_image, ValueError, "not an image pixnet can read"),
     (
         "pp",
         "unknown genes",
@@ -380,6 +451,9 @@ CASES = [
         "not in the SpatialData object",
     ),
     ("tl", "fit: an empty tissue (no counts in any bin)", _empty_tissue, ValueError, "zero counts"),
+    ("tl", "fit: the hires image given as the full-resolution one", _hires_as_fullres, ValueError, "looks like"),
+    ("tl", "predict: most bins beyond the image", _predict_off_image, ValueError, "lie beyond the image"),
+    ("tl", "evaluate: rows named alike in other places", _evaluate_other_places, ValueError, "different places"),
     ("tl", "fit: circles without a radius", _circles_without_radius, ValueError, "radius"),
     ("tl", "fit: no epochs", lambda c: _fit(c.sdata(), epochs=0), ValueError, "epochs must be at least 1"),
     ("tl", "fit: a model folder that exists", _existing_model_dir, FileExistsError, "overwrite=True"),
@@ -454,6 +528,7 @@ CASES = [
         "too small",
     ),
     ("cli", "pixnet predict with a missing model", _cli_bad, SystemExit, "2"),
+    ("cli", "pixnet fit with a --bin-size the run does not have", _cli_missing_bin_size, SystemExit, "2"),
 ]
 
 

@@ -12,6 +12,9 @@ LABELS_INSTANCE_KEY = "relabeled_location_id"
 ARRAY_ROW = "array_row"
 ARRAY_COL = "array_col"
 
+#: Boolean ``obs`` column: whether the bin's centre lies on the slide image (False bins are not trained on or scored).
+ON_IMAGE = "pixnet_on_image"
+
 
 def bin_table_name(bin_size: int) -> str:
     """Name spatialdata-io gives the table of the ``bin_size`` um bins (``square_008um``)."""

@@ -15,22 +15,48 @@ from pathlib import Path
 logger = logging.getLogger("pixnet")
 
 
-def _read(path: str, bin_sizes: list[int] | None = None):
-    """A Space Ranger ``outs/`` folder or a SpatialData zarr store."""
+def _read(path: str, bin_size: int, *, measured: bool):
+    """A Space Ranger ``outs/`` folder (only the bins a command needs) or a SpatialData zarr store.
+
+    ``measured``: the command needs the measured bins of ``bin_size`` (fit); otherwise (predict) a
+    run without them is read at its nearest size, and a new grid of ``bin_size`` bins is laid on its array.
+    """
     import spatialdata
 
     from . import io
+    from ._constants import bin_table_name
+    from .io import _files
 
     p = Path(path)
     if p.suffix == ".zarr" or (p / "zarr.json").exists() or (p / ".zgroup").exists():
-        return spatialdata.read_zarr(p)
-    return io.visium_hd(p, bin_sizes=bin_sizes or (2, 8, 16))
+        sdata = spatialdata.read_zarr(p)
+        if measured and bin_table_name(bin_size) not in sdata.tables:
+            have = sorted(t for t in sdata.tables if t.startswith("square_"))
+            raise ValueError(f"{p} has no table of {bin_size} um bins ({bin_table_name(bin_size)}; it has {have}). "
+                             "Pass --bin-size with one of those.")  # fmt: skip
+        return sdata
+    outs = _files.outs_folder(p)
+    have = _files.available_bin_sizes(outs)
+    if not have:
+        raise FileNotFoundError(
+            f"{outs / 'binned_outputs'} holds no bin folders (square_002um, square_008um, square_016um); "
+            f"it holds {_files.listing(outs / 'binned_outputs')}. Re-copy binned_outputs/ from the Space Ranger run."
+        )
+    if bin_size in have:
+        return io.visium_hd(outs, bin_sizes=(bin_size,))
+    if measured:
+        raise ValueError(
+            f"No {bin_size} um bins in {outs / 'binned_outputs'} (available: {', '.join(map(str, have))}). "
+            "Pass --bin-size with one of those."
+        )
+    nearest = max([b for b in have if b <= bin_size], default=min(have))
+    return io.visium_hd(outs, bin_sizes=(nearest,))
 
 
 def _fit(args) -> None:
     from . import tl
 
-    sdata = _read(args.outs, sorted({args.bin_size}))
+    sdata = _read(args.outs, args.bin_size, measured=True)
     genes = args.genes.split(",") if args.genes else None
     model = tl.fit(
         sdata, bin_size=args.bin_size, genes=genes, n_genes=args.n_genes, epochs=args.epochs, seed=args.seed,
@@ -45,7 +71,7 @@ def _predict(args) -> None:
     from .model import PixNet
 
     model = PixNet.load(args.model)
-    sdata = _read(args.outs)
+    sdata = _read(args.outs, args.bin_size, measured=False)
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it, or choose another --out.")
@@ -66,7 +92,7 @@ def _predict(args) -> None:
 def _evaluate(args) -> None:
     from . import tl
 
-    sdata = _read(args.result)
+    sdata = _read(args.result, args.bin_size, measured=True)
     scores = tl.evaluate(sdata, bin_size=args.bin_size, key_added=args.key_added)
     print(json.dumps({k: (float(v) if k.startswith(("PCC", "M")) else int(v)) for k, v in scores.items()}, indent=2))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import anndata as ad
@@ -13,7 +14,7 @@ from spatialdata import SpatialData
 from spatialdata.models import get_table_keys
 
 from .._arrays import in_memory
-from .._constants import UNS_KEY
+from .._constants import ARRAY_COL, ARRAY_ROW, UNS_KEY
 from .._grid import BinGrid
 from ..model.aggregate import Spots
 from .image import element_to_cs
@@ -48,30 +49,101 @@ def table_spots(sdata: SpatialData, table_name: str, cs: str) -> TableSpots:
     if len(regions) != 1:
         raise ValueError(f"Table {table_name!r} annotates several elements {regions}; pass a table that annotates one.")
     region = regions[0]
-    grid = BinGrid.from_dict(table.uns[UNS_KEY]["grid"]) if "grid" in table.uns.get(UNS_KEY, {}) else None
     if region not in sdata:
         raise KeyError(f"Table {table_name!r} annotates {region!r}, which is not in the SpatialData object.")
     element = sdata[region]
     to_cs = element_to_cs(
         element, cs, f"Element {region!r} of table {table_name!r}"
     )  # also checks that the bins live in `cs`
-    if grid is not None:  # the grid is in full-resolution pixels, the reader's coordinate system
-        rows, cols = table.obs["array_row"].to_numpy(), table.obs["array_col"].to_numpy()
+    grid = table_grid(sdata, table_name, cs)
+    if grid is not None:  # Visium HD bins: exact (rotated) squares of the array, however they are drawn
+        rows, cols = table.obs[ARRAY_ROW].to_numpy(), table.obs[ARRAY_COL].to_numpy()
         spots = Spots.squares(grid.centres(rows, cols), grid.side_px / 2, grid.angle)
         return TableSpots(table, spots, region, grid)
     if not isinstance(element, GeoDataFrame):
         raise ValueError(
             f"Table {table_name!r} annotates {region!r}, which is not a shapes element. pixnet aggregates into "
-            "shapes (circles, squares, polygons) or Visium HD bins read with pixnet.io.visium_hd."
+            "shapes (circles, squares, polygons) or Visium HD bins (a table with array_row, array_col and "
+            "obsm['spatial'])."
         )
-    ids = table.obs[instance_key].to_numpy()
+    return TableSpots(table, shapes_to_spots(_annotated(element, table, table_name, region), to_cs), region, None)
+
+
+def _annotated(element: GeoDataFrame, table: ad.AnnData, table_name: str, region: str) -> GeoDataFrame:
+    """The shapes of the table's rows, in its order (matched by the instance key)."""
+    ids = table.obs[get_table_keys(table)[2]].to_numpy()
     try:
-        geoms = element.loc[ids]
+        return element.loc[ids]
     except KeyError as err:
         raise KeyError(
             f"Some rows of table {table_name!r} have no shape in {region!r} (instance ids not found)."
         ) from err
-    return TableSpots(table, shapes_to_spots(geoms, to_cs), region, None)
+
+
+_BIN_NAME = re.compile(r"square_(\d{3})um")
+
+
+def table_grid(sdata: SpatialData, table_name: str, cs: str) -> BinGrid | None:
+    """The Visium HD bin grid of a table in ``cs`` pixels: recorded by :func:`pixnet.io.visium_hd`, or fitted.
+
+    Tables made by other readers (spatialdata-io with squares, circles or labels, a store read
+    back, sopa) keep ``array_row``/``array_col`` and the bins' positions: the grid is fitted to
+    the bins' centres (of the shapes the table annotates, or ``obsm["spatial"]`` for labels).
+    None when the table is not one of Visium HD bins.
+    """
+    table = sdata.tables[table_name]
+    recorded = table.uns.get(UNS_KEY, {}).get("grid")
+    if recorded is not None:  # in full-resolution pixels, the reader's coordinate system
+        return BinGrid.from_dict(recorded)
+    size = _bin_size(table, table_name)
+    if size is None or ARRAY_ROW not in table.obs or ARRAY_COL not in table.obs or table.n_obs < 3:
+        return None
+    take = np.unique(np.linspace(0, table.n_obs - 1, min(table.n_obs, 20_000)).astype(np.int64))
+    xy = _centres(sdata, table, take, cs)
+    if xy is None:
+        return None
+    rows, cols = table.obs[ARRAY_ROW].to_numpy()[take], table.obs[ARRAY_COL].to_numpy()[take]
+    try:
+        fitted = BinGrid.fit(rows, cols, xy[:, 0], xy[:, 1], bin_size_um=size, um_per_px=1.0)
+    except ValueError:
+        return None
+    grid = BinGrid(fitted.affine, size, size / fitted.side_px)
+    if np.abs(grid.centres(rows, cols) - xy).max() > 0.25 * grid.side_px:
+        return None  # not a regular array: keep the shapes as they are
+    return grid
+
+
+def _bin_size(table: ad.AnnData, table_name: str) -> float | None:
+    """Bin size (um) from ``uns`` or the names spatialdata-io gives (``square_016um``)."""
+    size = table.uns.get(UNS_KEY, {}).get("bin_size_um")
+    if size:
+        return float(size)
+    try:
+        region = get_table_keys(table)[0]
+    except (KeyError, ValueError):
+        region = None
+    for name in [table_name] + ([region] if isinstance(region, str) else []):
+        m = _BIN_NAME.search(name)
+        if m:
+            return float(m.group(1))
+    return None
+
+
+def _centres(sdata: SpatialData, table: ad.AnnData, take: np.ndarray, cs: str) -> np.ndarray | None:
+    """Centres of rows ``take`` in ``cs``: of the shapes they annotate, or ``obsm["spatial"]`` otherwise."""
+    region, _, instance_key = get_table_keys(table)
+    element = sdata[region] if isinstance(region, str) and region in sdata else None
+    if isinstance(element, GeoDataFrame):
+        to_cs = element_to_cs(element, cs)
+        try:
+            geoms = element.geometry.loc[table.obs[instance_key].to_numpy()[take]].to_numpy()
+        except KeyError:
+            return None
+        xy = shapely.get_coordinates(shapely.centroid(geoms))
+        return xy @ to_cs[:2, :2].T + to_cs[:2, 2]
+    if "spatial" in table.obsm and element is not None:  # labels: spatialdata-io keeps full-resolution centres
+        return np.asarray(table.obsm["spatial"], np.float64)[take, :2]
+    return None
 
 
 def shapes_to_spots(gdf: GeoDataFrame, to_cs: np.ndarray) -> Spots:

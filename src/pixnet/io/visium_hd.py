@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
 import warnings
 from collections.abc import Sequence
@@ -21,11 +19,21 @@ from spatialdata.models import Labels2DModel, ShapesModel, TableModel
 from spatialdata.transformations import Affine, BaseTransformation, Identity, Scale
 from spatialdata.transformations import Sequence as TSequence
 
-from .._constants import ARRAY_COL, ARRAY_ROW, INSTANCE_KEY, LABELS_INSTANCE_KEY, REGION_KEY, UNS_KEY, bin_table_name
+from .._constants import (
+    ARRAY_COL,
+    ARRAY_ROW,
+    INSTANCE_KEY,
+    LABELS_INSTANCE_KEY,
+    ON_IMAGE,
+    REGION_KEY,
+    UNS_KEY,
+    bin_table_name,
+)
 from .._grid import BinGrid
 from . import _files
 from ._image import read_image
-from ._matrix import read_10x_h5
+from ._matrix import read_10x
+from ._segmentation import read_segmentations
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +41,7 @@ logger = logging.getLogger(__name__)
 def visium_hd(
     path: str | Path,
     *,
-    bin_sizes: Sequence[int] = (2, 8, 16),
+    bin_sizes: Sequence[int] | None = None,
     dataset_id: str | None = None,
     fullres_image_file: str | Path | None = None,
     bins_as: Literal["auto", "squares", "labels"] = "auto",
@@ -61,12 +69,25 @@ def visium_hd(
     All elements are in the coordinate system ``{id}`` (``"global"`` when the id is empty),
     in full-resolution pixels; ``sdata.attrs["pixnet"]`` records the image and micrometres per pixel.
 
+    Every form Space Ranger versions and partial copies produce is read: bin positions as
+    ``tissue_positions.parquet``, ``tissue_positions.csv`` (header row) or
+    ``tissue_positions_list.csv`` (none), gzipped or not; counts as
+    ``filtered_feature_bc_matrix.h5``, the ``filtered_feature_bc_matrix/`` folder (``matrix.mtx``,
+    ``barcodes.tsv``, ``features.tsv`` or ``genes.tsv``, gzipped or not) or, failing those, the raw
+    matrix restricted to the bins in tissue; file names with a dataset-id prefix; images told by
+    content (TIFF, BigTIFF, OME-TIFF, SVS, PNG, JPEG), channels first or last. Optional parts that
+    are missing, empty or unreadable (``segmented_outputs/``, the downscaled PNGs) are skipped with
+    a warning. Bins whose centre lies beyond the image are marked False in
+    ``obs["pixnet_on_image"]``, with a warning that names the likely cause (a downscaled image).
+
     Parameters
     ----------
     path
         The ``outs/`` folder (or the run folder that contains it).
     bin_sizes
-        Bin sizes (um) to load; each must be in ``binned_outputs/``.
+        Bin sizes (um) to load; each must be in ``binned_outputs/``. By default every size the run
+        has (Space Ranger writes 2, 8 and 16); then a bin folder copied without its counts or
+        positions is skipped with a warning.
     dataset_id
         File prefix of the run, as in ``{dataset_id}_feature_slice.h5``; inferred by default.
     fullres_image_file
@@ -79,13 +100,10 @@ def visium_hd(
 
     """
     outs = _files.outs_folder(path)
-    bin_sizes = [bin_sizes] if isinstance(bin_sizes, int | float) else list(bin_sizes)
-    if not bin_sizes:
-        raise ValueError("bin_sizes is empty; pass at least one bin size, such as (8,) or (2, 8, 16).")
-    folders = {int(b): _files.bin_folder(outs, b) for b in bin_sizes}
+    folders, asked = _bin_folders(outs, bin_sizes), bin_sizes is not None
     _, dataset_id = _files.feature_slice(outs, dataset_id)
     cs = dataset_id or "global"
-    top = _files.scalefactors(next(iter(folders.values())))
+    top = _files.scalefactors(next(iter(folders.values())), outs)
     um_per_px = float(top["microns_per_pixel"])
     spatial = {
         cs: Identity(),
@@ -95,15 +113,22 @@ def visium_hd(
     images = _read_images(outs, dataset_id, cs, fullres_image_file, top)
     tables, shapes, labels = {}, {}, {}
     for b, folder in folders.items():
-        table, element, kind = _read_bins(folder, b, dataset_id, um_per_px, spatial, bins_as)
+        try:
+            table, element, kind = _read_bins(folder, b, dataset_id, um_per_px, spatial, bins_as, outs)
+        except FileNotFoundError as err:  # a bin folder copied in part: needed only if asked for
+            if asked or b == max(folders) and not tables:
+                raise
+            warnings.warn(f"Skipped the {b} um bins (pass bin_sizes=... to choose): {err}", stacklevel=2)
+            continue
         tables[bin_table_name(b)] = table
         (shapes if kind == "shapes" else labels)[table.uns["spatialdata_attrs"]["region"]] = element
-    if load_segmentations and (outs / "segmented_outputs").is_dir():
-        seg = _read_segmentations(outs, dataset_id)
-        if cs != dataset_id:  # spatialdata-io names the coordinate system after the (empty) dataset id
-            seg.rename_coordinate_systems({dataset_id: cs})
+    seg = read_segmentations(outs, dataset_id, cs) if load_segmentations else None
+    if seg is not None:
         shapes.update(seg.shapes)
         tables.update(seg.tables)
+    full = f"{dataset_id}_full_image"
+    bin_tables = {bin_table_name(b): tables[bin_table_name(b)] for b in folders if bin_table_name(b) in tables}
+    _check_image_under_bins(full, images[full], bin_tables, cs, top)
     sdata = SpatialData(images=images, labels=labels, shapes=shapes, tables=tables)
     sdata.attrs[UNS_KEY] = {
         "image": f"{dataset_id}_full_image",
@@ -111,16 +136,33 @@ def visium_hd(
         "um_per_px": um_per_px,
         "dataset_id": dataset_id,
         "source": str(outs),
-        "bin_tables": {str(b): bin_table_name(b) for b in folders},
+        "bin_tables": {str(b): bin_table_name(b) for b in folders if bin_table_name(b) in tables},
     }
     return sdata
+
+
+def _bin_folders(outs: Path, bin_sizes) -> dict[int, Path]:
+    """The bin folders to read: those asked for (each must exist), or by default every one the run has."""
+    if bin_sizes is None:
+        sizes = _files.available_bin_sizes(outs)
+        if not sizes:
+            raise FileNotFoundError(
+                f"{outs / 'binned_outputs'} holds no bin folders (square_002um, square_008um, square_016um); it "
+                f"holds {_files.listing(outs / 'binned_outputs')}. Re-copy binned_outputs/ from the Space Ranger run."
+            )
+        return {b: _files.bin_folder(outs, b) for b in sizes}
+    bin_sizes = [bin_sizes] if isinstance(bin_sizes, int | float) else list(bin_sizes)
+    if not bin_sizes:
+        raise ValueError("bin_sizes is empty; pass at least one bin size, such as (8,) or (2, 8, 16).")
+    return {int(b): _files.bin_folder(outs, b) for b in bin_sizes}
 
 
 def _read_images(outs: Path, dataset_id: str, cs: str, fullres: str | Path | None, sf: dict) -> dict:
     path = Path(fullres) if fullres is not None else _files.fullres_image(outs, dataset_id + "_" if dataset_id else "")
     if path is None:
         raise FileNotFoundError(
-            f"No full-resolution H&E image in {outs} (looked in microscope_image/ and for *tissue_image.*). "
+            f"No full-resolution H&E image in {outs} (looked for *tissue_image.* and in microscope_image/: "
+            f"{_files.listing(outs / 'microscope_image')}). "
             "Space Ranger does not copy it into outs/: pass fullres_image_file='path/to/image.tif'."
         )
     images = {f"{dataset_id}_full_image": read_image(path, transformations={cs: Identity()})}
@@ -129,26 +171,58 @@ def _read_images(outs: Path, dataset_id: str, cs: str, fullres: str | Path | Non
         if png.is_file() and key in sf:
             to_full = Scale([1 / sf[key]] * 2, axes=("x", "y"))
             tr = {f"{dataset_id}_downscaled_{kind}": Identity(), cs: to_full}
-            images[f"{dataset_id}_{kind}_image"] = read_image(png, transformations=tr, multiscale=False)
+            try:
+                images[f"{dataset_id}_{kind}_image"] = read_image(png, transformations=tr, multiscale=False)
+            except ValueError as err:  # an optional part: the slide still reads
+                warnings.warn(f"Skipped {png.name}: {err}", stacklevel=3)
     return images
 
 
-def _read_bins(folder: Path, b: int, dataset_id: str, um_per_px: float, spatial: dict, bins_as: str):
-    sf = _files.scalefactors(folder)
+def _check_image_under_bins(name: str, image, tables: dict, cs: str, sf: dict) -> None:
+    """Warn, with the numbers and the fix, when bins lie beyond the image (a downscaled image given as full resolution).
+
+    The bins stay readable (a scale can still be set on the image); ``obs["pixnet_on_image"]`` marks
+    them, and fit and predict refuse when most lie beyond.
+    """
+    from ..data.coverage import coverage, image_extent
+
+    extent = image_extent(image, cs)
+    keys = {f"tissue_{k}_image.png": f"tissue_{k}_scalef" for k in ("hires", "lowres")}
+    scales = {png: 1 / sf[key] for png, key in keys.items() if sf.get(key)}
+    for table_name, table in tables.items():
+        what = f"bins of {table_name}"
+        cov = coverage(table.obsm["spatial"], extent, what=what, image=name, cs=cs, scales=scales)
+        if cov.message is not None:
+            table.obs[ON_IMAGE] = cov.on
+            warnings.warn(f"{cov.message} They are marked False in obs[{ON_IMAGE!r}].", stacklevel=3)
+
+
+def _read_bins(folder: Path, b: int, dataset_id: str, um_per_px: float, spatial: dict, bins_as: str, outs: Path):
+    sf = _files.scalefactors(folder, outs)
     if "bin_size_um" in sf and not np.isclose(sf["bin_size_um"], b):
         raise ValueError(f"{folder}/spatial/scalefactors_json.json says bin_size_um={sf['bin_size_um']}, not {b}.")
-    h5 = folder / "filtered_feature_bc_matrix.h5"
-    adata = read_10x_h5(h5)
+    counts, raw = _files.counts_file(folder)
+    positions_path = _files.positions_file(folder)
+    adata = read_10x(counts)
     positions = _files.read_positions(folder)
     idx = pc.index_in(pa.array(adata.obs_names.to_numpy(), pa.string()), positions.column("barcode"))
     if idx.null_count:
         raise ValueError(
-            f"{idx.null_count} barcodes of {h5} are missing from {folder}/spatial/tissue_positions.parquet: "
+            f"{idx.null_count} barcodes of {counts} are missing from {positions_path}: "
             "the two files come from different runs. Re-copy the bin folder from one Space Ranger output."
         )
     idx = idx.to_numpy()
     col = {c: positions.column(c).to_numpy()[idx] for c in _files.POSITION_COLUMNS[1:]}
     del positions
+    if raw:  # the raw matrix lists every bin of the array; keep those Space Ranger puts under tissue
+        keep = col["in_tissue"].astype(bool)
+        warnings.warn(
+            f"{folder} has no filtered matrix; read {counts.name} and kept the {int(keep.sum())} of "
+            f"{len(keep)} bins marked in tissue in {positions_path.name}.",
+            stacklevel=3,
+        )
+        adata = adata[keep].copy()
+        col = {c: v[keep] for c, v in col.items()}
     rows, cols = col[ARRAY_ROW].astype(np.int32), col[ARRAY_COL].astype(np.int32)
     xy = np.stack([col["pxl_col_in_fullres"], col["pxl_row_in_fullres"]], axis=1).astype(np.float64)
     grid = BinGrid.fit(rows, cols, xy[:, 0], xy[:, 1], bin_size_um=b, um_per_px=um_per_px)
@@ -200,20 +274,6 @@ def _labels(grid: BinGrid, rows, cols, spatial: dict[str, BaseTransformation]):
         name: TSequence([to_image, t]) if not isinstance(t, Identity) else to_image for name, t in spatial.items()
     }
     return Labels2DModel.parse(data, dims=("y", "x"), transformations=transformations, chunks=(2048, 2048))
-
-
-def _read_segmentations(outs: Path, dataset_id: str) -> SpatialData:
-    import spatialdata_io
-
-    hires = outs / "spatial" / "tissue_hires_image.png"
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):  # it prints what it found
-        warnings.simplefilter("ignore")
-        # The images are read by pixnet already; pointing spatialdata-io at the small PNG keeps it cheap.
-        seg = spatialdata_io.visium_hd(
-            outs, dataset_id=dataset_id or None, load_segmentations_only=True,
-            fullres_image_file=hires if hires.is_file() else None,
-        )  # fmt: skip
-    return SpatialData(shapes=dict(seg.shapes), tables=dict(seg.tables))
 
 
 def read_table_grid(table: ad.AnnData) -> BinGrid:

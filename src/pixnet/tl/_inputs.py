@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import logging
+import warnings
 import weakref
 from dataclasses import dataclass
 
 from spatialdata import SpatialData
-from spatialdata.transformations import get_transformation
+from spatialdata.transformations import Identity, get_transformation
 
 from .._constants import UNS_KEY, bin_table_name
 from ..data import SlideImage
+from ..data.bins import TableSpots, table_grid
+from ..data.coverage import Coverage, check_coverage, coverage, image_extent, other_image_scales
 from ..model import PixNet
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -22,6 +28,12 @@ class Slide:
     cs: str
     um_per_px: float  # micrometres per unit of the coordinate system
 
+    def coverage(self, centres, *, what: str) -> Coverage:
+        """Which of these centres (in ``cs``) lie on the image, with the numbers and the fix when some do not."""
+        extent = image_extent(self.sdata.images[self.image], self.cs)
+        scales = other_image_scales(self.sdata, self.image, self.cs)
+        return coverage(centres, extent, what=what, image=self.image, cs=self.cs, scales=scales)
+
     def working_image(self, um_per_px: float) -> SlideImage:
         """The image on a working grid of ``um_per_px``."""
         return SlideImage(
@@ -29,27 +41,42 @@ class Slide:
         )
 
 
+def on_image(slide: Slide, ts: TableSpots, *, what: str) -> TableSpots:
+    """The spots of ``ts`` on the slide image, for training: refuses when most are off it, warns when some are."""
+    cov = slide.coverage(ts.spots.centres, what=what)
+    check_coverage(
+        cov, action="train on", then=f"The {cov.n_off} bins off the image are left out of training; "
+        "pass the image they were registered to, to use them."
+    )  # fmt: skip
+    if not cov.n_off:
+        return ts
+    logger.info("training on %d of %d %s (%d off the image)", cov.on.sum(), len(cov.on), what, cov.n_off)
+    return TableSpots(ts.table[cov.on], ts.spots.subset(cov.on), ts.region, ts.grid)
+
+
 def resolve_slide(sdata: SpatialData, *, image: str | None = None, um_per_px: float | None = None) -> Slide:
-    """The slide image and its scale, from arguments or what :mod:`pixnet.io` recorded in ``sdata.attrs``."""
+    """The slide image and its scale, from arguments, what :mod:`pixnet.io` recorded in ``sdata.attrs``, or the data.
+
+    A SpatialData made by another reader (spatialdata-io, a store read back, sopa) has no record:
+    the image is its ``*_full_image`` (or its only image), and the scale comes from its Visium HD
+    bins (their known size over their pitch on the image).
+    """
     if not isinstance(sdata, SpatialData):
         raise TypeError(
             f"Expected a SpatialData object, got {type(sdata).__name__}. Read data with pixnet.io.visium_hd."
         )
     attrs = sdata.attrs.get(UNS_KEY, {})
-    name = image or attrs.get("image")
-    if name is None:
-        candidates = list(sdata.images)
-        if len(candidates) != 1:
-            raise ValueError(
-                f"Which image is the H&E? The SpatialData has images {candidates}; pass image='...'."
-                if candidates
-                else "The SpatialData object has no image: pixnet predicts from the H&E image. Add one (Image2DModel)."
-            )
-        name = candidates[0]
+    name = image or attrs.get("image") or _default_image(sdata)
     if name not in sdata.images:
         raise KeyError(f"No image {name!r} in the SpatialData object (images: {sorted(sdata.images)}).")
-    cs = attrs.get("coordinate_system") or next(iter(get_transformation(sdata.images[name], get_all=True)))
-    scale = um_per_px or attrs.get("um_per_px")
+    transformations = get_transformation(sdata.images[name], get_all=True)
+    cs = attrs.get("coordinate_system")  # what pixnet's reader recorded; otherwise the image's own
+    if cs is None:
+        cs = next((k for k, t in transformations.items() if isinstance(t, Identity)), next(iter(transformations)))
+    given = um_per_px or attrs.get("um_per_px")
+    scale = given or _bins_um_per_px(sdata, cs)
+    if given:
+        _check_scale(sdata, cs, float(given))
     if scale is None:
         raise ValueError(
             "The image's micrometres per pixel are unknown: pass um_per_px=... "
@@ -58,6 +85,47 @@ def resolve_slide(sdata: SpatialData, *, image: str | None = None, um_per_px: fl
     if not scale > 0:
         raise ValueError(f"um_per_px must be positive, got {scale}.")
     return Slide(sdata, name, cs, float(scale))
+
+
+def _default_image(sdata: SpatialData) -> str:
+    """The full-resolution H&E: spatialdata-io's ``*_full_image``, or the only image."""
+    candidates = list(sdata.images)
+    full = [k for k in candidates if k.endswith("_full_image")]
+    if len(full) == 1:
+        return full[0]
+    if len(candidates) != 1:
+        raise ValueError(
+            f"Which image is the H&E? The SpatialData has images {candidates}; pass image='...'."
+            if candidates
+            else "The SpatialData object has no image: pixnet predicts from the H&E image. Add one (Image2DModel)."
+        )
+    return candidates[0]
+
+
+def _check_scale(sdata: SpatialData, cs: str, um_per_px: float) -> None:
+    """Warn when the Visium HD bins measure another micrometres per pixel than the one given or recorded."""
+    measured = _bins_um_per_px(sdata, cs, measured=True)
+    if measured is not None and abs(measured / um_per_px - 1) > 0.05:
+        warnings.warn(
+            f"The image is taken to have {um_per_px:.4g} um per pixel, but the Visium HD bins measure "
+            f"{measured:.4g} (their size over their pitch in {cs!r}). If the bins are right, pass "
+            f"um_per_px={measured:.4g}; the network would otherwise see the tissue at the wrong magnification.",
+            stacklevel=3,
+        )
+
+
+def _bins_um_per_px(sdata: SpatialData, cs: str, *, measured: bool = False) -> float | None:
+    """Micrometres per ``cs`` unit from the Visium HD bins of a table (their size over their pitch)."""
+    for name in sorted(sdata.tables):
+        try:
+            grid = table_grid(sdata, name, cs)
+        except (KeyError, ValueError):  # a table that annotates nothing, or lives elsewhere
+            continue
+        if grid is not None:
+            value = grid.bin_size_um / grid.side_px if measured else grid.um_per_px
+            logger.info("micrometres per pixel from the %g um bins of %r: %.4f", grid.bin_size_um, name, value)
+            return value
+    return None
 
 
 def resolve_table(

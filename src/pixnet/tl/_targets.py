@@ -12,6 +12,7 @@ from spatialdata.models import get_table_keys
 from .._constants import ARRAY_COL, ARRAY_ROW, UNS_KEY, bin_table_name
 from .._grid import BinGrid
 from ..data import element_to_cs, shapes_to_spots, table_spots
+from ..data.bins import table_grid
 from ..model import Spots
 from ..pp import tissue_mask
 from ._inputs import Slide, _check_bin_size
@@ -44,21 +45,32 @@ def resolve_target(slide: Slide, *, bin_size: float | None, shapes: str | None) 
         return _shapes_target(slide, shapes)
     _check_bin_size(bin_size)
     name = bin_table_name(int(bin_size)) if float(bin_size).is_integer() else f"square_{bin_size:g}um"
-    if name in sdata.tables and "grid" in sdata.tables[name].uns.get(UNS_KEY, {}):
-        ts = table_spots(sdata, name, slide.cs)
-        obs = ts.table.obs[[c for c in ts.table.obs.columns if c in ("in_tissue", ARRAY_ROW, ARRAY_COL)]].copy()
-        return Target(name, ts.spots, obs, np.asarray(ts.table.obsm["spatial"]), ts.grid, name)
+    if name in sdata.tables:  # the measured bins, however they were read: predict exactly those
+        return _table_target(slide, name)
     return _new_grid(slide, float(bin_size), name)
+
+
+def _table_target(slide: Slide, name: str) -> Target:
+    """The rows of a measured table: its bins as squares of their grid, or the shapes it annotates."""
+    ts = table_spots(slide.sdata, name, slide.cs)
+    if ts.grid is not None:
+        obs = ts.table.obs[[c for c in ts.table.obs.columns if c in ("in_tissue", ARRAY_ROW, ARRAY_COL)]].copy()
+        recorded = "grid" in ts.table.uns.get(UNS_KEY, {}) and "spatial" in ts.table.obsm  # Space Ranger's centres
+        spatial = np.asarray(ts.table.obsm["spatial"]) if recorded else ts.spots.centres
+        return Target(name, ts.spots, obs, spatial, ts.grid, name)
+    geometry = deepcopy(slide.sdata.shapes[ts.region])
+    instance = ts.table.obs[get_table_keys(ts.table)[2]].to_numpy()
+    obs = pd.DataFrame(index=ts.table.obs_names.copy())
+    return Target(name, ts.spots, obs, ts.spots.centres, None, name, geometry, instance)
 
 
 def _new_grid(slide: Slide, bin_size: float, name: str) -> Target:
     """A new grid of ``bin_size`` bins on the slide's Visium HD array, over the measured tissue."""
     sdata = slide.sdata
-    grids = [(t, sdata.tables[t]) for t in sdata.tables if "grid" in sdata.tables[t].uns.get(UNS_KEY, {})]
+    grids = [(g, sdata.tables[t]) for t in sdata.tables if (g := _grid_or_none(sdata, t, slide.cs)) is not None]
     if not grids:
         return _image_grid(slide, bin_size, name)
-    _, ref = min(grids, key=lambda kv: kv[1].uns[UNS_KEY]["grid"]["bin_size_um"])
-    old = BinGrid.from_dict(ref.uns[UNS_KEY]["grid"])
+    old, ref = min(grids, key=lambda kv: kv[0].bin_size_um)
     grid = old.rescale(bin_size)
     if grid.side_px * slide.um_per_px < slide.um_per_px:
         raise ValueError(f"bin_size={bin_size:g} um is smaller than a pixel of the image ({slide.um_per_px:g} um).")
@@ -80,6 +92,13 @@ def _new_grid(slide: Slide, bin_size: float, name: str) -> Target:
     centres = grid.centres(rr, cc)
     spots = Spots.squares(centres, grid.side_px / 2, grid.angle)
     return Target(name, spots, obs, centres, grid, None)
+
+
+def _grid_or_none(sdata, table: str, cs: str) -> BinGrid | None:
+    try:
+        return table_grid(sdata, table, cs)
+    except (KeyError, ValueError):  # a table that annotates nothing, or lives in another coordinate system
+        return None
 
 
 def _image_grid(slide: Slide, bin_size: float, name: str) -> Target:

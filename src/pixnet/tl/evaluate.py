@@ -10,7 +10,7 @@ import pandas as pd
 from scipy import sparse
 from spatialdata import SpatialData
 
-from .._constants import UNS_KEY, bin_table_name
+from .._constants import ON_IMAGE, UNS_KEY, bin_table_name
 from ..pp import Normalization
 
 logger = logging.getLogger(__name__)
@@ -105,7 +105,10 @@ def evaluate(
     """Compare :func:`pixnet.tl.predict`'s table with the measured one: MSE, MAE, PCC@F, PCC@S, PCC@M.
 
     Measured counts are normalised as the model's predictions are (each bin by its total over
-    all genes, ``log1p(x / total * 1e4)``); bins are matched by ``obs_names``.
+    all genes, ``log1p(x / total * 1e4)``); bins are matched by ``obs_names``, and each pair is
+    checked to be the same place (centres within a quarter of a bin) before anything is scored.
+    Bins that :func:`pixnet.tl.predict` marked as off the image (``obs["pixnet_on_image"]``) are
+    left out, with a warning.
 
     Parameters
     ----------
@@ -140,21 +143,27 @@ def evaluate(
     if meas_name is None or meas_name not in sdata.tables:
         raise KeyError(f"No measured table for {target!r}; pass table=... (the table of measured counts).")
     measured = sdata.tables[meas_name]
-    summary, per_gene = compare(pred, measured, layer=layer)
+    rows = paired_rows(sdata, pred_name, meas_name)
+    summary, per_gene = compare(pred, measured, layer=layer, rows=rows)
     pred.var["pcc"] = per_gene["pcc"].to_numpy()
     pred.uns.setdefault(UNS_KEY, {})["evaluation"] = {**summary.to_dict(), "measured": meas_name, "layer": layer or "X"}
     return summary.rename(pred_name)
 
 
-def compare(pred: ad.AnnData, measured: ad.AnnData, *, layer: str | None = None) -> tuple[pd.Series, pd.DataFrame]:
-    """Metrics between a prediction table and a table of measured counts, matched by bins and genes."""
+def compare(
+    pred: ad.AnnData, measured: ad.AnnData, *, layer: str | None = None, rows: pd.Index | None = None
+) -> tuple[pd.Series, pd.DataFrame]:
+    """Metrics between a prediction table and a table of measured counts, matched by bins and genes.
+
+    ``rows``: the ``obs_names`` to score (default: every name the two tables share).
+    """
     genes = [g for g in pred.var_names if g in measured.var_names]
     missing = len(pred.var_names) - len(genes)
     if not genes:
         raise KeyError("The measured table shares no gene with the prediction.")
     if missing:
         logger.warning("%d predicted genes are not in the measured table and are skipped.", missing)
-    common = pred.obs_names.intersection(measured.obs_names, sort=False)
+    common = pred.obs_names.intersection(measured.obs_names, sort=False) if rows is None else rows
     if len(common) < 2:
         raise ValueError(
             "Predicted and measured tables share fewer than 2 bins (obs_names); were they made for the same bins?"
@@ -186,3 +195,79 @@ def _take_rows(arr, rows: np.ndarray) -> np.ndarray:
         rows = slice(int(rows[0]), int(rows[-1]) + 1)
     out = arr[rows]
     return out.compute() if hasattr(out, "compute") else out
+
+
+def paired_rows(sdata: SpatialData, pred_name: str, meas_name: str) -> pd.Index:
+    """The ``obs_names`` shared by prediction and measurement, checked to be the same places, on the image.
+
+    Names alone do not say where a bin is: a grid laid anew, or bins read by another tool, can
+    reuse barcodes for other places. Each pair's centres (the prediction's ``obsm["spatial"]``
+    and the measured table's geometry) must lie within a quarter of a spot of each other.
+    """
+    pred, measured = sdata.tables[pred_name], sdata.tables[meas_name]
+    common = pred.obs_names.intersection(measured.obs_names, sort=False)
+    if len(common) < 2:
+        raise ValueError(
+            f"Predicted ({pred_name!r}) and measured ({meas_name!r}) tables share fewer than 2 bins (obs_names); "
+            "were they made for the same bins? Predict with the measured table's bin size or shapes."
+        )
+    rows_p, rows_m = pred.obs_names.get_indexer(common), measured.obs_names.get_indexer(common)
+    places = _measured_centres(sdata, meas_name, pred.uns.get(UNS_KEY, {}).get("coordinate_system"))
+    if places is None or "spatial" not in pred.obsm:  # a table made by hand, without positions
+        logger.warning(
+            "%r or %r has no bin positions (geometry or obsm['spatial']): rows are paired by name only, their "
+            "places unchecked.", pred_name, meas_name,
+        )  # fmt: skip
+    else:
+        xy_m, tol = places
+        dist = np.hypot(*(np.asarray(pred.obsm["spatial"], np.float64)[rows_p, :2] - xy_m[rows_m]).T)
+        far = dist > tol
+        if far.any():
+            raise ValueError(
+                f"{int(far.sum())} of {len(common)} bins that {pred_name!r} and {meas_name!r} both name lie in "
+                f"different places (median {np.median(dist[far]):.1f} px apart, more than {tol:.1f} px): the "
+                "prediction was not made for the measured bins. Re-run pixnet.tl.predict(sdata, bin_size=...) with "
+                "the measured table in sdata, so that it predicts exactly those bins, then evaluate."
+            )
+    if ON_IMAGE in pred.obs:
+        on = pred.obs[ON_IMAGE].to_numpy(bool)[rows_p]
+        if not on.all():
+            logger.warning(
+                "%d of %d bins lie off the image (obs[%r] is False) and are not scored.", (~on).sum(), len(on), ON_IMAGE
+            )
+            common = common[on]
+    return common
+
+
+def _measured_centres(sdata: SpatialData, name: str, cs: str | None) -> tuple[np.ndarray, float] | None:
+    """Centres of the measured table's rows in ``cs`` and a tolerance (a quarter of a spot); None if unknown."""
+    from .._grid import BinGrid
+    from ..data import table_spots
+
+    table = sdata.tables[name]
+    recorded = table.uns.get(UNS_KEY, {}).get("grid")
+    if recorded is not None and "spatial" in table.obsm:  # pixnet's reader: Space Ranger's centres, as predict uses
+        tol = max(0.25 * BinGrid.from_dict(recorded).side_px, 1.0)
+        return np.asarray(table.obsm["spatial"], np.float64)[:, :2], tol
+    try:
+        spots = table_spots(sdata, name, cs).spots if cs is not None else None
+    except (KeyError, ValueError):
+        spots = None
+    if spots is not None:
+        half = float(np.median(spots.extent())) if len(spots) else 1.0
+        return spots.centres, max(0.5 * half, 1.0)
+    if "spatial" not in table.obsm:
+        return None
+    xy = np.asarray(table.obsm["spatial"], np.float64)[:, :2]
+    return xy, max(0.25 * _spacing(xy), 1.0)
+
+
+def _spacing(xy: np.ndarray) -> float:
+    """Median distance from a point to its nearest neighbour (a sample of points)."""
+    from scipy.spatial import cKDTree
+
+    if len(xy) < 2:
+        return 1.0
+    sample = xy[np.linspace(0, len(xy) - 1, min(len(xy), 5000)).astype(int)]
+    d, _ = cKDTree(xy).query(sample, k=2)
+    return float(np.median(d[:, 1]))

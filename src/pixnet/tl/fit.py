@@ -29,7 +29,7 @@ from ..data import (
 )
 from ..model import ModelConfig, PixNet, PixNetModule
 from ..pp import select_genes
-from ._inputs import record_model, resolve_slide, resolve_table
+from ._inputs import on_image, record_model, resolve_slide, resolve_table
 from ._spot import spot_loaders, spot_module
 
 if TYPE_CHECKING:
@@ -178,7 +178,7 @@ def fit(
     slides = [resolve_slide(s, image=image, um_per_px=slide_um_per_px) for s in sdatas]
     tables = [resolve_table(s, bin_size=bin_size, table=table, default=16) for s in sdatas]
     genes = select_genes([s.tables[t] for s, t in zip(sdatas, tables)], n_top=n_genes, genes=genes)
-    spots = [table_spots(sl.sdata, t, sl.cs) for sl, t in zip(slides, tables)]
+    spots = [on_image(sl, table_spots(sl.sdata, t, sl.cs), what=f"bins of {t}") for sl, t in zip(slides, tables)]
     diameter = spot_diameter_um([ts.spots for ts in spots], [sl.um_per_px for sl in slides])
     um_per_px, auto_tile = working_resolution(diameter, um_per_px=um_per_px, context_px=context_px)
     tile_px = tile_px or auto_tile

@@ -14,9 +14,10 @@ import torch
 from spatialdata import SpatialData
 from spatialdata.models import TableModel
 
-from .._constants import REGION_KEY, UNS_KEY
+from .._constants import ON_IMAGE, REGION_KEY, UNS_KEY
 from .._memory import trimmed
 from .._version import __version__
+from ..data.coverage import check_coverage
 from ..model import PixNet
 from ._dense import aggregate_lazy, dense_map, map_region, occupied_blocks
 from ._inputs import find_model, resolve_slide
@@ -77,9 +78,12 @@ def predict(
     - ``layers["lognorm"]``: ``log1p`` of the normalised expected counts (denoised expression);
     - ``obs["predicted_total_counts"]``: expected total counts over all genes.
 
-    When ``bin_size`` matches a table read by :func:`pixnet.io.visium_hd`, the rows are exactly
-    its bins, with the same ``obs_names`` in the same order. Other sizes get a new grid on the
-    same array, over the measured tissue.
+    When ``bin_size`` matches a measured table (``square_008um``, read by :func:`pixnet.io.visium_hd`,
+    by :func:`spatialdata_io.visium_hd` with squares, circles or labels, or read back from a store),
+    the rows are exactly its bins, with the same ``obs_names`` in the same order. Other sizes get
+    a new grid on the same array, over the measured tissue. Bins whose centre lies beyond the
+    image are marked False in ``obs["pixnet_on_image"]`` with a warning; when most do, predict
+    refuses (the image is not the one the bins were placed on).
 
     Parameters
     ----------
@@ -118,6 +122,11 @@ def predict(
     if not isinstance(model, PixNet):
         raise TypeError(f"model must be a pixnet.PixNet, got {type(model).__name__}.")
     target = resolve_target(slide, bin_size=bin_size, shapes=shapes)
+    cov = slide.coverage(target.spots.centres, what="bins" if shapes is None else f"shapes of {shapes!r}")
+    check_coverage(
+        cov, action="predict", then=f"They are predicted from the blank beyond the image and marked False in the "
+        f"prediction's obs[{ON_IMAGE!r}]; pixnet.tl.evaluate leaves them out."
+    )  # fmt: skip
     cfg = model.config
     names = {
         "table": f"{key_added}_{target.name}",
@@ -134,6 +143,8 @@ def predict(
         else:
             lam = _aggregates(sdata, slide, model, target, names["map"], reuse_map, tile_px, context_px, dev, progress)
             x, extra = expression_arrays(lam, cfg, layers, scratch=scratch, progress=progress)
+        if cov.n_off:
+            extra[ON_IMAGE] = cov.on
         table, geom = _table(x, extra, slide, target, cfg, names, params={
             "bin_size_um": bin_size, "shapes": shapes, "tile_px": tile_px, "context_px": context_px})  # fmt: skip
         kind = ELEMENT_KINDS["labels" if _as_labels(target) else "shapes"]
@@ -171,6 +182,7 @@ def _table(x, extra: dict, slide, target, cfg, names: dict, params: dict) -> tup
     table.uns[UNS_KEY] = {
         "model": cfg.to_dict(), "map": names.get("map"), "source_table": target.source_table, "target": target.name,
         **params, "normalization": {"target_sum": cfg.target_sum, "log1p": cfg.log1p}, "pixnet_version": __version__,
+        "coordinate_system": slide.cs, "um_per_px": slide.um_per_px,
         "X": "expected log1p(counts / total * target_sum) under Poisson counting noise at this bin size",
     }  # fmt: skip
     if target.grid is not None:
