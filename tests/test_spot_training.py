@@ -81,5 +81,8 @@ def test_fit_on_spot_slides_with_different_genes_uses_shared_genes_and_spot_defa
     assert "share 8 genes" in caplog.text and "working at 4 um/px in 128 px tiles" in caplog.text
     with pytest.raises(ValueError, match="share only 8 genes"):
         pixnet.tl.fit([a, b], n_genes=10, epochs=1, progress=False)
-    t = pixnet.tl.predict(b, model=model, shapes="spots", progress=False)
+    t = pixnet.tl.predict(b, model=model, progress=False)  # the spots the reader recorded
     assert t.n_obs == b.tables["table"].n_obs and list(t.var_names) == list(model.genes)
+    assert "pixnet_spots" in b.tables
+    scores = pixnet.tl.evaluate(b)
+    assert scores["n_bins"] == t.n_obs and scores["n_genes"] == 6

@@ -37,8 +37,13 @@ class Target:
 
 
 def resolve_target(slide: Slide, *, bin_size: float | None, shapes: str | None) -> Target:
-    """Bins of ``bin_size`` (the measured table's, or a new grid on the array) or the shapes element ``shapes``."""
+    """Bins of ``bin_size`` (the measured table's, or a new grid on the array) or the shapes element ``shapes``.
+
+    With neither, the spots a reader recorded in ``sdata.attrs["pixnet"]["shapes"]`` (:func:`pixnet.io.spots`).
+    """
     sdata = slide.sdata
+    if bin_size is None and shapes is None:
+        shapes = sdata.attrs.get(UNS_KEY, {}).get("shapes")
     if (bin_size is None) == (shapes is None):
         raise ValueError("Pass exactly one of bin_size=... (square bins) or shapes=... (a shapes element's name).")
     if shapes is not None:

@@ -115,7 +115,8 @@ def evaluate(
     sdata
         The slide, with a measured table and the prediction table.
     bin_size, shapes
-        Which prediction: ``{key_added}_square_008um`` for ``bin_size=8``, ``{key_added}_{shapes}``.
+        Which prediction: ``{key_added}_square_008um`` for ``bin_size=8``, ``{key_added}_{shapes}``;
+        by default the spots a spot-level reader recorded (``spots``).
     table
         The measured table (default: ``square_008um``, or the table annotating ``shapes``).
     key_added
@@ -129,6 +130,8 @@ def evaluate(
     summary in its ``uns["pixnet"]["evaluation"]``.
 
     """
+    if bin_size is None and shapes is None:  # the spots a reader recorded (pixnet.io.spots and its layouts)
+        shapes = sdata.attrs.get(UNS_KEY, {}).get("shapes")
     target = bin_table_name(int(bin_size)) if bin_size is not None else shapes
     if target is None:
         raise ValueError("Pass bin_size=... or shapes=... (what was given to pixnet.tl.predict).")

@@ -94,7 +94,9 @@ def predict(
     bin_size
         Predict square bins of this size (um).
     shapes
-        Or predict into this shapes element (Visium spots, cell segmentation polygons).
+        Or predict into this shapes element (Visium spots, cell segmentation polygons). With
+        neither, the spots that a spot-level reader recorded (:func:`pixnet.io.spots` and its
+        layouts name them ``spots``).
     key_added
         Prefix of the written elements.
     overwrite
