@@ -43,6 +43,7 @@ DATA = HERE.parent.parent / "shared" / "data" / "her2st"
 SECTIONS = ("C2", "C3", "C4", "C5")
 MARKERS = ("ERBB2", "GRB7", "MGP", "TFF3", "IGKC", "FASN", "SCD", "COL1A1")
 RESULTS = HERE / "results" / "her2st.jsonl"
+RUNNING = HERE / "results" / "her2st.running.json"
 log = logging.getLogger("her2st")
 log.setLevel(logging.INFO)
 
@@ -160,6 +161,7 @@ def main() -> None:
             row = {"held_out": held, "method": method, "fit_s": round(fit_s, 1), **res}
             rows.append(row)
             log.info("%s", {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()})
+            _write_atomic(RUNNING, {"tag": args.tag, "fit": fit, "rows": rows})  # a stopped run keeps its folds
     table = pd.DataFrame(rows)
     cols = ["PCC@F", "PCC@S", "PCC@M", "PCC@M-res", "MSE", "MAE", "fit_s"]
     print(table.pivot(index="held_out", columns="method", values="PCC@M").round(3).to_string())
@@ -172,6 +174,13 @@ def main() -> None:
     RESULTS.parent.mkdir(exist_ok=True)
     with RESULTS.open("a") as f:
         f.write(json.dumps(record) + "\n")
+
+
+def _write_atomic(path: Path, record: dict) -> None:
+    path.parent.mkdir(exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record))
+    tmp.replace(path)
 
 
 def _machine() -> str:

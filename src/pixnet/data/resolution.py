@@ -14,8 +14,9 @@ FINE_BIN_UM = 16.0
 FINEST_UM_PER_PX = 0.5
 BIN_TILE_PX = 256
 #: Larger spots (Visium's 55 um, legacy ST's 100 um) are seen at a coarser resolution, about this many
-#: pixels across, in SPOT_TILE_PX tiles: on HER2ST (100 um spots) 4 um/px trains in a quarter of the
-#: time of 2 um/px and validates better (benchmarks/RESULTS.md, "Real tissue").
+#: pixels across, in SPOT_TILE_PX tiles, which keeps training affordable on a CPU: on HER2ST (100 um
+#: spots) a step took ~14 s at 2 um/px in 256 px tiles and ~8 s at 4 um/px in 128 px tiles, with the
+#: same validation PCC after 3 epochs (0.18 and 0.19; benchmarks/RESULTS.md, "Real tissue").
 SPOT_PX = 25.0
 SPOT_TILE_PX = 128
 
