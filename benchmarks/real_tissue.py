@@ -11,8 +11,8 @@ out of prediction and measurement, i.e. the gene-specific structure.
 
 The data are read from ``../shared/data/her2st`` (never copied into the repository).
 
-    python benchmarks/real_her2st.py                              # all folds, all methods
-    python benchmarks/real_her2st.py --methods pixnet --folds C2 --fit '{"epochs": 12}' --tag e12
+    python benchmarks/real_tissue.py                              # all folds, all methods
+    python benchmarks/real_tissue.py --methods pixnet --folds C2 --fit '{"epochs": 12}' --tag e12
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ HERE = Path(__file__).parent
 DATA = HERE.parent.parent / "shared" / "data" / "her2st"
 SECTIONS = ("C2", "C3", "C4", "C5")
 MARKERS = ("ERBB2", "GRB7", "MGP", "TFF3", "IGKC", "FASN", "SCD", "COL1A1")
-RESULTS = HERE / "results" / "her2st.jsonl"
-RUNNING = HERE / "results" / "her2st.running.json"
+RESULTS = HERE / "results" / "real_tissue.jsonl"
+RUNNING = HERE / "results" / "real_tissue.running.json"
 log = logging.getLogger("her2st")
 log.setLevel(logging.INFO)
 
