@@ -28,7 +28,7 @@ warnings.filterwarnings("ignore")
 logging.getLogger("lightning").setLevel(logging.ERROR)
 logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
 logging.basicConfig(format="%(asctime)s %(name)s: %(message)s")
-logging.getLogger("pixnet.tl._trainer").setLevel(logging.INFO)  # one line an epoch: a stopped run shows how far it got
+logging.getLogger("pixnet.train.trainer").setLevel(logging.INFO)  # one line an epoch: a stopped run shows how far it got
 
 import pixnet  # noqa: E402
 from pixnet.datasets import expected_counts, visium_hd_demo  # noqa: E402
@@ -92,8 +92,9 @@ def run_pixnet(A, B, fit: dict, tag: str, scales=SCALES, table: str | None = Non
 
 
 def _features(sdata, b: int, um_per_px: float = 0.5):
-    from pixnet.data import colour_texture_features, table_spots
-    from pixnet.tl._inputs import resolve_slide
+    from pixnet.baselines.features import colour_texture_features
+    from pixnet.data import table_spots
+    from pixnet.data.slide import resolve_slide
 
     slide = resolve_slide(sdata)
     work = slide.working_image(um_per_px)

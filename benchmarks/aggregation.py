@@ -23,9 +23,9 @@ from _common import record
 from spatialdata.models import Image2DModel, Labels2DModel
 from spatialdata.transformations import Identity
 
-from pixnet._grid import BinGrid
-from pixnet.model import Spots
-from pixnet.tl._dense import aggregate_lazy
+from pixnet.geometry import BinGrid
+from pixnet.geometry import Spots
+from pixnet.infer.dense import aggregate_lazy
 
 warnings.filterwarnings("ignore")
 

@@ -58,7 +58,7 @@ t0 = time.perf_counter()
 pixnet.tl.predict(sdata, shapes="spots", tile_px=256, context_px=32, key_added="small_tiles", progress=False)
 predict_256_s = time.perf_counter() - t0
 # reads alone: 48 windows of 320 x 320 working px (a 256 px tile with 32 px of context) at 2 um/px
-from pixnet.tl._inputs import resolve_slide
+from pixnet.data.slide import resolve_slide
 work = resolve_slide(sdata).working_image(2.0)
 rng = np.random.default_rng(0)
 corners = rng.integers(0, np.array(work.shape) - 320, (48, 2))

@@ -29,9 +29,9 @@ import numpy as np, spatialdata, torch
 warnings.filterwarnings("ignore")
 import pixnet
 from pixnet.model import ModelConfig
-from pixnet.tl._dense import map_region, occupied_blocks
-from pixnet.tl._inputs import resolve_slide
-from pixnet.tl._targets import resolve_target
+from pixnet.infer.dense import map_region, occupied_blocks
+from pixnet.data.slide import resolve_slide
+from pixnet.infer.targets import resolve_target
 
 # the measured 2 um counts are read lazily above --lazy-mb (an earlier run's results were removed by another process)
 sd = pixnet.io.read_zarr({store!r}, in_memory_limit={lazy_mb} * 2**20)

@@ -32,7 +32,7 @@ warnings.filterwarnings("ignore")
 logging.basicConfig(format="%(asctime)s %(name)s: %(message)s")
 for name in ("lightning", "lightning.pytorch"):
     logging.getLogger(name).setLevel(logging.ERROR)
-logging.getLogger("pixnet.tl._trainer").setLevel(logging.INFO)
+logging.getLogger("pixnet.train.trainer").setLevel(logging.INFO)
 
 import pixnet  # noqa: E402
 from pixnet.pp import Normalization  # noqa: E402
@@ -118,8 +118,9 @@ def run_ridge(train, test, genes, um_per_px: float = 2.0) -> tuple[dict, float]:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from pixnet.data import colour_texture_features, table_spots
-    from pixnet.tl._inputs import resolve_slide
+    from pixnet.baselines.features import colour_texture_features
+    from pixnet.data import table_spots
+    from pixnet.data.slide import resolve_slide
 
     def features(sdata):
         slide = resolve_slide(sdata)

@@ -20,10 +20,10 @@ from _common import WORK, record
 from torch.utils.data import DataLoader
 
 import pixnet
-from pixnet.data import TileSpec, spatial_split
+from pixnet.train.dataset import TileSpec, spatial_split
 from pixnet.model import ModelConfig, PixNetModule
-from pixnet.tl._inputs import resolve_slide
-from pixnet.tl._trainer import make_trainer
+from pixnet.data.slide import resolve_slide
+from pixnet.train.trainer import make_trainer
 from pixnet.tl.fit import _dense_module, _slide_data, _tile_loaders
 
 warnings.filterwarnings("ignore")

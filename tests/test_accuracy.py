@@ -22,8 +22,9 @@ def _ridge(A, B, genes, scales):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from pixnet.data import colour_texture_features, table_spots
-    from pixnet.tl._inputs import resolve_slide
+    from pixnet.baselines.features import colour_texture_features
+    from pixnet.data import table_spots
+    from pixnet.data.slide import resolve_slide
 
     def features(sdata, b):
         slide = resolve_slide(sdata)

@@ -76,8 +76,8 @@ def test_validation_tiles_score_every_bin_once(half):
     # A grid whose bins sit exactly on tile boundaries, with the rounding a rotated grid's affine leaves.
     from scipy import sparse
 
-    from pixnet.data import SlideData, TileSpec, ValTiles
-    from pixnet.model import Spots
+    from pixnet.train.dataset import SlideData, TileSpec, ValTiles
+    from pixnet.geometry import Spots
 
     yy, xx = np.mgrid[0:20, 0:20]
     centres = np.stack([xx.ravel(), yy.ravel()], 1) * 2 * half + 448.0
@@ -94,8 +94,9 @@ def test_validation_tiles_score_every_bin_once(half):
 
 
 def _mean_colour(sdata, table: str, um_per_px: float = 0.5) -> np.ndarray:
-    from pixnet.data import colour_texture_features, table_spots
-    from pixnet.tl._inputs import resolve_slide
+    from pixnet.baselines.features import colour_texture_features
+    from pixnet.data import table_spots
+    from pixnet.data.slide import resolve_slide
 
     slide = resolve_slide(sdata)
     work = slide.working_image(um_per_px)

@@ -3,15 +3,14 @@ import pytest
 import shapely
 import torch
 
+from pixnet.geometry import Spots, spot_weights
 from pixnet.model import (
     ModelConfig,
     PixNet,
     PixNetModule,
-    Spots,
     aggregate,
     build_encoder,
     load_checkpoint,
-    spot_weights,
 )
 
 GENES = tuple(f"G{i}" for i in range(7))

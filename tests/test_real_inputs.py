@@ -554,7 +554,7 @@ def test_spatialdata_io_with_a_dataset_id(prefixed_dir, tmp_path):
 
 
 def test_a_scale_that_disagrees_with_the_bins_is_named(slide_dir):
-    from pixnet.tl._inputs import resolve_slide
+    from pixnet.data.slide import resolve_slide
 
     s = pixnet.io.visium_hd(slide_dir, bin_sizes=(16,))
     with warnings.catch_warnings():

@@ -28,7 +28,7 @@ def _script(slide_dir, ckpt):
     return textwrap.dedent(
         f"""
         import time, pixnet
-        from pixnet.model import lightning as L
+        from pixnet.train import module as L
         step = L.PixNetLightning.training_step
         def slow(self, batch, i):  # slow enough from step 3 on for the test to kill the run mid-epoch
             if self.global_step >= 3:

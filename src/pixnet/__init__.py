@@ -4,7 +4,7 @@
 and evaluates, ``pixnet.pl`` plots, ``pixnet.datasets`` makes synthetic slides.
 """
 
-from . import datasets, io, model, pl, pp, tl
+from . import baselines, datasets, geometry, io, model, pl, pp, tl
 from ._version import __version__
 from .model import PixNet
 

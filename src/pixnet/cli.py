@@ -24,7 +24,7 @@ def _read(path: str, bin_size: int, *, measured: bool):
     import spatialdata
 
     from . import io
-    from ._constants import bin_table_name
+    from ._keys import bin_table_name
     from .io import _files
 
     p = Path(path)

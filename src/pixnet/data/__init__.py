@@ -1,27 +1,22 @@
-"""Training data: a SpatialData image on a working grid, and tiles with the bins inside them."""
+"""The SpatialData layer: a slide's image on a working grid, its tables' bins as geometry, coverage checks."""
 
 from .bins import TableSpots, shapes_to_spots, table_counts, table_spots
-from .dataset import EpochSampler, SlideData, TileSpec, TrainTiles, ValTiles, collate, spatial_split
-from .features import colour_texture_features
 from .image import SlideImage, element_to_cs, image_levels
 from .resolution import spot_diameter_um, working_resolution
+from .slide import Slide, on_image, resolve_slide, resolve_table
 
 __all__ = [
-    "EpochSampler",
-    "SlideData",
+    "Slide",
     "SlideImage",
     "TableSpots",
-    "TileSpec",
-    "TrainTiles",
-    "ValTiles",
-    "collate",
-    "colour_texture_features",
     "element_to_cs",
     "image_levels",
-    "spatial_split",
+    "on_image",
+    "resolve_slide",
+    "resolve_table",
+    "shapes_to_spots",
     "spot_diameter_um",
     "table_counts",
-    "shapes_to_spots",
     "table_spots",
     "working_resolution",
 ]

@@ -14,9 +14,9 @@ from spatialdata import SpatialData
 from spatialdata.models import get_table_keys
 
 from .._arrays import in_memory
-from .._constants import ARRAY_COL, ARRAY_ROW, UNS_KEY
-from .._grid import BinGrid
-from ..model.aggregate import Spots
+from .._keys import ARRAY_COL, ARRAY_ROW, UNS_KEY
+from ..geometry import BinGrid
+from ..geometry import Spots
 from .image import element_to_cs
 
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..model.aggregate import Spots
+from ..geometry import Spots
 
 #: Bins up to this size (Visium HD) are seen at FINEST_UM_PER_PX in BIN_TILE_PX tiles: the settings
 #: the synthetic accuracy benchmark was tuned with (a 16 um bin is 32 px, a nucleus ~15 px).

@@ -21,7 +21,7 @@ from spatialdata import SpatialData
 from spatialdata.models import ShapesModel, TableModel
 from spatialdata.transformations import Identity
 
-from .._constants import INSTANCE_KEY, REGION_KEY, SPOTS_SHAPES, SPOTS_TABLE, UNS_KEY
+from .._keys import INSTANCE_KEY, REGION_KEY, SPOTS_SHAPES, SPOTS_TABLE, UNS_KEY
 from ._image import read_image
 
 logger = logging.getLogger(__name__)

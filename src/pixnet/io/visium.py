@@ -10,7 +10,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 from spatialdata import SpatialData
 
-from .._constants import UNS_KEY
+from .._keys import UNS_KEY
 from . import _files
 
 logger = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ from spatialdata.models import Labels2DModel, ShapesModel, TableModel
 from spatialdata.transformations import Affine, BaseTransformation, Identity, Scale
 from spatialdata.transformations import Sequence as TSequence
 
-from .._constants import (
+from .._keys import (
     ARRAY_COL,
     ARRAY_ROW,
     INSTANCE_KEY,
@@ -29,7 +29,7 @@ from .._constants import (
     UNS_KEY,
     bin_table_name,
 )
-from .._grid import BinGrid
+from ..geometry import BinGrid
 from . import _files
 from ._image import read_image
 from ._matrix import read_10x

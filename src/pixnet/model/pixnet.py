@@ -7,6 +7,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -125,13 +126,20 @@ class PixNet:
         return cls(config, module.to(device), training)
 
 
-def build_module(config: ModelConfig) -> torch.nn.Module:
-    """The network a config describes: the dense PixNet or the spot-regression baseline."""
-    if config.method == "spot":
-        from .spot import SpotRegressor
+# The network of each method: PixNet's own; the baselines register theirs (pixnet.baselines).
+_NETWORKS: dict[str, Callable[[ModelConfig], torch.nn.Module]] = {"dense": PixNetModule}
 
-        return SpotRegressor(config)
-    return PixNetModule(config)
+
+def register_network(method: str, build: Callable[[ModelConfig], torch.nn.Module]) -> None:
+    """Make ``ModelConfig(method=method)`` build its network with ``build(config)``."""
+    _NETWORKS[method] = build
+
+
+def build_module(config: ModelConfig) -> torch.nn.Module:
+    """The network a config describes (``config.method``: PixNet's, or a registered baseline's)."""
+    if config.method not in _NETWORKS:
+        raise ValueError(f"No network for method={config.method!r}; known: {sorted(_NETWORKS)}.")
+    return _NETWORKS[config.method](config)
 
 
 def _jsonable(o):

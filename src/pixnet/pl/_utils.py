@@ -11,8 +11,8 @@ from matplotlib.collections import EllipseCollection, PolyCollection
 from matplotlib.transforms import Affine2D
 from spatialdata import SpatialData
 
-from .._constants import UNS_KEY, bin_table_name
-from .._grid import BinGrid
+from .._keys import UNS_KEY, bin_table_name
+from ..geometry import BinGrid
 from ..data import image_levels
 
 

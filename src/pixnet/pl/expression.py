@@ -9,7 +9,7 @@ import numpy as np
 from spatialdata import SpatialData
 
 from .._arrays import in_memory
-from .._constants import UNS_KEY
+from .._keys import UNS_KEY
 from ..pp import Normalization
 from ._utils import background, draw, finish, limits, panels, prediction_table, values
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from spatialdata import SpatialData
 
-from .._constants import UNS_KEY
+from .._keys import UNS_KEY
 from ..data import image_levels
 from ._utils import finish, panels
 

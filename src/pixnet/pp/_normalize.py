@@ -10,7 +10,7 @@ import numpy as np
 from scipy import sparse
 
 from .._arrays import in_memory
-from .._constants import UNS_KEY
+from .._keys import UNS_KEY
 
 
 @dataclass(frozen=True)

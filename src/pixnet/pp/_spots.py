@@ -12,7 +12,7 @@ from spatialdata.models import ShapesModel, TableModel
 from spatialdata.transformations import Identity
 
 from .._arrays import in_memory
-from .._constants import UNS_KEY
+from .._keys import UNS_KEY
 
 
 def pseudo_visium(

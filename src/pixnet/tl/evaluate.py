@@ -10,7 +10,7 @@ import pandas as pd
 from scipy import sparse
 from spatialdata import SpatialData
 
-from .._constants import ON_IMAGE, UNS_KEY, bin_table_name
+from .._keys import ON_IMAGE, UNS_KEY, bin_table_name
 from ..pp import Normalization
 
 logger = logging.getLogger(__name__)
@@ -244,7 +244,7 @@ def paired_rows(sdata: SpatialData, pred_name: str, meas_name: str) -> pd.Index:
 
 def _measured_centres(sdata: SpatialData, name: str, cs: str | None) -> tuple[np.ndarray, float] | None:
     """Centres of the measured table's rows in ``cs`` and a tolerance (a quarter of a spot); None if unknown."""
-    from .._grid import BinGrid
+    from ..geometry import BinGrid
     from ..data import table_spots
 
     table = sdata.tables[name]

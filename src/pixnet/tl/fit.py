@@ -14,26 +14,14 @@ import torch
 from spatialdata import SpatialData
 from torch.utils.data import DataLoader
 
-from ..data import (
-    EpochSampler,
-    SlideData,
-    TileSpec,
-    TrainTiles,
-    ValTiles,
-    collate,
-    spatial_split,
-    spot_diameter_um,
-    table_counts,
-    table_spots,
-    working_resolution,
-)
+from ..data import on_image, resolve_slide, resolve_table, spot_diameter_um, table_counts, table_spots, working_resolution
 from ..model import ModelConfig, PixNet, PixNetModule
 from ..pp import select_genes
-from ._inputs import on_image, record_model, resolve_slide, resolve_table
-from ._spot import spot_loaders, spot_module
+from ..train.dataset import EpochSampler, SlideData, TileSpec, TrainTiles, ValTiles, collate, spatial_split
+from ._models import record_model
 
 if TYPE_CHECKING:
-    from ..model.lightning import PixNetLightning
+    from ..train.module import PixNetLightning
 
 logger = logging.getLogger(__name__)
 
@@ -198,6 +186,8 @@ def fit(
     model = PixNet(config)
     opts = {"batch_size": batch_size, "seed": seed, "augment": augment, "num_workers": num_workers}
     if method == "spot":
+        from ..baselines.spot import spot_loaders, spot_module
+
         loader, val_loader = spot_loaders(data, train_mask, val, config, **opts)
         module = spot_module(model, lr=lr, weight_decay=weight_decay)
     else:
@@ -231,7 +221,7 @@ def _train(module, loader, val_loader, *, checkpoint_dir, checkpoint_every: int,
 
     Returns the per-epoch history and the best epoch (None without validation).
     """
-    from ._trainer import HistoryCallback, ResumeSampler, make_trainer
+    from ..train.trainer import HistoryCallback, ResumeSampler, make_trainer
 
     history = HistoryCallback()
     callbacks = [history] + ([ResumeSampler(loader.sampler)] if isinstance(loader.sampler, EpochSampler) else [])
@@ -297,7 +287,7 @@ def _dense_module(net: PixNetModule, data, train_mask, **kw) -> PixNetLightning:
     net.init_density(torch.as_tensor(counts / area, dtype=torch.float32))
     # Poisson losses weigh each output by 1 / its mean count, so that every gene's fit counts.
     gene_weight = torch.as_tensor(1.0 / np.maximum(counts, 1e-3), dtype=torch.float32)
-    from ..model.lightning import PixNetLightning
+    from ..train.module import PixNetLightning
 
     return PixNetLightning(net, gene_weight=gene_weight / gene_weight.mean(), **kw)
 

@@ -14,14 +14,13 @@ import torch
 from spatialdata import SpatialData
 from spatialdata.models import TableModel
 
-from .._constants import ON_IMAGE, REGION_KEY, UNS_KEY
+from .._keys import ON_IMAGE, REGION_KEY, UNS_KEY
 from .._memory import trimmed
 from .._version import __version__
+from ..data import resolve_slide
 from ..data.coverage import check_coverage
-from ..model import PixNet
-from ._dense import aggregate_lazy, dense_map, map_region, occupied_blocks
-from ._inputs import find_model, resolve_slide
-from ._outputs import (
+from ..infer.dense import aggregate_lazy, dense_map, map_region, occupied_blocks
+from ..infer.outputs import (
     ELEMENT_KINDS,
     check_free,
     expression_arrays,
@@ -30,8 +29,9 @@ from ._outputs import (
     scratch_dir,
     store_elements,
 )
-from ._spot import predict_spots
-from ._targets import resolve_target
+from ..infer.targets import resolve_target
+from ..model import PixNet
+from ._models import find_model
 
 logger = logging.getLogger(__name__)
 
@@ -140,6 +140,8 @@ def predict(
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     with scratch_dir(sdata) as scratch, trimmed():
         if cfg.method == "spot":  # the baseline: one crop per spot, no map
+            from ..baselines.spot import predict_spots
+
             work = slide.working_image(cfg.um_per_px)
             x, extra = predict_spots(model, work, target.spots.scaled(work.f), device=dev), {"layers": {}}
         else:

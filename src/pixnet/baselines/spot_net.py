@@ -6,8 +6,8 @@ import timm
 import torch
 from torch import nn
 
-from .config import ModelConfig
-from .encoder import load_checkpoint
+from ..model.config import ModelConfig
+from ..model.encoder import load_checkpoint
 
 
 class SpotRegressor(nn.Module):

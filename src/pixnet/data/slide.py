@@ -1,20 +1,21 @@
-"""Resolve what a tool call refers to: the slide image, its coordinate system and scale, the table."""
+"""What a verb's call refers to: the slide image, its coordinate system and scale, the table.
+
+The SpatialData layer every verb reads slides through.
+"""
 
 from __future__ import annotations
 
 import logging
 import warnings
-import weakref
 from dataclasses import dataclass
 
 from spatialdata import SpatialData
 from spatialdata.transformations import Identity, get_transformation
 
-from .._constants import UNS_KEY, bin_table_name
-from ..data import SlideImage
-from ..data.bins import TableSpots, table_grid
-from ..data.coverage import Coverage, check_coverage, coverage, image_extent, other_image_scales
-from ..model import PixNet
+from .._keys import UNS_KEY, bin_table_name
+from .bins import TableSpots, table_grid
+from .coverage import Coverage, check_coverage, coverage, image_extent, other_image_scales
+from .image import SlideImage
 
 logger = logging.getLogger(__name__)
 
@@ -159,36 +160,3 @@ def resolve_table(
 def _check_bin_size(size) -> None:
     if isinstance(size, bool) or not isinstance(size, int | float) or not size > 0:
         raise ValueError(f"bin_size must be a positive number of micrometres, got {size!r}.")
-
-
-# Models fitted on a SpatialData object, so that predict finds them without being told. A weak
-# mapping: the model lives as long as the object; sdata.attrs records its config (and path, if saved).
-_MODELS: weakref.WeakKeyDictionary[SpatialData, dict[str, PixNet]] = weakref.WeakKeyDictionary()
-
-
-def record_model(sdata: SpatialData, model: PixNet, key: str, path: str | None = None) -> None:
-    """Remember ``model`` as fitted on ``sdata`` under ``key``."""
-    _MODELS.setdefault(sdata, {})[key] = model
-    models = dict(sdata.attrs.get(UNS_KEY, {}).get("models", {}))
-    models[key] = {"config": model.config.to_dict(), "path": path}
-    sdata.attrs[UNS_KEY] = {**sdata.attrs.get(UNS_KEY, {}), "models": models, "last_model": key}
-
-
-def find_model(sdata: SpatialData, key: str | None = None) -> PixNet:
-    """The model recorded by the last :func:`pixnet.tl.fit` on ``sdata`` (or under ``key``)."""
-    attrs = sdata.attrs.get(UNS_KEY, {})
-    key = key or attrs.get("last_model")
-    if key is None:
-        raise ValueError(
-            "No model was fitted on this SpatialData object: call pixnet.tl.fit(sdata) first, or pass model=..."
-        )
-    model = _MODELS.get(sdata, {}).get(key)
-    if model is not None:
-        return model
-    path = attrs.get("models", {}).get(key, {}).get("path")
-    if path:
-        return PixNet.load(path)
-    raise ValueError(
-        f"The model {key!r} fitted on this SpatialData is not in memory and was not saved: pass model=... "
-        "(fit with model_dir=... to keep it)."
-    )

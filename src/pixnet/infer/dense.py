@@ -19,7 +19,8 @@ from scipy import sparse
 
 from .._memory import trim
 from ..data import SlideImage
-from ..model import PixNet, Spots, spot_weights
+from ..geometry import Spots, spot_weights
+from ..model import PixNet
 
 
 def map_region(

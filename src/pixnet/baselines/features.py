@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from ..model.aggregate import Spots, spot_weights
+from ..geometry import Spots, spot_weights
 
 
 def colour_texture_features(

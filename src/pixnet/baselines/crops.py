@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from .dataset import SlideData, _augment
+from ..train.dataset import SlideData, _augment
 
 
 def crop_spots(image: np.ndarray, centres: np.ndarray, side: np.ndarray, size: int, origin=(0, 0)) -> np.ndarray:

@@ -20,14 +20,14 @@ from spatialdata import SpatialData
 from spatialdata.models import Image2DModel, ShapesModel
 from spatialdata.transformations import Identity, Scale, Sequence, Translation
 
-from .._constants import INSTANCE_KEY, LABELS_INSTANCE_KEY, UNS_KEY
+from .._keys import INSTANCE_KEY, LABELS_INSTANCE_KEY, UNS_KEY
 from ..data import image_levels
 from ..io._zarr import lazy_arrays
 from ..io.visium_hd import _labels
 from ..model import PixNet
 from ..model.config import ModelConfig
 from ..pp import expected_log_normalized
-from ._progress import compute
+from .progress import compute
 
 logger = logging.getLogger(__name__)
 

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
 from ..data import SlideImage
-from ..data.crops import SpotCrops, crop_spots
-from ..model import PixNet, Spots
-
-if TYPE_CHECKING:
-    from ..model.lightning import SpotLightning
+from ..geometry import Spots
+from ..model import PixNet
+from .crops import SpotCrops, crop_spots
 
 
 def spot_loaders(data, train_mask, val_mask, config, *, batch_size: int, seed: int, augment: bool, num_workers: int):
@@ -30,9 +26,9 @@ def spot_loaders(data, train_mask, val_mask, config, *, batch_size: int, seed: i
     return loader, val
 
 
-def spot_module(model: PixNet, *, lr: float, weight_decay: float) -> SpotLightning:
+def spot_module(model: PixNet, *, lr: float, weight_decay: float):
     """The LightningModule that trains the baseline."""
-    from ..model.lightning import SpotLightning
+    from .spot_lightning import SpotLightning
 
     return SpotLightning(model.module, lr=lr, weight_decay=weight_decay)
 

@@ -9,7 +9,7 @@ import torch
 from scipy import sparse
 from torch.utils.data import Dataset, Sampler
 
-from ..model.aggregate import Spots, spot_weights
+from ..geometry import Spots, spot_weights
 
 
 @dataclass

@@ -9,13 +9,12 @@ import pandas as pd
 from spatialdata import deepcopy
 from spatialdata.models import get_table_keys
 
-from .._constants import ARRAY_COL, ARRAY_ROW, UNS_KEY, bin_table_name
-from .._grid import BinGrid
+from .._keys import ARRAY_COL, ARRAY_ROW, UNS_KEY, bin_table_name
+from ..geometry import BinGrid, Spots
 from ..data import element_to_cs, shapes_to_spots, table_spots
 from ..data.bins import table_grid
-from ..model import Spots
 from ..pp import tissue_mask
-from ._inputs import Slide, _check_bin_size
+from ..data.slide import Slide, _check_bin_size
 
 
 @dataclass
