@@ -1,7 +1,7 @@
 """Memory to write a table whose obs holds millions of string names (as a 2 um prediction does).
 
 anndata writing the obs whole (zarr converts and encodes the whole string array at once) against
-the writer predict uses (``pixnet.infer.outputs._write_table``: the names a slice at a time).
+the writer predict uses (``pixnet.infer.store._write_table``: the names a slice at a time).
 
 python benchmarks/obs_write.py            # 4M names
 python benchmarks/obs_write.py 8000000
@@ -20,7 +20,7 @@ import pandas as pd
 import zarr
 from _common import rss_peak
 
-from pixnet.infer.outputs import _write_table
+from pixnet.infer.store import _write_table
 
 warnings.filterwarnings("ignore")
 

@@ -24,7 +24,7 @@ from pixnet.train.dataset import TileSpec, spatial_split
 from pixnet.model import ModelConfig, PixNetModule
 from pixnet.data.slide import resolve_slide
 from pixnet.train.trainer import make_trainer
-from pixnet.tl.fit import _dense_module, _slide_data, _tile_loaders
+from pixnet.train.loaders import dense_module as _dense_module, slide_data as _slide_data, tile_loaders as _tile_loaders
 
 warnings.filterwarnings("ignore")
 

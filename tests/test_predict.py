@@ -138,7 +138,7 @@ def test_obs_names_are_written_a_slice_at_a_time(tmp_path, sdata, trained, monke
     """A table's long string arrays go to the store in slices; they read back whole and in order."""
     import zarr
 
-    from pixnet.infer import outputs as _outputs
+    from pixnet.infer import store as _outputs
 
     monkeypatch.setattr(_outputs, "STRING_SLICE", 7)
     path = tmp_path / "slide.zarr"
@@ -328,7 +328,7 @@ def test_a_map_is_reused_only_where_it_was_computed(sdata, trained):
 
 def test_a_large_table_is_written_chunk_by_chunk(tmp_path, sdata, trained, monkeypatch):
     """Above the in-memory limit a backed table stays lazy: read back from the store, values unchanged."""
-    from pixnet.infer import outputs as _outputs
+    from pixnet.infer import expression as _outputs
 
     path = tmp_path / "slide.zarr"
     _backed(sdata, path, 8)
@@ -384,7 +384,7 @@ def test_predict_runs_on_a_dask_distributed_cluster(tmp_path, sdata, trained, mo
 
 
 def test_map_chunks_follow_the_tiles_and_are_never_one_row():
-    from pixnet.infer.outputs import map_chunks
+    from pixnet.infer.mapimage import map_chunks
 
     # two tiles of 256 map pixels down, 251 channels: chunks divide the tile height
     assert map_chunks(((251,), (256, 100), (256, 256)), 251) == (16, 64, 256)

@@ -12,10 +12,25 @@ import sys
 import warnings
 from pathlib import Path
 
+from ._keys import DEFAULT_KEY_ADDED, bin_table_name, check_bin_size, is_bin_table, prediction_table
+
 logger = logging.getLogger("pixnet")
 
 
-def _read(path: str, bin_size: int, *, measured: bool):
+def _bin_size(text: str) -> int | float:
+    """``--bin-size``: micrometres, whole (8) or not (2.5), named as :mod:`pixnet._keys` names every bin size."""
+    try:
+        size = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of micrometres: {text!r}") from None
+    try:
+        size = check_bin_size(size)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return int(size) if size.is_integer() else size
+
+
+def _read(path: str, bin_size: float, *, measured: bool):
     """A Space Ranger ``outs/`` folder (only the bins a command needs) or a SpatialData zarr store.
 
     ``measured``: the command needs the measured bins of ``bin_size`` (fit); otherwise (predict) a
@@ -24,15 +39,14 @@ def _read(path: str, bin_size: int, *, measured: bool):
     import spatialdata
 
     from . import io
-    from ._keys import bin_table_name
     from .io import _files
 
     p = Path(path)
     if p.suffix == ".zarr" or (p / "zarr.json").exists() or (p / ".zgroup").exists():
         sdata = spatialdata.read_zarr(p)
         if measured and bin_table_name(bin_size) not in sdata.tables:
-            have = sorted(t for t in sdata.tables if t.startswith("square_"))
-            raise ValueError(f"{p} has no table of {bin_size} um bins ({bin_table_name(bin_size)}; it has {have}). "
+            have = sorted(t for t in sdata.tables if is_bin_table(t))
+            raise ValueError(f"{p} has no table of {bin_size:g} um bins ({bin_table_name(bin_size)}; it has {have}). "
                              "Pass --bin-size with one of those.")  # fmt: skip
         return sdata
     outs = _files.outs_folder(p)
@@ -46,7 +60,7 @@ def _read(path: str, bin_size: int, *, measured: bool):
         return io.visium_hd(outs, bin_sizes=(bin_size,))
     if measured:
         raise ValueError(
-            f"No {bin_size} um bins in {outs / 'binned_outputs'} (available: {', '.join(map(str, have))}). "
+            f"No {bin_size:g} um bins in {outs / 'binned_outputs'} (available: {', '.join(map(str, have))}). "
             "Pass --bin-size with one of those."
         )
     nearest = max([b for b in have if b <= bin_size], default=min(have))
@@ -83,10 +97,8 @@ def _predict(args) -> None:
     table = tl.predict(
         sdata, model=model, bin_size=args.bin_size, key_added=args.key_added, overwrite=True, progress=not args.quiet
     )
-    print(
-        f"wrote {table.n_obs} x {table.n_vars} predictions to {out} "
-        f"(table {args.key_added}_square_{args.bin_size:03d}um)"
-    )
+    name = prediction_table(args.key_added, bin_table_name(args.bin_size))
+    print(f"wrote {table.n_obs} x {table.n_vars} predictions to {out} (table {name})")
 
 
 def _evaluate(args) -> None:
@@ -116,7 +128,7 @@ def parser() -> argparse.ArgumentParser:
 
     f = sub.add_parser("fit", help="train a model on a Visium HD run")
     f.add_argument("outs", help="Space Ranger outs/ folder (or a SpatialData .zarr)")
-    f.add_argument("--bin-size", type=int, default=16, help="train on these bins (um)")
+    f.add_argument("--bin-size", type=_bin_size, default=16, help="train on these bins (um)")
     f.add_argument("--out", required=True, help="folder to save the model to")
     f.add_argument("--epochs", type=int, default=48)
     f.add_argument("--n-genes", type=int, default=250)
@@ -130,16 +142,16 @@ def parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("predict", help="predict bins of a slide with a saved model")
     pr.add_argument("outs", help="Space Ranger outs/ folder (or a SpatialData .zarr)")
     pr.add_argument("--model", required=True, help="a model folder saved by `pixnet fit`")
-    pr.add_argument("--bin-size", type=int, default=8)
+    pr.add_argument("--bin-size", type=_bin_size, default=8, help="predict bins of this size (um; 2.5 works too)")
     pr.add_argument("--out", required=True, help="SpatialData .zarr to write (the slide with the predictions)")
-    pr.add_argument("--key-added", default="pixnet")
+    pr.add_argument("--key-added", default=DEFAULT_KEY_ADDED)
     pr.add_argument("--overwrite", action="store_true")
     pr.set_defaults(func=_predict)
 
     e = sub.add_parser("evaluate", help="score predictions against the measured bins")
     e.add_argument("result", help="SpatialData .zarr written by `pixnet predict`")
-    e.add_argument("--bin-size", type=int, default=8)
-    e.add_argument("--key-added", default="pixnet")
+    e.add_argument("--bin-size", type=_bin_size, default=8)
+    e.add_argument("--key-added", default=DEFAULT_KEY_ADDED)
     e.set_defaults(func=_evaluate)
 
     d = sub.add_parser("demo", help="fit and predict on the synthetic Visium HD slide, writing figures")

@@ -24,6 +24,7 @@ def run_demo(out: Path, *, size_um: float = 1000.0, epochs: int | None = None, p
     import pandas as pd
 
     from . import datasets, io, pl, tl
+    from ._keys import bin_table_name
 
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -31,7 +32,7 @@ def run_demo(out: Path, *, size_um: float = 1000.0, epochs: int | None = None, p
     sdata = io.visium_hd(path)
     logger.info("%s", sdata)
     for b in (2, 8, 16):
-        t = sdata.tables[f"square_{b:03d}um"]
+        t = sdata.tables[bin_table_name(b)]
         median = int(pd.Series(t.X.sum(1).A1).median())
         logger.info("%2d um bins: %7d bins x %d genes, median %d UMIs per bin", b, t.n_obs, t.n_vars, median)
     _total_counts_figure(sdata, out / "01_he_total_counts_8um.png")
@@ -60,9 +61,10 @@ def _total_counts_figure(sdata, path: Path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
+    from ._keys import bin_table_name
     from .pl._utils import background, draw
 
-    t = sdata.tables["square_008um"]
+    t = sdata.tables[bin_table_name(8)]
     fig, ax = plt.subplots(figsize=(7, 6))
     background(ax, sdata)
     total = np.asarray(t.X.sum(1)).ravel()

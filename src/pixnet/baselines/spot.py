@@ -33,6 +33,12 @@ def spot_module(model: PixNet, *, lr: float, weight_decay: float):
     return SpotLightning(model.module, lr=lr, weight_decay=weight_decay)
 
 
+def train_spots(model: PixNet, data, train_mask, val_mask, *, lr: float, weight_decay: float, **opts):
+    """What :func:`pixnet.tl.fit` trains for ``method="spot"``: crop loaders and the LightningModule."""
+    loader, val_loader = spot_loaders(data, train_mask, val_mask, model.config, **opts)
+    return loader, val_loader, spot_module(model, lr=lr, weight_decay=weight_decay)
+
+
 @torch.no_grad()
 def predict_spots(
     model: PixNet, image: SlideImage, spots_work: Spots, *, device: torch.device, chunk: int = 4096

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import anndata as ad
@@ -14,7 +13,7 @@ from spatialdata import SpatialData
 from spatialdata.models import get_table_keys
 
 from .._arrays import in_memory
-from .._keys import ARRAY_COL, ARRAY_ROW, UNS_KEY
+from .._keys import ARRAY_COL, ARRAY_ROW, UNS_KEY, bin_size_of
 from ..geometry import BinGrid
 from ..geometry import Spots
 from .image import element_to_cs
@@ -80,9 +79,6 @@ def _annotated(element: GeoDataFrame, table: ad.AnnData, table_name: str, region
         ) from err
 
 
-_BIN_NAME = re.compile(r"square_(\d{3})um")
-
-
 def table_grid(sdata: SpatialData, table_name: str, cs: str) -> BinGrid | None:
     """The Visium HD bin grid of a table in ``cs`` pixels: recorded by :func:`pixnet.io.visium_hd`, or fitted.
 
@@ -123,9 +119,9 @@ def _bin_size(table: ad.AnnData, table_name: str) -> float | None:
     except (KeyError, ValueError):
         region = None
     for name in [table_name] + ([region] if isinstance(region, str) else []):
-        m = _BIN_NAME.search(name)
-        if m:
-            return float(m.group(1))
+        size = bin_size_of(name)
+        if size is not None:
+            return size
     return None
 
 

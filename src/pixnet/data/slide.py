@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from spatialdata import SpatialData
 from spatialdata.transformations import Identity, get_transformation
 
-from .._keys import UNS_KEY, bin_table_name
+from .._keys import UNS_KEY, bin_table_name, is_bin_table
 from .bins import TableSpots, table_grid
 from .coverage import Coverage, check_coverage, coverage, image_extent, other_image_scales
 from .image import SlideImage
@@ -146,17 +146,11 @@ def resolve_table(
     size = bin_size if bin_size is not None else default
     if size is None:
         raise ValueError("Pass bin_size=... (for Visium HD bins) or table=... (any table annotating shapes).")
-    _check_bin_size(size)
-    name = bin_table_name(int(size))
+    name = bin_table_name(size)
     if name not in sdata.tables:
-        have = sorted(t for t in sdata.tables if t.startswith("square_"))
+        have = sorted(t for t in sdata.tables if is_bin_table(t))
         raise KeyError(
             f"No table of {size:g} um bins ({name!r}); this SpatialData has {have or sorted(sdata.tables)}. "
             "Read the run with pixnet.io.visium_hd(..., bin_sizes=...), or pass table=..."
         )
     return name
-
-
-def _check_bin_size(size) -> None:
-    if isinstance(size, bool) or not isinstance(size, int | float) or not size > 0:
-        raise ValueError(f"bin_size must be a positive number of micrometres, got {size!r}.")

@@ -55,6 +55,16 @@ class Spots:
         size = None if self.size is None else _map_sizes(self.size, lambda v: v / factor)
         return Spots(self.kind, (self.centres - origin) / factor, size, self.angle, polys)
 
+    def mean_area(self) -> float:
+        """Mean area of the spots, in squared pixels (exact for squares and circles)."""
+        if self.kind == "square":
+            return float(np.mean((2 * np.asarray(self.size)) ** 2))
+        if self.kind == "circle":
+            return float(np.mean(np.pi * np.asarray(self.size) ** 2))
+        import shapely
+
+        return float(np.mean(shapely.area(np.asarray(self.polygons))))
+
     def extent(self) -> np.ndarray:
         """Half extent of each spot's bounding box around its centre, in pixels."""
         if self.kind == "polygon":

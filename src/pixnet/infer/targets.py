@@ -9,12 +9,12 @@ import pandas as pd
 from spatialdata import deepcopy
 from spatialdata.models import get_table_keys
 
-from .._keys import ARRAY_COL, ARRAY_ROW, UNS_KEY, bin_table_name
+from .._keys import ARRAY_COL, ARRAY_ROW, UNS_KEY, barcode, check_bin_size, target_name
 from ..geometry import BinGrid, Spots
 from ..data import element_to_cs, shapes_to_spots, table_spots
 from ..data.bins import table_grid
 from ..pp import tissue_mask
-from ..data.slide import Slide, _check_bin_size
+from ..data.slide import Slide
 
 
 @dataclass
@@ -47,11 +47,10 @@ def resolve_target(slide: Slide, *, bin_size: float | None, shapes: str | None) 
         raise ValueError("Pass exactly one of bin_size=... (square bins) or shapes=... (a shapes element's name).")
     if shapes is not None:
         return _shapes_target(slide, shapes)
-    _check_bin_size(bin_size)
-    name = bin_table_name(int(bin_size)) if float(bin_size).is_integer() else f"square_{bin_size:g}um"
+    name = target_name(bin_size=bin_size)
     if name in sdata.tables:  # the measured bins, however they were read: predict exactly those
         return _table_target(slide, name)
-    return _new_grid(slide, float(bin_size), name)
+    return _new_grid(slide, check_bin_size(bin_size), name)
 
 
 def _table_target(slide: Slide, name: str) -> Target:
@@ -90,8 +89,7 @@ def _new_grid(slide: Slide, bin_size: float, name: str) -> Target:
     cand = cand[keep & (cand >= 0).all(1)]
     cand = cand[np.lexsort((cand[:, 1], cand[:, 0]))]
     rr, cc = cand[:, 0], cand[:, 1]
-    code = f"s_{bin_size:g}um_" if not bin_size.is_integer() else f"s_{int(bin_size):03d}um_"
-    index = pd.Index([f"{code}{a:05d}_{b:05d}-1" for a, b in zip(rr.tolist(), cc.tolist())])
+    index = pd.Index([barcode(bin_size, a, b) for a, b in zip(rr.tolist(), cc.tolist())])
     obs = pd.DataFrame({ARRAY_ROW: rr.astype(np.int32), ARRAY_COL: cc.astype(np.int32)}, index=index)
     centres = grid.centres(rr, cc)
     spots = Spots.squares(centres, grid.side_px / 2, grid.angle)
@@ -122,8 +120,7 @@ def _image_grid(slide: Slide, bin_size: float, name: str) -> Target:
     ix = np.clip(xy[:, 0].astype(int), 0, mask.shape[1] - 1)
     keep = mask[iy, ix]
     rr, cc = rr[keep], cc[keep]
-    code = f"s_{int(bin_size):03d}um_" if float(bin_size).is_integer() else f"s_{bin_size:g}um_"
-    index = pd.Index([f"{code}{a:05d}_{b:05d}-1" for a, b in zip(rr.tolist(), cc.tolist())])
+    index = pd.Index([barcode(bin_size, a, b) for a, b in zip(rr.tolist(), cc.tolist())])
     obs = pd.DataFrame({ARRAY_ROW: rr.astype(np.int32), ARRAY_COL: cc.astype(np.int32)}, index=index)
     centres = grid.centres(rr, cc)
     spots = Spots.squares(centres, side / 2)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,6 +11,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+
+from .._keys import bin_size_of, bin_table_name, is_bin_table
 
 POSITION_COLUMNS = ["barcode", "in_tissue", "array_row", "array_col", "pxl_row_in_fullres", "pxl_col_in_fullres"]
 
@@ -27,7 +28,7 @@ def outs_folder(path: str | Path) -> Path:
         path = path / "outs"
     if path.name == "binned_outputs":  # a folder inside outs/
         path = path.parent
-    elif path.parent.name == "binned_outputs" and re.fullmatch(r"square_\d{3}um", path.name):
+    elif path.parent.name == "binned_outputs" and is_bin_table(path.name):
         path = path.parent.parent
     if not (path / "binned_outputs").is_dir():
         archives = sorted(p.name for p in path.glob("*binned_outputs.tar*"))
@@ -45,9 +46,8 @@ def available_bin_sizes(outs: Path) -> list[int]:
     """Bin sizes (um) that have a folder in ``binned_outputs/``."""
     sizes = []
     for d in (outs / "binned_outputs").iterdir():
-        m = re.fullmatch(r"square_(\d{3})um", d.name)
-        if d.is_dir() and m:
-            sizes.append(int(m.group(1)))
+        if d.is_dir() and is_bin_table(d.name):
+            sizes.append(int(bin_size_of(d.name)))
     return sorted(sizes)
 
 
@@ -55,7 +55,7 @@ def bin_folder(outs: Path, bin_size: int) -> Path:
     """``binned_outputs/square_XXXum`` for a bin size, or a ValueError listing those present."""
     if not isinstance(bin_size, int | float) or bin_size <= 0 or int(bin_size) != bin_size:
         raise ValueError(f"bin sizes are whole micrometres, such as 2, 8 or 16; got {bin_size!r}.")
-    d = outs / "binned_outputs" / f"square_{int(bin_size):03d}um"
+    d = outs / "binned_outputs" / bin_table_name(int(bin_size))
     if not d.is_dir():
         have = ", ".join(map(str, available_bin_sizes(outs))) or "none"
         raise ValueError(
@@ -93,9 +93,9 @@ def scalefactors(folder: Path, outs: Path | None = None) -> dict:
         if spare is not None:
             warnings.warn(f"{path} is missing; using {spare} (the same micrometres per pixel).", stacklevel=3)
             sf = dict(_checked_scalefactors(spare))
-            bin_um = re.fullmatch(r"square_(\d{3})um", folder.name)
+            bin_um = bin_size_of(folder.name) if is_bin_table(folder.name) else None
             if bin_um:  # the run-level file describes no bin size
-                sf["bin_size_um"] = float(bin_um.group(1))
+                sf["bin_size_um"] = bin_um
                 sf["spot_diameter_fullres"] = sf["bin_size_um"] / sf["microns_per_pixel"]
             return sf
     return _checked_scalefactors(path)

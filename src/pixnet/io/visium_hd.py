@@ -28,6 +28,7 @@ from .._keys import (
     REGION_KEY,
     UNS_KEY,
     bin_table_name,
+    reader_geometry,
 )
 from ..geometry import BinGrid
 from . import _files
@@ -232,7 +233,7 @@ def _read_bins(folder: Path, b: int, dataset_id: str, um_per_px: float, spatial:
             f"{b} um bins are off a regular grid by up to {err:.1f} px; bin geometry is approximate.", stacklevel=3
         )
     as_labels = bins_as == "labels" or (bins_as == "auto" and b < 8)
-    name = f"{dataset_id}_square_{b:03d}um" + ("_labels" if as_labels else "")
+    name = reader_geometry(dataset_id, b, labels=as_labels)
     adata.obs = pd.DataFrame(
         {
             "in_tissue": col["in_tissue"].astype(np.int32),

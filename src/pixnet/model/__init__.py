@@ -9,11 +9,12 @@ from .config import ModelConfig
 from .encoder import build_encoder, load_checkpoint
 from .losses import log_normalize, mse_pcc, pcc_loss, pearson_per_gene, poisson
 from .network import DFFN, DecoderStage, PixNetModule
-from .pixnet import PixNet, register_network
+from .pixnet import Method, PixNet, method_of, register_method
 
 __all__ = [
     "DFFN",
     "DecoderStage",
+    "Method",
     "ModelConfig",
     "PixNet",
     "PixNetModule",
@@ -25,5 +26,6 @@ __all__ = [
     "pcc_loss",
     "pearson_per_gene",
     "poisson",
-    "register_network",
+    "method_of",
+    "register_method",
 ]

@@ -43,7 +43,8 @@ class ModelConfig:
     um_per_px
         Micrometres per pixel of the network's input (the working resolution).
     target_sum, log1p
-        The normalisation that turns counts into compared values: ``log1p(x / total * target_sum)``.
+        The normalisation that turns counts into compared values: ``log1p(x / total * target_sum)``
+        (:func:`pixnet.model.log_normalize`). ``log1p`` is recorded for the saved format and must be True.
     loss
         ``"mse_pcc"`` (the paper: MSE + pcc_weight * (1 - batch PCC) on normalised values),
         ``"poisson"`` (count likelihood, genes weighted equally), ``"poisson_pcc"`` (both).
@@ -90,6 +91,11 @@ class ModelConfig:
             raise ValueError(f"method must be 'dense' or 'spot', got {self.method!r}.")
         if self.loss != "mse_pcc" and self.semantics != "density":
             raise ValueError(f"loss={self.loss!r} needs expected counts: use semantics='density'.")
+        if not self.log1p:
+            raise ValueError(
+                "log1p=False is not supported: losses, predictions and evaluation all compare log1p-normalised "
+                "values. Leave log1p=True."
+            )
         if self.um_per_px <= 0 or self.map_stride < 1:
             raise ValueError("um_per_px must be positive and map_stride at least 1.")
 

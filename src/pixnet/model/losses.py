@@ -6,10 +6,21 @@ import numpy as np
 import torch
 
 
-def log_normalize(counts: torch.Tensor, totals: torch.Tensor, target_sum: float) -> torch.Tensor:
-    """``log1p(counts / totals * target_sum)``, 0 where the total is 0 (as scanpy leaves empty bins)."""
-    scale = torch.where(totals > 0, target_sum / totals.clamp_min(1e-12), torch.zeros_like(totals))
-    return torch.log1p(counts * scale[:, None])
+def log_normalize(counts, totals, target_sum: float, *, log1p: bool = True):
+    """``log1p(counts / totals * target_sum)``, 0 where the total is 0 (as scanpy leaves empty bins).
+
+    pixnet's one normalisation: of torch tensors (differentiable, for the losses) and of numpy
+    arrays (in float64, for measurements and predictions: :class:`pixnet.pp.Normalization`).
+    ``counts`` is ``(bins, genes)``, ``totals`` ``(bins,)``, each bin's count over all genes.
+    """
+    if isinstance(counts, torch.Tensor):
+        scale = torch.where(totals > 0, target_sum / totals.clamp_min(1e-12), torch.zeros_like(totals))
+        out = counts * scale[:, None]
+        return torch.log1p(out) if log1p else out
+    totals = np.asarray(totals, np.float64).reshape(-1)
+    scale = np.divide(target_sum, totals, out=np.zeros_like(totals), where=totals > 0)
+    out = np.asarray(counts, np.float64) * scale[:, None]
+    return np.log1p(out) if log1p else out
 
 
 def pcc_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -44,6 +55,16 @@ def pearson_per_gene(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
     """Pearson correlation of each column across rows; NaN where either side is constant."""
     p = pred - pred.mean(0)
     t = target - target.mean(0)
-    den = np.sqrt((p * p).sum(0) * (t * t).sum(0))
+    return pearson_from_sums(len(p), p.sum(0), t.sum(0), (p * p).sum(0), (t * t).sum(0), (p * t).sum(0))
+
+
+def pearson_from_sums(n: int, sp, st, spp, stt, spt) -> np.ndarray:
+    """Per-gene Pearson correlation from the sums of ``p``, ``t``, ``p*p``, ``t*t``, ``p*t`` over ``n`` rows.
+
+    pixnet's one Pearson: :func:`pearson_per_gene` (one block) and :func:`pixnet.tl.metrics`
+    (sums accumulated block by block) both end here. NaN where either side is constant.
+    """
+    vp, vt = spp - sp * sp / n, stt - st * st / n
+    den = np.sqrt(np.maximum(vp, 0) * np.maximum(vt, 0))
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, (p * t).sum(0) / den, np.nan)
+        return np.where(den > 0, (spt - sp * st / n) / den, np.nan)

@@ -8,7 +8,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -126,20 +126,50 @@ class PixNet:
         return cls(config, module.to(device), training)
 
 
-# The network of each method: PixNet's own; the baselines register theirs (pixnet.baselines).
-_NETWORKS: dict[str, Callable[[ModelConfig], torch.nn.Module]] = {"dense": PixNetModule}
+@dataclass(frozen=True)
+class Method:
+    """A method behind :func:`pixnet.tl.fit` and :func:`pixnet.tl.predict` (``ModelConfig.method``).
+
+    PixNet (``"dense"``) is the core: its network, its tiles and its dense map. A baseline
+    (:mod:`pixnet.baselines`) registers its own network and, in place of PixNet's, how it trains
+    and predicts; the verbs look them up here instead of branching on the method.
+
+    Attributes
+    ----------
+    network
+        ``network(config) -> torch.nn.Module``.
+    train
+        ``train(model, data, train_mask, val_mask, *, batch_size, seed, augment, num_workers, lr,
+        weight_decay) -> (loader, val_loader, lightning_module)``; ``None``: PixNet's tiles.
+    predict
+        ``predict(model, image, spots_work, *, device) -> (n, genes)`` log-normalised
+        expression; ``None``: PixNet's dense map.
+
+    """
+
+    network: Callable[[ModelConfig], torch.nn.Module]
+    train: Callable | None = None
+    predict: Callable | None = None
 
 
-def register_network(method: str, build: Callable[[ModelConfig], torch.nn.Module]) -> None:
-    """Make ``ModelConfig(method=method)`` build its network with ``build(config)``."""
-    _NETWORKS[method] = build
+_METHODS: dict[str, Method] = {"dense": Method(PixNetModule)}
+
+
+def register_method(name: str, method: Method) -> None:
+    """Make ``ModelConfig(method=name)`` use ``method`` (see :mod:`pixnet.baselines`)."""
+    _METHODS[name] = method
+
+
+def method_of(name: str) -> Method:
+    """The registered method ``name``, or a ValueError listing those known."""
+    if name not in _METHODS:
+        raise ValueError(f"Unknown method {name!r}; known: {sorted(_METHODS)} (import pixnet.baselines for 'spot').")
+    return _METHODS[name]
 
 
 def build_module(config: ModelConfig) -> torch.nn.Module:
     """The network a config describes (``config.method``: PixNet's, or a registered baseline's)."""
-    if config.method not in _NETWORKS:
-        raise ValueError(f"No network for method={config.method!r}; known: {sorted(_NETWORKS)}.")
-    return _NETWORKS[config.method](config)
+    return method_of(config.method).network(config)
 
 
 def _jsonable(o):

@@ -11,7 +11,8 @@ from matplotlib.collections import EllipseCollection, PolyCollection
 from matplotlib.transforms import Affine2D
 from spatialdata import SpatialData
 
-from .._keys import UNS_KEY, bin_table_name
+from .. import _keys
+from .._keys import ARRAY_COL, ARRAY_ROW, UNS_KEY, target_name
 from ..geometry import BinGrid
 from ..data import image_levels
 
@@ -45,10 +46,8 @@ def prediction_table(sdata: SpatialData, *, bin_size, shapes, key, key_added: st
     """The name of the table :func:`pixnet.tl.predict` wrote for these arguments."""
     if key is not None:
         name = key
-    elif bin_size is not None:
-        name = f"{key_added}_{bin_table_name(int(bin_size))}"
-    elif shapes is not None:
-        name = f"{key_added}_{shapes}"
+    elif bin_size is not None or shapes is not None:
+        name = _keys.prediction_table(key_added, target_name(bin_size=bin_size, shapes=None if bin_size else shapes))
     else:
         raise ValueError("Pass bin_size=..., shapes=... or key=... (the table written by pixnet.tl.predict).")
     if name not in sdata.tables:
@@ -84,9 +83,9 @@ def draw(ax, sdata: SpatialData, table, v: np.ndarray, *, cmap, vmin, vmax, alph
     """Bins coloured by ``v``: a grid as one rotated image, other shapes as circles or polygons."""
     grid = table.uns.get(UNS_KEY, {}).get("grid")
     norm = mpl.colors.Normalize(vmin=vmin, vmax=vmax)
-    if grid is not None and "array_row" in table.obs:
+    if grid is not None and ARRAY_ROW in table.obs:
         g = BinGrid.from_dict(grid)
-        r, c = table.obs["array_row"].to_numpy(), table.obs["array_col"].to_numpy()
+        r, c = table.obs[ARRAY_ROW].to_numpy(), table.obs[ARRAY_COL].to_numpy()
         r0, c0 = r.min(), c.min()
         img = np.full((r.max() - r0 + 1, c.max() - c0 + 1), np.nan, np.float32)
         img[r - r0, c - c0] = v

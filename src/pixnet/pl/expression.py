@@ -10,6 +10,7 @@ from spatialdata import SpatialData
 
 from .._arrays import in_memory
 from .._keys import UNS_KEY
+from ..model.losses import pearson_per_gene
 from ..pp import Normalization
 from ._utils import background, draw, finish, limits, panels, prediction_table, values
 
@@ -116,11 +117,12 @@ def compare(
     fig, axes = panels(2 * len(genes), ncols=len(genes), nrows=2, size=panel_size)
     fig.set_size_inches(1.3 * panel_size * len(genes), 2.1 * panel_size)
     axes = axes.reshape(2, len(genes))
+    pcc = pearson_per_gene(p, m)
     for j, g in enumerate(genes):
         lo, hi = limits(np.concatenate([m[:, j], p[:, j]]), vmax)
         draw(axes[0, j], sdata, meas, m[:, j], cmap=cmap, vmin=lo, vmax=hi)
         art = draw(axes[1, j], sdata, pred, p[:, j], cmap=cmap, vmin=lo, vmax=hi)
-        r = np.corrcoef(m[:, j], p[:, j])[0, 1] if m[:, j].std() > 0 and p[:, j].std() > 0 else np.nan
+        r = pcc[j]
         axes[0, j].set_title(f"{g}\nmeasured", style="italic")
         axes[1, j].set_title(f"{g}\npredicted, PCC {r:.2f}", style="italic")
         fig.colorbar(art, ax=axes[:, j], shrink=0.6, label="log-normalised")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from spatialdata import SpatialData
 
-from .._keys import UNS_KEY
+from .._keys import UNS_KEY, map_image
 from ..data import image_levels
 from ._utils import finish, panels
 
@@ -37,7 +37,7 @@ def map(
     import spatialdata_plot  # noqa: F401 - registers the .pl accessor
 
     genes = [genes] if isinstance(genes, str) else list(genes)
-    name = f"{key_added}_map"
+    name = map_image(key_added)
     if name not in sdata.images:
         raise KeyError(f"No map {name!r}: run pixnet.tl.predict(sdata, ...) with a dense model first.")
     channels = list(image_levels(sdata.images[name])[0].coords["c"].values)

@@ -11,6 +11,7 @@ from scipy import sparse
 
 from .._arrays import in_memory
 from .._keys import UNS_KEY
+from ..model.losses import log_normalize
 
 
 @dataclass(frozen=True)
@@ -26,10 +27,7 @@ class Normalization:
 
     def apply(self, counts: np.ndarray, totals: np.ndarray) -> np.ndarray:
         """Normalise dense ``counts`` (bins x genes) by ``totals`` (bins)."""
-        totals = np.asarray(totals, np.float64).reshape(-1, 1)
-        scale = np.divide(self.target_sum, totals, out=np.zeros_like(totals), where=totals > 0)
-        out = np.asarray(counts, np.float64) * scale
-        return (np.log1p(out) if self.log1p else out).astype(np.float32)
+        return log_normalize(counts, totals, self.target_sum, log1p=self.log1p).astype(np.float32)
 
     def to_dict(self) -> dict:
         """Plain form for ``uns`` and model configs."""

@@ -12,7 +12,7 @@ from spatialdata.models import ShapesModel, TableModel
 from spatialdata.transformations import Identity
 
 from .._arrays import in_memory
-from .._keys import UNS_KEY
+from .._keys import UNS_KEY, bin_table_name
 
 
 def pseudo_visium(
@@ -53,7 +53,7 @@ def pseudo_visium(
     attrs = sdata.attrs.get(UNS_KEY, {})
     if "um_per_px" not in attrs or "coordinate_system" not in attrs:
         raise ValueError("pseudo_visium needs a SpatialData read with pixnet.io.visium_hd (it records the scale).")
-    table_name, um_per_px, cs = f"square_{bin_size:03d}um", attrs["um_per_px"], attrs["coordinate_system"]
+    table_name, um_per_px, cs = bin_table_name(bin_size), attrs["um_per_px"], attrs["coordinate_system"]
     if table_name not in sdata.tables:
         raise KeyError(f"No table {table_name!r}; read the run with pixnet.io.visium_hd(..., bin_sizes=({bin_size},)).")
     if diameter_um <= 0 or spacing_um < diameter_um:

@@ -10,7 +10,8 @@ import pandas as pd
 from scipy import sparse
 from spatialdata import SpatialData
 
-from .._keys import ON_IMAGE, UNS_KEY, bin_table_name
+from .._keys import ON_IMAGE, UNS_KEY, prediction_table, target_name
+from ..model.losses import pearson_from_sums
 from ..pp import Normalization
 
 logger = logging.getLogger(__name__)
@@ -70,11 +71,7 @@ class _Moments:
     def summary(self, genes) -> tuple[pd.Series, pd.DataFrame]:
         if self.n < 2:
             raise ValueError("At least two bins are needed to correlate predictions with measurements.")
-        sp, sm, spp, smm, spm = self.sums
-        vp, vm = spp - sp * sp / self.n, smm - sm * sm / self.n
-        den = np.sqrt(np.maximum(vp, 0) * np.maximum(vm, 0))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            pcc = np.where(den > 0, (spm - sp * sm / self.n) / den, np.nan)
+        pcc = pearson_from_sums(self.n, *self.sums)
         constant = np.isnan(pcc)
         valid = pcc[~constant]
         size = self.n * len(pcc)
@@ -132,10 +129,10 @@ def evaluate(
     """
     if bin_size is None and shapes is None:  # the spots a reader recorded (pixnet.io.spots and its layouts)
         shapes = sdata.attrs.get(UNS_KEY, {}).get("shapes")
-    target = bin_table_name(int(bin_size)) if bin_size is not None else shapes
-    if target is None:
+    if bin_size is None and shapes is None:
         raise ValueError("Pass bin_size=... or shapes=... (what was given to pixnet.tl.predict).")
-    pred_name = f"{key_added}_{target}"
+    target = target_name(bin_size=bin_size, shapes=None if bin_size is not None else shapes)
+    pred_name = prediction_table(key_added, target)
     if pred_name not in sdata.tables:
         raise KeyError(
             f"No prediction table {pred_name!r}: "

@@ -14,23 +14,19 @@ import torch
 from spatialdata import SpatialData
 from spatialdata.models import TableModel
 
-from .._keys import ON_IMAGE, REGION_KEY, UNS_KEY
+from .._keys import ON_IMAGE, REGION_KEY, UNS_KEY, prediction_names
 from .._memory import trimmed
 from .._version import __version__
 from ..data import resolve_slide
 from ..data.coverage import check_coverage
 from ..infer.dense import aggregate_lazy, dense_map, map_region, occupied_blocks
-from ..infer.outputs import (
-    ELEMENT_KINDS,
-    check_free,
-    expression_arrays,
-    geometry_element,
-    map_element,
-    scratch_dir,
-    store_elements,
-)
+from ..infer.expression import expression_arrays
+from ..infer.fingerprint import check_free
+from ..infer.geometry import geometry_element
+from ..infer.mapimage import map_element
+from ..infer.store import ELEMENT_KINDS, scratch_dir, store_elements
 from ..infer.targets import resolve_target
-from ..model import PixNet
+from ..model import PixNet, method_of
 from ._models import find_model
 
 logger = logging.getLogger(__name__)
@@ -129,21 +125,14 @@ def predict(
         cov, action="predict", then=f"They are predicted from the blank beyond the image and marked False in the "
         f"prediction's obs[{ON_IMAGE!r}]; pixnet.tl.evaluate leaves them out."
     )  # fmt: skip
-    cfg = model.config
-    names = {
-        "table": f"{key_added}_{target.name}",
-        "geometry": f"{key_added}_{target.name}_" + ("labels" if _as_labels(target) else "shapes"),
-    }
-    if cfg.method == "dense":
-        names["map"] = f"{key_added}_map"
+    cfg, method = model.config, method_of(model.config.method)
+    names = prediction_names(key_added, target.name, labels=_as_labels(target), dense=method.predict is None)
     reuse_map = check_free(sdata, names, model, overwrite=overwrite)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     with scratch_dir(sdata) as scratch, trimmed():
-        if cfg.method == "spot":  # the baseline: one crop per spot, no map
-            from ..baselines.spot import predict_spots
-
+        if method.predict is not None:  # a baseline (pixnet.baselines): its own prediction, no map
             work = slide.working_image(cfg.um_per_px)
-            x, extra = predict_spots(model, work, target.spots.scaled(work.f), device=dev), {"layers": {}}
+            x, extra = method.predict(model, work, target.spots.scaled(work.f), device=dev), {"layers": {}}
         else:
             lam = _aggregates(sdata, slide, model, target, names["map"], reuse_map, tile_px, context_px, dev, progress)
             x, extra = expression_arrays(lam, cfg, layers, scratch=scratch, progress=progress)

@@ -1,0 +1,90 @@
+"""The dense map as a multiscale image element of the slide, computed once and stored."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+from spatialdata.models import Image2DModel
+from spatialdata.transformations import Scale, Sequence, Translation
+
+from .._keys import OTHER_CHANNEL, UNS_KEY
+from ..data import image_levels
+from ..model import PixNet
+from .progress import compute
+from .store import replace_element
+
+IN_MEMORY_LIMIT = 4 * 2**30  # bytes of map kept in memory when the sdata is not backed
+
+
+def level0(element) -> da.Array:
+    data = image_levels(element)[0].data
+    return data if isinstance(data, da.Array) else da.from_array(data, chunks=(data.shape[0], 512, 512))
+
+
+def map_chunks(blocks: tuple[tuple[int, ...], ...], n_channels: int) -> tuple[int, int, int]:
+    """Zarr chunks of the map ``(c, y, x)`` given its dask blocks (one per network tile).
+
+    Chunks tile the blocks: each computed block is written at once, none waits for a neighbour.
+    Rows of chunks are short (<= 64): aggregation reads the map in horizontal strips of bins.
+    """
+    core = blocks[1][0]
+    if len(blocks[1]) == 1:  # a map within one tile: any height will do (a divisor of a prime height is 1)
+        rows = min(64, core)
+    else:
+        rows = next(d for d in range(min(64, core), 0, -1) if core % d == 0)
+    return min(16, n_channels), rows, min(512, max(blocks[2]))
+
+
+def map_element(
+    sdata, name: str, dmap: da.Array, model: PixNet, region, f_map: float, cs: str, *, computed, progress: bool
+) -> da.Array:
+    """Compute the map, add it to ``sdata`` as a multiscale image, and return its level 0 (lazy).
+
+    ``computed``: ``(busy, core)``, the blocks of side ``core`` that were computed (the others
+    are 0), recorded so that the map is reused only for spots inside them.
+    """
+    cfg = model.config
+    channels = list(cfg.genes) + ([OTHER_CHANNEL] if cfg.semantics == "density" else [])
+    y0, x0 = region[0], region[1]
+    to_cs = Sequence([Translation([x0, y0], axes=("x", "y")), Scale([f_map, f_map], axes=("x", "y"))])
+    scales = [2] * int(np.clip(np.log2(max(1, min(dmap.shape[1:]) / 64)), 0, 4))  # down to ~64 px
+    size = dmap.size * 4
+    chunks = map_chunks(dmap.chunks, len(channels))
+    if sdata.is_backed():
+        # Level 0 is computed once into a scratch store; the pyramid and the element are made from it.
+        scratch = Path(tempfile.mkdtemp(prefix=f".pixnet-{name}-", dir=Path(sdata.path).parent))
+        try:
+            compute(
+                dmap.rechunk(chunks).to_zarr(str(scratch / "level0.zarr"), compute=False), "computing map", progress
+            )
+            stored = da.from_zarr(str(scratch / "level0.zarr"))
+            el = Image2DModel.parse(stored, dims=("c", "y", "x"), c_coords=channels, scale_factors=scales or None,
+                                    transformations={cs: to_cs}, chunks=chunks)  # fmt: skip
+            replace_element(sdata, name, el, "images")
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        from spatialdata import read_zarr
+
+        sdata.images[name] = read_zarr(sdata.path, selection=("images",)).images[name]
+    else:
+        if size > IN_MEMORY_LIMIT:
+            raise ValueError(
+                f"The map of this slide takes {size / 2**30:.1f} GB; write the SpatialData to zarr first "
+                "(sdata.write('slide.zarr')) so that pixnet streams the map and the predictions to disk."
+            )
+        arr = compute(dmap, "computing map", progress)
+        el = Image2DModel.parse(arr, dims=("c", "y", "x"), c_coords=channels, scale_factors=scales or None,
+                                transformations={cs: to_cs}, chunks=chunks)  # fmt: skip
+        sdata.images[name] = el
+    maps = dict(sdata.attrs.get(UNS_KEY, {}).get("maps", {}))
+    busy, core = computed
+    maps[name] = {
+        "model": fingerprint(model), "region": [int(v) for v in region], "core": int(core),
+        "computed": np.asarray(busy, bool).tolist(),
+    }  # fmt: skip
+    sdata.attrs[UNS_KEY] = {**sdata.attrs.get(UNS_KEY, {}), "maps": maps}
+    return level0(sdata.images[name])
