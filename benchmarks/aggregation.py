@@ -23,8 +23,7 @@ from _common import record
 from spatialdata.models import Image2DModel, Labels2DModel
 from spatialdata.transformations import Identity
 
-from pixnet.geometry import BinGrid
-from pixnet.geometry import Spots
+from pixnet.geometry import BinGrid, Spots
 from pixnet.infer.dense import aggregate_lazy
 
 warnings.filterwarnings("ignore")

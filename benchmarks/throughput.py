@@ -20,11 +20,13 @@ from _common import WORK, record
 from torch.utils.data import DataLoader
 
 import pixnet
-from pixnet.train.dataset import TileSpec, spatial_split
-from pixnet.model import ModelConfig, PixNetModule
 from pixnet.data.slide import resolve_slide
+from pixnet.model import ModelConfig, PixNetModule
+from pixnet.train.dataset import TileSpec, spatial_split
+from pixnet.train.loaders import dense_module as _dense_module
+from pixnet.train.loaders import slide_data as _slide_data
+from pixnet.train.loaders import tile_loaders as _tile_loaders
 from pixnet.train.trainer import make_trainer
-from pixnet.train.loaders import dense_module as _dense_module, slide_data as _slide_data, tile_loaders as _tile_loaders
 
 warnings.filterwarnings("ignore")
 

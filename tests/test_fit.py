@@ -76,8 +76,8 @@ def test_validation_tiles_score_every_bin_once(half):
     # A grid whose bins sit exactly on tile boundaries, with the rounding a rotated grid's affine leaves.
     from scipy import sparse
 
-    from pixnet.train.dataset import SlideData, TileSpec, ValTiles
     from pixnet.geometry import Spots
+    from pixnet.train.dataset import SlideData, TileSpec, ValTiles
 
     yy, xx = np.mgrid[0:20, 0:20]
     centres = np.stack([xx.ravel(), yy.ravel()], 1) * 2 * half + 448.0

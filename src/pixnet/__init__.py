@@ -8,4 +8,4 @@ from . import baselines, datasets, geometry, io, model, pl, pp, tl
 from ._version import __version__
 from .model import PixNet
 
-__all__ = ["PixNet", "__version__", "datasets", "io", "model", "pl", "pp", "tl"]
+__all__ = ["PixNet", "__version__", "baselines", "datasets", "geometry", "io", "model", "pl", "pp", "tl"]

@@ -14,8 +14,7 @@ from spatialdata.models import get_table_keys
 
 from .._arrays import in_memory
 from .._keys import ARRAY_COL, ARRAY_ROW, UNS_KEY, bin_size_of
-from ..geometry import BinGrid
-from ..geometry import Spots
+from ..geometry import BinGrid, Spots
 from .image import element_to_cs
 
 

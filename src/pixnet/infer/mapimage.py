@@ -8,12 +8,14 @@ from pathlib import Path
 
 import dask.array as da
 import numpy as np
+from spatialdata import SpatialData
 from spatialdata.models import Image2DModel
 from spatialdata.transformations import Scale, Sequence, Translation
 
 from .._keys import OTHER_CHANNEL, UNS_KEY
 from ..data import image_levels
 from ..model import PixNet
+from .fingerprint import fingerprint
 from .progress import compute
 from .store import replace_element
 
@@ -21,6 +23,7 @@ IN_MEMORY_LIMIT = 4 * 2**30  # bytes of map kept in memory when the sdata is not
 
 
 def level0(element) -> da.Array:
+    """The full-resolution level of an image element, as a dask array."""
     data = image_levels(element)[0].data
     return data if isinstance(data, da.Array) else da.from_array(data, chunks=(data.shape[0], 512, 512))
 
@@ -88,3 +91,21 @@ def map_element(
     }  # fmt: skip
     sdata.attrs[UNS_KEY] = {**sdata.attrs.get(UNS_KEY, {}), "maps": maps}
     return level0(sdata.images[name])
+
+
+def check_free(sdata: SpatialData, names: dict, model: PixNet, *, overwrite: bool) -> dict | None:
+    """Refuse to replace elements unless ``overwrite``; return a reusable map made by the same model."""
+    for kind in ("table", "geometry"):
+        if names[kind] in sdata and not overwrite:
+            raise ValueError(
+                f"{names[kind]!r} already exists in the SpatialData object; pass overwrite=True or another key_added."
+            )
+    name = names.get("map")
+    if name is None or name not in sdata:
+        return None
+    info = sdata.attrs.get(UNS_KEY, {}).get("maps", {}).get(name, {})
+    if info.get("model") == fingerprint(model):
+        return {"array": level0(sdata.images[name]), **info, "region": tuple(info["region"])}
+    if not overwrite:
+        raise ValueError(f"{name!r} exists and was made by another model; pass overwrite=True or another key_added.")
+    return None

@@ -10,11 +10,11 @@ from spatialdata import deepcopy
 from spatialdata.models import get_table_keys
 
 from .._keys import ARRAY_COL, ARRAY_ROW, UNS_KEY, barcode, check_bin_size, target_name
-from ..geometry import BinGrid, Spots
 from ..data import element_to_cs, shapes_to_spots, table_spots
 from ..data.bins import table_grid
-from ..pp import tissue_mask
 from ..data.slide import Slide
+from ..geometry import BinGrid, Spots
+from ..pp import tissue_mask
 
 
 @dataclass

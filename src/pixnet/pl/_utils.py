@@ -13,8 +13,8 @@ from spatialdata import SpatialData
 
 from .. import _keys
 from .._keys import ARRAY_COL, ARRAY_ROW, UNS_KEY, target_name
-from ..geometry import BinGrid
 from ..data import image_levels
+from ..geometry import BinGrid
 
 
 def panels(n: int, *, ncols: int, size: float, ax=None, nrows: int | None = None):

@@ -11,7 +11,7 @@ from scipy import sparse
 
 from .._arrays import in_memory
 from .._keys import UNS_KEY
-from ..model.losses import log_normalize
+from ..model.losses import log_normalize as _log_normalize
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ class Normalization:
 
     def apply(self, counts: np.ndarray, totals: np.ndarray) -> np.ndarray:
         """Normalise dense ``counts`` (bins x genes) by ``totals`` (bins)."""
-        return log_normalize(counts, totals, self.target_sum, log1p=self.log1p).astype(np.float32)
+        return _log_normalize(counts, totals, self.target_sum, log1p=self.log1p).astype(np.float32)
 
     def to_dict(self) -> dict:
         """Plain form for ``uns`` and model configs."""

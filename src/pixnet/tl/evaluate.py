@@ -241,8 +241,8 @@ def paired_rows(sdata: SpatialData, pred_name: str, meas_name: str) -> pd.Index:
 
 def _measured_centres(sdata: SpatialData, name: str, cs: str | None) -> tuple[np.ndarray, float] | None:
     """Centres of the measured table's rows in ``cs`` and a tolerance (a quarter of a spot); None if unknown."""
-    from ..geometry import BinGrid
     from ..data import table_spots
+    from ..geometry import BinGrid
 
     table = sdata.tables[name]
     recorded = table.uns.get(UNS_KEY, {}).get("grid")

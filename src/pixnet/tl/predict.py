@@ -21,9 +21,8 @@ from ..data import resolve_slide
 from ..data.coverage import check_coverage
 from ..infer.dense import aggregate_lazy, dense_map, map_region, occupied_blocks
 from ..infer.expression import expression_arrays
-from ..infer.fingerprint import check_free
 from ..infer.geometry import geometry_element
-from ..infer.mapimage import map_element
+from ..infer.mapimage import check_free, map_element
 from ..infer.store import ELEMENT_KINDS, scratch_dir, store_elements
 from ..infer.targets import resolve_target
 from ..model import PixNet, method_of

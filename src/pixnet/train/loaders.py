@@ -18,6 +18,7 @@ logger = logging.getLogger("pixnet.tl.fit")
 def tile_loaders(
     data, train_mask, val, spec: TileSpec, n_tiles: int, *, batch_size: int, seed: int, augment: bool, num_workers: int
 ):
+    """Loaders of ``n_tiles`` random training tiles an epoch and of validation tiles (None without validation)."""
     window = spec.tile - 2 * spec.context
     biggest = max(float(2 * d.extent.max()) for d in data)
     if biggest > window:
@@ -50,6 +51,7 @@ def dense_module(net: PixNetModule, data, train_mask, **kw):
 
 
 def slide_data(slide, ts, genes: list[str], config: ModelConfig) -> SlideData:
+    """A slide's image on the model's working grid, with its spots in working pixels and their counts."""
     work = slide.working_image(config.um_per_px)
     counts, totals = table_counts(ts.table, genes, other=config.semantics == "density")
     logger.info("loading %s at %g um/px (%d x %d px)", slide.image, config.um_per_px, *work.shape)
@@ -57,6 +59,7 @@ def slide_data(slide, ts, genes: list[str], config: ModelConfig) -> SlideData:
 
 
 def default_tiles(data, masks, spec: TileSpec, batch_size: int) -> int:
+    """Tiles an epoch by default: twice the training area, in whole batches."""
     window = (spec.tile - 2 * spec.context) ** 2
     area = sum(d.spots.subset(m).mean_area() * m.sum() for d, m in zip(data, masks) if m.any())
     return int(max(batch_size, np.ceil(2 * area / window / batch_size) * batch_size))

@@ -40,7 +40,9 @@ def train_model(
     opts = {"batch_size": t.batch_size, "seed": t.seed, "augment": t.augment, "num_workers": t.num_workers}
     method = method_of(cfg.method)
     if method.train is not None:  # a baseline (pixnet.baselines) trains its own way
-        loader, val_loader, module = method.train(model, data, train_mask, val, lr=t.lr, weight_decay=t.weight_decay, **opts)
+        loader, val_loader, module = method.train(
+            model, data, train_mask, val, lr=t.lr, weight_decay=t.weight_decay, **opts
+        )
     else:
         n_tiles = t.tiles_per_epoch or default_tiles(data, train_mask, spec, t.batch_size)
         loader, val_loader = tile_loaders(data, train_mask, val, spec, n_tiles, **opts)
