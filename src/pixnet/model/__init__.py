@@ -6,14 +6,18 @@
 
 from .aggregate import aggregate
 from .config import ModelConfig
+from .decoder import DFFN, Decoder, DecoderStage
 from .encoder import build_encoder, load_checkpoint
+from .head import GeneHead
 from .losses import log_normalize, mse_pcc, pcc_loss, pearson_per_gene, poisson
-from .network import DFFN, DecoderStage, PixNetModule
+from .network import PixNetModule
 from .pixnet import Method, PixNet, method_of, register_method
 
 __all__ = [
     "DFFN",
+    "Decoder",
     "DecoderStage",
+    "GeneHead",
     "Method",
     "ModelConfig",
     "PixNet",
