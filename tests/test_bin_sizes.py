@@ -104,3 +104,12 @@ def test_cli_at_every_size(fitted, tmp_path, capsys):
 
 def test_check_bin_size_keeps_whole_sizes_whole():
     assert check_bin_size(8) == 8.0 and check_bin_size(2.5) == 2.5
+
+
+def test_predict_names_the_slide_scale_as_fit_does(fitted):
+    sdata, model = fitted
+    with pytest.raises(ValueError, match="slide_um_per_px"):
+        pixnet.tl.predict(sdata, model=model, bin_size=8, slide_um_per_px=0.5, um_per_px=0.25)
+    scale = sdata.attrs["pixnet"]["um_per_px"]
+    table = pixnet.tl.predict(sdata, model=model, bin_size=16, slide_um_per_px=scale, key_added="s", progress=False)
+    assert "s_square_016um" in sdata.tables and table.uns["pixnet"]["um_per_px"] == pytest.approx(scale)

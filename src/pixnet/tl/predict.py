@@ -44,6 +44,7 @@ def predict(
     device: str | None = None,
     layers: tuple[Literal["counts", "lognorm"], ...] = ("counts", "lognorm"),
     image: str | None = None,
+    slide_um_per_px: float | None = None,
     um_per_px: float | None = None,
     progress: bool = True,
 ) -> ad.AnnData:
@@ -103,8 +104,11 @@ def predict(
         ``"cuda"``, ``"cpu"``...; by default a GPU when there is one.
     layers
         Which layers to write besides ``X`` (each costs as much as ``X`` on disk).
-    image, um_per_px
-        The H&E image and its micrometres per pixel, if :mod:`pixnet.io` did not record them.
+    image, slide_um_per_px
+        The H&E image and its micrometres per pixel, if :mod:`pixnet.io` did not record them
+        (the name :func:`pixnet.tl.fit` gives it; ``fit``'s ``um_per_px`` is the working resolution).
+    um_per_px
+        The older name of ``slide_um_per_px`` here, still accepted.
     progress
         Show progress.
 
@@ -114,7 +118,9 @@ def predict(
 
     """
     t0 = time.perf_counter()
-    slide = resolve_slide(sdata, image=image, um_per_px=um_per_px)
+    if um_per_px is not None and slide_um_per_px is not None and um_per_px != slide_um_per_px:
+        raise ValueError("Pass slide_um_per_px=... only (um_per_px is its older name in predict).")
+    slide = resolve_slide(sdata, image=image, um_per_px=slide_um_per_px or um_per_px)
     model = model if model is not None else find_model(sdata)
     if not isinstance(model, PixNet):
         raise TypeError(f"model must be a pixnet.PixNet, got {type(model).__name__}.")
