@@ -57,7 +57,7 @@ class PixNetModule(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        self.encoder = build_encoder(config.encoder, weights=config.encoder_weights)
+        self.encoder = build_encoder(config.encoder, weights=config.encoder_weights, spec=config.encoder_spec)
         info = self.encoder.feature_info
         channels, reductions = info.channels(), info.reduction()
         # The decoder climbs to the finest level whose stride is at most map_stride (the paper: L - 1 stages).
