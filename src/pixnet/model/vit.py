@@ -69,6 +69,8 @@ class ViTTrunk(nn.Module):
         h, w = x.shape[-2:]
         if h % self.stride or w % self.stride:
             raise ValueError(f"Tiles of {h} x {w} px are not multiples of the ViT's token stride {self.stride}.")
+        if len(x) == 0:  # all tiles of the batch were cached (see feature_cache): nothing to run
+            return [x.new_zeros(0, self.vit.embed_dim, h // self.stride, w // self.stride) for _ in self.blocks]
         if self.patch != self.stride:  # one token per `stride` input pixels
             size = (h // self.stride * self.patch, w // self.stride * self.patch)
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
