@@ -6,7 +6,7 @@ import torch
 import pixnet
 from pixnet.model import ModelConfig, PixNetModule
 from pixnet.model.feature_cache import FeatureCache, freeze
-from pixnet.tl import _frozen
+from pixnet.train import frozen as _frozen
 
 SPEC = {"arch": "vit_tiny_patch16_224", "kwargs": {"depth": 2, "embed_dim": 32, "num_heads": 2, "img_size": 64},
         "mean": [0.5] * 3, "std": [0.5] * 3}  # fmt: skip

@@ -16,10 +16,9 @@ import torch
 from spatialdata import SpatialData
 from tqdm.auto import tqdm
 
-from ..data import spot_diameter_um, table_spots, working_resolution
+from ..data import resolve_slide, resolve_table, spot_diameter_um, table_spots, working_resolution
 from ..model.encoder import build_encoder, resolve_encoder, timm_model
 from ..model.simsiam import SimSiam, augment
-from ._inputs import resolve_slide, resolve_table
 
 logger = logging.getLogger(__name__)
 
