@@ -60,7 +60,7 @@ def main() -> None:
         ):
             one, many = _time(sdata, 1, **common, **kw), _time(sdata, args.epochs, **common, **kw)
             per_epoch[label] = (many - one) / (args.epochs - 1)
-            print(f"{label}: {per_epoch[label]:.2f} s/epoch (fits of 1 and {args.epochs} epochs: {one:.1f}, {many:.1f} s)")
+            print(f"{label}: {per_epoch[label]:.2f} s/epoch (fits of 1, {args.epochs} epochs: {one:.1f}, {many:.1f} s)")
     ratio = per_epoch["frozen, recomputed"] / per_epoch["frozen, cached"]
     print(f"speed-up of the cache: {ratio:.2f}x; over training the encoder: "
           f"{per_epoch['trained encoder'] / per_epoch['frozen, cached']:.2f}x")  # fmt: skip

@@ -178,7 +178,8 @@ def test_vit_pyramid_channels_and_map_shape(arch, patch):
     assert info.channels() == [8, 16, 32, 32] and info.reduction() == [4, 8, 16, 32]
     x = torch.rand(2, 3, 96, 128)  # not the ViT's 64 px: the position embedding is interpolated
     feats = net.encoder(x)
-    assert [tuple(f.shape) for f in feats] == [(2, c, 96 // r, 128 // r) for c, r in zip(info.channels(), [4, 8, 16, 32])]
+    shapes = [(2, c, 96 // r, 128 // r) for c, r in zip(info.channels(), [4, 8, 16, 32])]
+    assert [tuple(f.shape) for f in feats] == shapes
     assert net(x).shape == (2, 3, 24, 32)  # two genes + "other", at map stride 4
 
 

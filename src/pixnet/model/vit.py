@@ -36,7 +36,8 @@ class FeatureInfo:
     """The subset of timm's ``FeatureInfo`` the decoder reads: ``channels()``, ``reduction()``, ``[i]``."""
 
     def __init__(self, channels: list[int], reductions: list[int]):
-        self.info = [{"num_chs": c, "reduction": r, "module": f"pyramid.{i}"} for i, (c, r) in enumerate(zip(channels, reductions))]
+        pairs = enumerate(zip(channels, reductions))
+        self.info = [{"num_chs": c, "reduction": r, "module": f"pyramid.{i}"} for i, (c, r) in pairs]
 
     def channels(self) -> list[int]:
         return [d["num_chs"] for d in self.info]

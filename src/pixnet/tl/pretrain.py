@@ -176,11 +176,13 @@ def _resolution(sdatas, slides, um_per_px, tile_px) -> tuple[float, int]:
 
 
 def _tissue_tiles(slides, um_per_px: float, tile_px: int, n: int, rng: np.random.Generator) -> torch.Tensor:
-    """``n`` random tiles ``(n, 3, T, T)`` uint8 of stained tissue, drawn from the slides in proportion to their area."""
+    """``n`` random tiles ``(n, 3, T, T)`` uint8 of stained tissue, from the slides in proportion to their area."""
     images = [sl.working_image(um_per_px).load() for sl in slides]
     images = [im for im in images if im.shape[0] >= tile_px and im.shape[1] >= tile_px]
     if not images:
-        raise ValueError(f"No slide image is at least {tile_px} px on a side at {um_per_px} um/px; pass a smaller tile_px.")
+        raise ValueError(
+            f"No slide image is at least {tile_px} px on a side at {um_per_px} um/px; pass a smaller tile_px."
+        )
     area = np.array([im.shape[0] * im.shape[1] for im in images], float)
     out, tries = [], 0
     while len(out) < n and tries < 50 * n:
