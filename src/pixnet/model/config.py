@@ -22,10 +22,14 @@ class ModelConfig:
     genes
         Output genes, in channel order.
     encoder
-        timm backbone name.
+        timm backbone name, ``"hf-hub:<repo>"`` or checkpoint path (see :mod:`pixnet.model.encoder`).
     encoder_weights
         Initial encoder weights when the model was built (``None``, ``"imagenet"`` or a path);
         recorded for provenance, not needed to load the trained model.
+    encoder_spec
+        The encoder's architecture as resolved when the model was built (timm ``arch``, its
+        ``kwargs``, input ``mean`` and ``std``), so a saved model rebuilds without the checkpoint
+        or the hub. ``None``: ``encoder`` is a timm name.
     decoder_hidden
         Hidden width of the decoder's feed-forward blocks (the paper's 512).
     decoder_expansion
@@ -63,6 +67,7 @@ class ModelConfig:
     genes: tuple[str, ...]
     encoder: str = "resnet18"
     encoder_weights: str | None = None
+    encoder_spec: dict | None = None
     decoder_hidden: int = 512
     decoder_expansion: int | None = 4
     learnable_skip: bool = True

@@ -1,4 +1,21 @@
-"""The encoder: any timm backbone as a feature pyramid, with histology checkpoints from a path."""
+"""The encoder: a timm CNN or vision transformer as a feature pyramid, from a name, the hub or disk.
+
+Where an encoder comes from (``encoder=``):
+
+- a **timm name** (``"resnet18"``, ``"convnext_tiny"``, ``"vit_small_patch16_224"``): random
+  weights unless ``weights="imagenet"`` (timm's pretrained tag) or a checkpoint path is given;
+- a **hub name** ``"hf-hub:<org>/<repo>"`` (UNI, H-optimus, Virchow in timm's layout; Phikon in
+  transformers'): the folder is fetched with ``huggingface_hub`` (gated models need ``hf auth login``),
+  then read as a local folder;
+- a **local folder** with ``config.json`` (timm or transformers ViT) or a **state dict file**
+  (ResNets are recognised from their keys; other architectures need ``encoder=<timm name>`` and
+  ``weights=<file>``). See :mod:`pixnet.model.checkpoints` for the key layouts.
+
+The architecture is resolved once into a JSON-ready *spec* (``arch``, ``kwargs``, ``mean``, ``std``)
+that is saved with the model, so a trained model rebuilds offline, without the checkpoint.
+Input normalisation comes from the encoder's own config (timm's ``pretrained_cfg`` or the
+folder's preprocessor config), not from constants.
+"""
 
 from __future__ import annotations
 
@@ -9,92 +26,153 @@ import timm
 import torch
 from torch import nn
 
+from .checkpoints import folder_config, infer_arch, match_state, read_state_dict
+from .vit import ViTPyramid, is_vit
+
 logger = logging.getLogger(__name__)
 
-# Prefixes that wrap a ResNet's keys in common checkpoints: Ciga et al.'s Lightning checkpoint
-# ("model.resnet.conv1.weight"), DataParallel ("module."), SSL frameworks ("backbone.", "encoder.").
-_PREFIXES = (
-    "model.resnet.",
-    "model.backbone.",
-    "model.encoder.",
-    "model.",
-    "module.",
-    "resnet.",
-    "backbone.",
-    "encoder.",
-)
+_IMAGENET = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+_HUB_FILES = ["config.json", "preprocessor_config.json", "model.safetensors", "pytorch_model.bin"]
 
 
-def build_encoder(name: str = "resnet18", *, weights: str | Path | None = None) -> nn.Module:
-    """A timm backbone with ``features_only=True`` (its ``feature_info`` gives channels and strides).
+def is_source(name: str) -> bool:
+    """Whether ``encoder`` names a hub repo or a path rather than a timm architecture."""
+    return name.startswith("hf-hub:") or Path(name).expanduser().exists() or any(c in name for c in "/\\")
+
+
+def hub_folder(name: str) -> Path:
+    """Download ``hf-hub:<org>/<repo>[@revision]``'s config and weights; the local snapshot folder.
+
+    Needs the internet (and, for gated models, an accepted licence and ``hf auth login``).
+    """
+    from huggingface_hub import snapshot_download
+
+    repo, _, revision = name.removeprefix("hf-hub:").partition("@")
+    try:
+        return Path(snapshot_download(repo, revision=revision or None, allow_patterns=_HUB_FILES))
+    except Exception as err:  # offline, gated, or no such repo
+        raise ValueError(
+            f"Cannot fetch {name!r} from the Hugging Face hub ({type(err).__name__}: {err}). Check the name, the "
+            "connection, and for gated models accept the licence on the model page and run `hf auth login`; or "
+            "download the folder once and pass its path."
+        ) from err
+
+
+def _local(name: str) -> Path:
+    return hub_folder(name) if name.startswith("hf-hub:") else Path(name).expanduser()
+
+
+def resolve_encoder(name: str, weights: str | Path | None = None) -> tuple[dict, str | None]:
+    """The architecture spec of ``name`` and the weights to start from.
+
+    Returns
+    -------
+    ``(spec, weights)``: spec ``{"arch", "kwargs", "mean", "std"}`` (JSON-ready); weights ``None``
+    (random), ``"imagenet"`` (timm's pretrained weights) or a local file or folder. A hub name or
+    path brings its own weights unless ``weights`` says otherwise.
+
+    Raises
+    ------
+    ValueError
+        An unknown timm name, or a weights file whose architecture cannot be told.
+    FileNotFoundError
+        A path that does not exist.
+
+    """
+    name = str(name)
+    if not is_source(name):
+        if not timm.is_model(name):
+            raise ValueError(
+                f"encoder={name!r} is not a timm model, a 'hf-hub:<repo>' name or an existing path. "
+                f"timm models like it: {timm.list_models(f'*{name[:6]}*')[:8]}."
+            )
+        cfg = timm.get_pretrained_cfg(name)  # the normalisation its pretrained weights expect
+        norm = {"mean": list(cfg.mean), "std": list(cfg.std)} if cfg is not None else _IMAGENET
+        return {"arch": name, "kwargs": {}, **norm}, _weights(weights)
+    path = _local(name)
+    if not path.exists():
+        raise FileNotFoundError(f"encoder={name!r}: {path} does not exist.")
+    if path.is_dir():
+        spec = folder_config(path)
+    else:
+        arch = infer_arch(read_state_dict(path))
+        if arch is None:
+            raise ValueError(
+                f"Cannot tell the architecture of {path} from its keys (only ResNets are recognised). Pass "
+                "encoder=<timm name> (e.g. 'vit_base_patch16_224') and encoder_weights=<this file>."
+            )
+        spec = {"arch": arch, "kwargs": {}, **_IMAGENET}
+    return spec, str(path) if weights is None else _weights(weights)
+
+
+def _weights(weights: str | Path | None) -> str | None:
+    if weights is None or str(weights).lower() == "imagenet":
+        return None if weights is None else "imagenet"
+    return str(_local(str(weights)))
+
+
+def build_encoder(
+    name: str = "resnet18", *, weights: str | Path | None = None, spec: dict | None = None
+) -> nn.Module:
+    """The encoder as a feature pyramid: a module with ``feature_info`` (channels, reductions).
+
+    A CNN is timm's ``features_only`` model; a vision transformer is wrapped by
+    :class:`~pixnet.model.vit.ViTPyramid`. ``feature_info[0]`` carries the input ``mean`` and
+    ``std`` the encoder expects.
 
     Parameters
     ----------
     name
-        Any timm model that supports ``features_only`` (``"resnet18"``, ``"resnet50"``,
-        ``"efficientnet_b0"``, ``"convnext_tiny"``...).
+        A timm name, ``"hf-hub:<repo>"`` or a path (see the module docstring).
     weights
-        ``None`` (random initialisation), ``"imagenet"`` (timm downloads them; needs the
-        internet), or a path to a checkpoint file, for example Ciga et al.'s self-supervised
-        histology ResNet18 (``tenpercent_resnet18.ckpt``), whose key layout is understood.
+        ``None`` (random, or the source's own weights for a hub name or path), ``"imagenet"``,
+        or a checkpoint file or folder.
+    spec
+        The architecture as :func:`resolve_encoder` returned it (saved models pass theirs, so
+        nothing is fetched); with a spec, ``weights=None`` means random initialisation.
 
     """
-    pretrained = isinstance(weights, str) and weights.lower() == "imagenet"
+    if spec is None:
+        spec, weights = resolve_encoder(name, weights)
+    arch, kwargs = spec["arch"], dict(spec.get("kwargs", {}))
+    kwargs.pop("num_classes", None)
+    pretrained = weights == "imagenet"
+    with torch.device("meta"):
+        probe = timm.create_model(arch, pretrained=False, num_classes=0, **kwargs)
     try:
-        encoder = timm.create_model(name, features_only=True, pretrained=pretrained)
+        if is_vit(probe):
+            vit = timm.create_model(arch, pretrained=pretrained, num_classes=0, **{**kwargs, "dynamic_img_size": True})
+            encoder = ViTPyramid(vit)
+        else:
+            encoder = timm.create_model(arch, features_only=True, pretrained=pretrained, **kwargs)
     except RuntimeError as err:
-        raise ValueError(f"timm cannot build encoder {name!r} with features_only=True: {err}") from err
+        raise ValueError(f"timm cannot build encoder {arch!r} as a feature pyramid: {err}") from err
+    info = encoder.feature_info.info[0]
+    info["mean"], info["std"] = tuple(spec.get("mean", _IMAGENET["mean"])), tuple(spec.get("std", _IMAGENET["std"]))
     if weights is not None and not pretrained:
         load_checkpoint(encoder, weights)
     return encoder
 
 
-def _state_dict(obj) -> dict[str, torch.Tensor]:
-    for key in ("state_dict", "model", "model_state_dict", "teacher", "student"):
-        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
-            return _state_dict(obj[key])
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError("The checkpoint holds no state dict of tensors (looked under 'state_dict' and 'model').")
-    return obj
+def timm_model(encoder: nn.Module) -> nn.Module:
+    """The timm model inside an encoder, whose keys checkpoints hold: the ViT, or the CNN itself."""
+    return encoder.backbone.vit if isinstance(encoder, ViTPyramid) else encoder
+
+
+def frozen_part(encoder: nn.Module) -> nn.Module:
+    """What ``freeze_encoder`` freezes: the ViT's trunk (its pyramid stays trainable), or the CNN."""
+    return encoder.backbone if isinstance(encoder, ViTPyramid) else encoder
 
 
 def load_checkpoint(encoder: nn.Module, path: str | Path, *, min_fraction: float = 0.9) -> None:
-    """Load encoder weights from a checkpoint file, whatever prefix wraps its keys.
+    """Load encoder weights from a checkpoint file or folder, whatever layout or prefix wraps its keys.
 
-    Keys are matched after removing the prefixes checkpoints commonly add; a classification
-    or projection head in the file is ignored. Raises if fewer than ``min_fraction`` of the
-    encoder's tensors are found, since a silently random encoder is the worst outcome.
+    A classification or projection head in the file is ignored. Raises ``ValueError`` if fewer
+    than ``min_fraction`` of the encoder's tensors are found, and ``FileNotFoundError`` for a
+    missing path.
     """
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"Encoder checkpoint {path} not found. Pass weights=None, 'imagenet', or a checkpoint path."
-        )
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            raw = load_file(str(path))
-        else:
-            raw = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:
-        raise ValueError(f"{path} cannot be read as a PyTorch checkpoint: {err}") from err
-    state = _state_dict(raw)
-    target = encoder.state_dict()
-    mapped: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        k = key
-        for prefix in _PREFIXES:
-            if k not in target and k.startswith(prefix):
-                k = k[len(prefix) :]
-        if k in target and target[k].shape == value.shape:
-            mapped[k] = value
-    found = len(mapped) / max(1, len(target))
-    if found < min_fraction:
-        example = next(iter(state), "?")
-        raise ValueError(
-            f"{path} matches only {found:.0%} of the encoder's {len(target)} tensors (its keys look like {example!r}). "
-            "Is it a checkpoint of the same architecture as `encoder`?"
-        )
-    encoder.load_state_dict(mapped, strict=False)
+    target_module = timm_model(encoder)
+    target = target_module.state_dict()
+    mapped = match_state(read_state_dict(path), target, min_fraction=min_fraction, source=str(path))
+    target_module.load_state_dict(mapped, strict=False)
     logger.info("loaded %d/%d encoder tensors from %s", len(mapped), len(target), path)

@@ -28,7 +28,7 @@ class PixNetModule(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        self.encoder = build_encoder(config.encoder, weights=config.encoder_weights)
+        self.encoder = build_encoder(config.encoder, weights=config.encoder_weights, spec=config.encoder_spec)
         info = self.encoder.feature_info
         channels, reductions = info.channels(), info.reduction()
         finer = [i for i, r in enumerate(reductions) if r <= config.map_stride]

@@ -3,5 +3,6 @@
 from .evaluate import compare, evaluate, metrics
 from .fit import fit
 from .predict import predict
+from .pretrain import pretrain
 
-__all__ = ["compare", "evaluate", "fit", "metrics", "predict"]
+__all__ = ["compare", "evaluate", "fit", "metrics", "predict", "pretrain"]

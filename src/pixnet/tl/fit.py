@@ -40,6 +40,9 @@ def fit(
     decoder_hidden: int = 512,
     learnable_skip: bool = True,
     freeze_encoder: bool = False,
+    feature_cache: str | Path | None = "memory",
+    feature_cache_gb: float = 4.0,
+    frozen_views: int = 4,
     tile_px: int | None = None,
     context_px: int = 16,
     batch_size: int = 8,
@@ -105,9 +108,19 @@ def fit(
         ``loss=None`` picks it, or ``"mse_pcc"`` for the ``"sum"`` and ``"mean"`` maps, which hold
         log-normalised values rather than counts.
     encoder, encoder_weights, decoder_hidden, learnable_skip
-        Architecture: any timm backbone; weights ``None``, ``"imagenet"`` or a checkpoint path.
+        Architecture. ``encoder``: a timm CNN or ViT name, ``"hf-hub:<org>/<repo>"`` (UNI, H-optimus,
+        Phikon...; fetched when online) or a local checkpoint file or folder (timm's or transformers'
+        layout); see ``docs/encoders.md``. ``encoder_weights``: ``None`` (random for a timm name; a hub
+        name or path brings its own), ``"imagenet"``, or a checkpoint file or folder (for example one
+        written by :func:`pixnet.tl.pretrain`). A ViT feeds the decoder through a simple feature pyramid.
     freeze_encoder
-        Train only the decoder and head.
+        Train only the decoder and head (and a ViT's pyramid); the encoder's features are then
+        computed once per tile-augmentation and cached.
+    feature_cache, feature_cache_gb, frozen_views
+        With ``freeze_encoder``: ``"memory"``, a folder (on disk) or ``None`` (recompute), bounded by
+        ``feature_cache_gb`` (least recently used tiles evicted); epochs cycle through ``frozen_views``
+        sets of ``tiles_per_epoch`` tile-augmentations, so every epoch after the first ``frozen_views``
+        costs the decoder only.
     tile_px, context_px
         Tile side (working pixels, a multiple of 32; by default 256 for bins up to 16 um and 128
         for larger spots, or larger when a spot and its context would not fit) and the band at
@@ -153,7 +166,8 @@ def fit(
     train = TrainConfig(
         epochs=epochs, batch_size=batch_size, tiles_per_epoch=tiles_per_epoch, augment=augment, lr=lr,
         weight_decay=weight_decay, schedule=schedule, val_fraction=val_fraction, early_stopping=early_stopping,
-        freeze_encoder=freeze_encoder, seed=seed, accelerator=accelerator, devices=devices, precision=precision,
+        freeze_encoder=freeze_encoder, feature_cache=None if feature_cache is None else str(feature_cache),
+        feature_cache_gb=feature_cache_gb, frozen_views=frozen_views, seed=seed, accelerator=accelerator, devices=devices, precision=precision,
         num_workers=num_workers, checkpoint_every=checkpoint_every,
     )  # fmt: skip
     tiling = TilingConfig(um_per_px=um_per_px, tile_px=tile_px, context_px=context_px)
@@ -171,8 +185,9 @@ def fit(
     logger.info("spots of %.3g um: working at %.3g um/px in %d px tiles", diameter, tiling.um_per_px, tiling.tile_px)
     if loss is None:  # counts for density maps; the paper's loss for maps of normalised values
         loss = "poisson_pcc" if semantics == "density" else "mse_pcc"
+    encoder_spec, encoder_weights = encoder_source(encoder, encoder_weights, method)
     config = ModelConfig(
-        genes=tuple(genes), encoder=encoder, encoder_weights=None if encoder_weights is None else str(encoder_weights),
+        genes=tuple(genes), encoder=str(encoder), encoder_weights=encoder_weights, encoder_spec=encoder_spec,
         decoder_hidden=decoder_hidden, learnable_skip=learnable_skip, semantics=semantics, map_stride=map_stride,
         um_per_px=tiling.um_per_px, loss=loss, pcc_weight=pcc_weight, total_weight=total_weight, method=method,
     )  # fmt: skip
@@ -185,3 +200,14 @@ def fit(
     for s in sdatas:
         record_model(s, model, key_added, path)
     return model
+
+
+def encoder_source(encoder: str, weights: str | Path | None, method: str) -> tuple[dict | None, str | None]:
+    """The encoder's architecture spec (None for a timm name) and its initial weights, resolved once."""
+    from ..model.encoder import is_source, resolve_encoder
+
+    if method == "spot" or not is_source(str(encoder)):
+        if weights is None or str(weights).lower() == "imagenet" or method == "spot":
+            return None, None if weights is None else str(weights)
+        return None, resolve_encoder(str(encoder), weights)[1]
+    return resolve_encoder(str(encoder), weights)

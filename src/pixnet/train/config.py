@@ -66,7 +66,10 @@ class TrainConfig:
         Share of the slide's blocks held out for validation; stop after this many epochs without
         a better validation PCC (``None``: never).
     freeze_encoder
-        Train only the decoder and head.
+        Train only the decoder and head (and a ViT's pyramid); the encoder's features are cached.
+    feature_cache, feature_cache_gb, frozen_views
+        With ``freeze_encoder``: ``"memory"``, a folder, or ``None`` (recompute every time); its bound
+        in GiB; how many sets of ``tiles_per_epoch`` tile-augmentations the epochs cycle through.
     seed
         Seed of initialisation, tiles and augmentation.
     accelerator, devices, precision, num_workers
@@ -86,6 +89,9 @@ class TrainConfig:
     val_fraction: float = 0.15
     early_stopping: int | None = None
     freeze_encoder: bool = False
+    feature_cache: str | None = "memory"
+    feature_cache_gb: float = 4.0
+    frozen_views: int = 4
     seed: int = 0
     accelerator: str = "auto"
     devices: int | str = "auto"
@@ -98,6 +104,11 @@ class TrainConfig:
             raise ValueError(f"epochs must be at least 1, got {self.epochs}.")
         if self.schedule not in ("constant", "cosine"):
             raise ValueError(f"schedule must be 'constant' or 'cosine', got {self.schedule!r}.")
+        if self.feature_cache_gb <= 0 or self.frozen_views < 1:
+            raise ValueError(
+                f"feature_cache_gb must be positive and frozen_views at least 1, got {self.feature_cache_gb!r} "
+                f"and {self.frozen_views!r}."
+            )
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction!r}.")
 

@@ -27,6 +27,7 @@ class PixNetLightning(L.LightningModule):
         weight_decay: float,
         gene_weight: torch.Tensor,
         freeze_encoder: bool = False,
+        feature_cache=None,
         schedule: str = "constant",
         total_steps: int = 0,
     ):
@@ -35,8 +36,11 @@ class PixNetLightning(L.LightningModule):
         self.lr, self.weight_decay = lr, weight_decay
         self.schedule, self.total_steps = schedule, total_steps
         self.register_buffer("gene_weight", gene_weight.float())
-        if freeze_encoder:
-            self.net.encoder.requires_grad_(False)
+        self._frozen = None
+        if freeze_encoder:  # its pretrained part: no gradients, eval mode, outputs cached (a ViT's pyramid trains)
+            from ..model.feature_cache import freeze
+
+            self._frozen = freeze(self.net.encoder, feature_cache, skip_levels=self.net.first_level)
         self._val: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -85,6 +89,10 @@ class PixNetLightning(L.LightningModule):
         target = torch.cat([t for _, t in self._val]).numpy()
         self._val.clear()
         self.log("val_pcc", float(np.nanmean(pearson_per_gene(pred, target))), prog_bar=True)
+
+    def on_fit_end(self) -> None:
+        if self._frozen is not None:  # the trained model predicts without the cache's hooks
+            self._frozen.remove()
 
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]

@@ -12,6 +12,7 @@ import torch
 
 from ..model import PixNet, method_of
 from .config import TilingConfig, TrainConfig
+from .frozen import cycle_loader, make_cache
 from .dataset import EpochSampler, TileSpec, spatial_split
 from .loaders import default_tiles, dense_module, tile_loaders
 
@@ -46,9 +47,12 @@ def train_model(
     else:
         n_tiles = t.tiles_per_epoch or default_tiles(data, train_mask, spec, t.batch_size)
         loader, val_loader = tile_loaders(data, train_mask, val, spec, n_tiles, **opts)
+        cache = make_cache(t.feature_cache, t.feature_cache_gb) if t.freeze_encoder else None
+        if cache is not None:  # a finite pool of tile-augmentations, so cached features are met again
+            loader = cycle_loader(loader, t.frozen_views)
         module = dense_module(
             model.module, data, train_mask, lr=t.lr, weight_decay=t.weight_decay, freeze_encoder=t.freeze_encoder,
-            schedule=t.schedule, total_steps=t.epochs * len(loader),
+            feature_cache=cache, schedule=t.schedule, total_steps=t.epochs * len(loader),
         )  # fmt: skip
     params = {
         "bin_size": about["bin_size"], "table": about["table"], "epochs": t.epochs, "um_per_px": tiling.um_per_px,
