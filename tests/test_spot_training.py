@@ -10,7 +10,7 @@ from PIL import Image
 from scipy import sparse
 
 import pixnet
-from pixnet.data import working_resolution
+from pixnet.data import default_loss, working_resolution
 from pixnet.pp import select_genes
 
 
@@ -46,6 +46,15 @@ def test_working_resolution_from_the_spot_size(diameter, given, expected):
     assert tile % 32 == 0 and diameter / um * 1.05 + 32 <= tile
 
 
+@pytest.mark.parametrize(
+    ("diameter", "semantics", "expected"),
+    [(2, "density", "poisson_pcc"), (16, "density", "poisson_pcc"), (55, "density", "mse_pcc"),
+     (100, "density", "mse_pcc"), (8, "sum", "mse_pcc"), (100, "mean", "mse_pcc")],
+)  # fmt: skip
+def test_default_loss_from_the_spot_size(diameter, semantics, expected):
+    assert default_loss(diameter, semantics) == expected
+
+
 def _spot_slide(folder, genes, seed, um_per_px=2.0, size_px=640):
     """A small legacy-ST-like slide: 100 um spots on a 200 um grid, expression following the image's colour."""
     rng = np.random.default_rng(seed)
@@ -78,6 +87,7 @@ def test_fit_on_spot_slides_with_different_genes_uses_shared_genes_and_spot_defa
     assert model.genes[0] == "G11"  # the highest mean of the shared genes
     assert model.config.um_per_px == pytest.approx(4.0) and model.training["params"]["tile_px"] == 128
     assert model.training["params"]["table"] == ["table", "table"]
+    assert model.config.loss == "mse_pcc"  # spots larger than 16 um: fitted on log-normalised values
     assert "share 8 genes" in caplog.text and "working at 4 um/px in 128 px tiles" in caplog.text
     with pytest.raises(ValueError, match="share only 8 genes"):
         pixnet.tl.fit([a, b], n_genes=10, epochs=1, progress=False)

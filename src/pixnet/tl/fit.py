@@ -9,7 +9,7 @@ from typing import Literal
 
 from spatialdata import SpatialData
 
-from ..data import on_image, resolve_slide, resolve_table, spot_diameter_um, table_spots
+from ..data import default_loss, on_image, resolve_slide, resolve_table, spot_diameter_um, table_spots
 from ..model import ModelConfig, PixNet
 from ..pp import select_genes
 from ..train.config import TilingConfig, TrainConfig
@@ -103,10 +103,10 @@ def fit(
         Map pixel size in input pixels (4: the paper's decoder depth; 2: a finer map).
     semantics, loss, pcc_weight, total_weight
         What the map means and how it is fitted; see :class:`pixnet.model.ModelConfig`. The paper
-        fits ``"mse_pcc"``; the default for density maps, ``"poisson_pcc"`` (Poisson likelihood of
-        the counts plus the batch PCC loss), measured better at every scale (``benchmarks/RESULTS.md``).
-        ``loss=None`` picks it, or ``"mse_pcc"`` for the ``"sum"`` and ``"mean"`` maps, which hold
-        log-normalised values rather than counts.
+        fits ``"mse_pcc"``. ``loss=None`` picks by the spot size (:func:`pixnet.data.default_loss`):
+        ``"poisson_pcc"`` (Poisson likelihood of the counts plus the batch PCC loss) for density maps
+        of bins up to 16 um, best on the synthetic accuracy benchmark; ``"mse_pcc"`` for larger spots,
+        best on real tissue (HER2ST) and for the ``"sum"`` and ``"mean"`` maps (``benchmarks/RESULTS.md``).
     encoder, encoder_weights, decoder_hidden, learnable_skip
         Architecture. ``encoder``: a timm CNN or ViT name, ``"hf-hub:<org>/<repo>"`` (UNI, H-optimus,
         Phikon...; fetched when online) or a local checkpoint file or folder (timm's or transformers'
@@ -183,8 +183,7 @@ def fit(
     diameter = spot_diameter_um([ts.spots for ts in spots], [sl.um_per_px for sl in slides])
     tiling = tiling.resolved(diameter)
     logger.info("spots of %.3g um: working at %.3g um/px in %d px tiles", diameter, tiling.um_per_px, tiling.tile_px)
-    if loss is None:  # counts for density maps; the paper's loss for maps of normalised values
-        loss = "poisson_pcc" if semantics == "density" else "mse_pcc"
+    loss = loss or default_loss(diameter, semantics)  # from the spot size and what the map means
     encoder_spec, encoder_weights = encoder_source(encoder, encoder_weights, method)
     config = ModelConfig(
         genes=tuple(genes), encoder=str(encoder), encoder_weights=encoder_weights, encoder_spec=encoder_spec,
