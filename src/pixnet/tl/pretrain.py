@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -17,6 +16,7 @@ from spatialdata import SpatialData
 from tqdm.auto import tqdm
 
 from ..data import resolve_slide, resolve_table, spot_diameter_um, table_spots, working_resolution
+from ..model._atomic import publish_dir
 from ..model.encoder import build_encoder, resolve_encoder, timm_model
 from ..model.simsiam import SimSiam, augment
 
@@ -147,15 +147,9 @@ def save_encoder(encoder: torch.nn.Module, spec: dict, out: Path, *, meta: dict,
             "pixnet_pretrain": meta,
         }  # fmt: skip
         (tmp / "config.json").write_text(json.dumps(config, indent=2, default=str))
-        if out.exists():
-            if not overwrite:
-                raise FileExistsError(f"{out} exists; pass overwrite=True to replace it.")
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        if out.exists() and not overwrite:
+            raise FileExistsError(f"{out} exists; pass overwrite=True to replace it.")
+        publish_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
