@@ -37,7 +37,7 @@ def test_select_genes_of_several_tables_takes_the_shared_ones_by_pooled_mean(cap
 
 @pytest.mark.parametrize(
     ("diameter", "given", "expected"),
-    [(2, None, (0.5, 256)), (16, None, (0.5, 256)), (55, None, (2.2, 128)), (100, None, (4.0, 128)),
+    [(2, None, (0.5, 256)), (16, None, (0.5, 256)), (16.000000000000004, None, (0.5, 256)), (55, None, (2.2, 128)), (100, None, (4.0, 128)),
      (100, 2.0, (2.0, 128)), (100, 0.5, (0.5, 256)), (100, 0.25, (0.25, 480))],
 )  # fmt: skip
 def test_working_resolution_from_the_spot_size(diameter, given, expected):
@@ -48,7 +48,7 @@ def test_working_resolution_from_the_spot_size(diameter, given, expected):
 
 @pytest.mark.parametrize(
     ("diameter", "semantics", "expected"),
-    [(2, "density", "poisson_pcc"), (16, "density", "poisson_pcc"), (55, "density", "mse_pcc"),
+    [(2, "density", "poisson_pcc"), (16, "density", "poisson_pcc"), (16.000000000000004, "density", "poisson_pcc"), (55, "density", "mse_pcc"),
      (100, "density", "mse_pcc"), (8, "sum", "mse_pcc"), (100, "mean", "mse_pcc")],
 )  # fmt: skip
 def test_default_loss_from_the_spot_size(diameter, semantics, expected):

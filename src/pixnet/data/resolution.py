@@ -48,7 +48,7 @@ def working_resolution(
     ``(um_per_px, tile_px)``.
 
     """
-    small = diameter_um <= FINE_BIN_UM
+    small = _is_fine(diameter_um)
     if um_per_px is None:
         um_per_px = FINEST_UM_PER_PX if small else max(FINEST_UM_PER_PX, diameter_um / SPOT_PX)
     spot_px = diameter_um / um_per_px * 1.05  # squares rotated by a degree or two reach a little further
@@ -70,4 +70,9 @@ def default_loss(diameter_um: float, semantics: str = "density") -> str:
     """
     if semantics != "density":
         return "mse_pcc"
-    return "poisson_pcc" if diameter_um <= FINE_BIN_UM else "mse_pcc"
+    return "poisson_pcc" if _is_fine(diameter_um) else "mse_pcc"
+
+
+def _is_fine(diameter_um: float) -> bool:
+    """Bins of Visium HD's sizes: up to 16 um, allowing for the rounding of a measured geometry (16.000000000000004)."""
+    return diameter_um <= FINE_BIN_UM * (1 + 1e-6)

@@ -77,7 +77,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         else:
             raw = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:
-        raise ValueError(f"{path} cannot be read as a PyTorch or safetensors checkpoint: {err}") from err
+        raise ValueError(f"{path} cannot be read as a PyTorch checkpoint (nor as safetensors): {err}") from err
     state = _unnest(raw)
     if state is None:
         raise ValueError(
