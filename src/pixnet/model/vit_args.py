@@ -96,19 +96,27 @@ def timm_kwargs(kwargs: dict) -> dict:
 
 
 def read_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
-    """The tensor shapes of a weights file, without reading the tensors (safetensors header, or mmap)."""
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        from safetensors import safe_open
+    """The tensor shapes of a weights file, without reading the tensors (safetensors header, or mmap).
 
-        with safe_open(str(path), framework="pt") as f:
-            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+    Empty for a file that is not a checkpoint: loading it later raises the error that explains.
+    """
+    path = Path(path)
     try:
-        raw = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
-    except Exception:  # not a zip checkpoint (no mmap) or not weights only: read it whole
-        raw = torch.load(path, map_location="cpu", weights_only=False)
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as f:
+                return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+        try:
+            raw = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+        except Exception:  # noqa: BLE001  # not a zip checkpoint (no mmap) or not weights only: read it whole
+            raw = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:  # noqa: BLE001
+        return {}
     for key in ("state_dict", "model", "teacher"):
         raw = raw.get(key, raw) if isinstance(raw, dict) and isinstance(raw.get(key), dict) else raw
+    if not isinstance(raw, dict):
+        return {}
     return {k: tuple(v.shape) for k, v in raw.items() if isinstance(v, torch.Tensor)}
 
 
