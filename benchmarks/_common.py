@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import date
+from datetime import UTC, datetime
 from pathlib import Path
 
 HERE = Path(__file__).parent
@@ -77,13 +77,26 @@ def _pixnet_frames(frame, depth: int = 2) -> str:
 
 
 def machine() -> str:
-    return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    """Architecture, cores, Python; torch's version and intra-op threads when torch is imported."""
+    out = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        out += f", torch {torch.__version__}, threads {torch.get_num_threads()}"
+    return out
 
 
-def record(name: str, payload: dict) -> None:
-    """Append a result to benchmarks/results/<name>.jsonl with the date, machine and command."""
-    out = HERE / "results" / f"{name}.jsonl"
-    out.parent.mkdir(exist_ok=True)
-    entry = {"date": str(date.today()), "machine": machine(), "command": " ".join(["python", *sys.argv]), **payload}
+def record(name: str, payload: dict, *, folder: str | Path | None = None) -> dict:
+    """Append a result to ``<folder>/<name>.jsonl`` (default benchmarks/results) with the date, machine and command.
+
+    ``date`` is the day, ``time_utc`` the minute (UTC) it was written; ``machine`` names torch's
+    version and threads when torch is in use. Keys of ``payload`` come after these (a payload's
+    own ``date`` or ``machine`` wins). Returns the entry written.
+    """
+    out = Path(folder or HERE / "results") / f"{name}.jsonl"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    now = datetime.now(UTC)
+    entry = {"date": str(now.date()), "time_utc": now.strftime("%H:%M"), "machine": machine(),
+             "command": " ".join(["python", *sys.argv]), **payload}  # fmt: skip
     with open(out, "a") as f:
         f.write(json.dumps(entry, default=float) + "\n")
+    return entry

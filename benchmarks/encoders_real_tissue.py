@@ -29,11 +29,11 @@ import logging
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 import real_tissue as rt  # noqa: E402
+from _common import record  # noqa: E402
 
 import pandas as pd  # noqa: E402
 
@@ -42,7 +42,6 @@ import pixnet  # noqa: E402
 log = logging.getLogger("encoders_real_tissue")
 log.setLevel(logging.INFO)
 logging.getLogger("pixnet.tl.pretrain").setLevel(logging.INFO)
-RESULTS = rt.HERE / "results" / "encoders_real_tissue.jsonl"
 RUNNING = rt.HERE / "results" / "encoders_real_tissue.running.json"
 
 #: The full run's budget (CPU): fit as real_tissue.py's cpu-e12 record; SimSiam 8 epochs of 1024 tiles.
@@ -102,14 +101,16 @@ def main() -> None:
     print(table.pivot(index="held_out", columns="method", values="PCC@M").round(3).to_string())
     cols = ["PCC@F", "PCC@S", "PCC@M", "PCC@M-res", "MSE", "fit_s", "pretrain_s"]
     print(table.groupby("method")[cols].mean().T.round(3).to_string())
-    record = {
-        "date": datetime.now(UTC).isoformat(timespec="minutes"), "tag": tag, "fit": fit, "pretrain": pre,
-        "ssl_on": args.ssl_on, "methods": methods, "folds": args.folds,
-        "wall_s": round(time.perf_counter() - t_start, 1), "machine": rt._machine(), "rows": rows,
-    }  # fmt: skip
-    RESULTS.parent.mkdir(exist_ok=True)
-    with RESULTS.open("a") as f:
-        f.write(json.dumps(record) + "\n")
+    write_record(tag=tag, fit=fit, pretrain=pre, ssl_on=args.ssl_on, methods=methods, folds=args.folds,
+                 wall_s=round(time.perf_counter() - t_start, 1), rows=rows)  # fmt: skip
+
+
+def write_record(*, folder: str | Path | None = None, **fields) -> dict:
+    """One run's record (tag, budgets, folds, wall time, rows), appended by ``_common.record`` to
+    ``results/encoders_real_tissue.jsonl`` (or ``folder``), with the date, machine, torch threads and command."""
+    import torch  # noqa: F401  (imported already by pixnet: the record names its version and threads)
+
+    return record("encoders_real_tissue", fields, folder=folder)
 
 
 if __name__ == "__main__":

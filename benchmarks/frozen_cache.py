@@ -13,25 +13,23 @@ reference. Prints and appends a JSON record to ``benchmarks/results/frozen_cache
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
-import platform
+import sys
 import tempfile
 import time
 import warnings
-from datetime import UTC, datetime
 from pathlib import Path
 
 warnings.filterwarnings("ignore")
 for name in ("lightning", "lightning.pytorch"):
     logging.getLogger(name).setLevel(logging.ERROR)
 
-import torch  # noqa: E402
+import torch  # noqa: E402, F401  (imported before the record: it names torch and its threads)
 
 import pixnet  # noqa: E402
 
-RESULTS = Path(__file__).parent / "results" / "frozen_cache.jsonl"
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import record  # noqa: E402
 
 
 def _time(sdata, epochs: int, **kw) -> float:
@@ -64,15 +62,8 @@ def main() -> None:
     ratio = per_epoch["frozen, recomputed"] / per_epoch["frozen, cached"]
     print(f"speed-up of the cache: {ratio:.2f}x; over training the encoder: "
           f"{per_epoch['trained encoder'] / per_epoch['frozen, cached']:.2f}x")  # fmt: skip
-    record = {
-        "date": datetime.now(UTC).isoformat(timespec="minutes"), "args": vars(args),
-        "s_per_epoch": {k: round(v, 2) for k, v in per_epoch.items()}, "speedup": round(ratio, 2),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-        f"threads {torch.get_num_threads()}",
-    }  # fmt: skip
-    RESULTS.parent.mkdir(exist_ok=True)
-    with RESULTS.open("a") as f:
-        f.write(json.dumps(record) + "\n")
+    record("frozen_cache", {"args": vars(args), "s_per_epoch": {k: round(v, 2) for k, v in per_epoch.items()},
+                            "speedup": round(ratio, 2)})  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -258,6 +258,28 @@ def _cli_missing_bin_size(c):
     raise SystemExit(cli(["fit", str(c.slide_dir), "--bin-size", "4", "--out", str(c.tmp / "m")]))
 
 
+def _hub_raising(error: str):
+    """``huggingface_hub.hf_hub_download`` replaced by one that fails as the hub does (no network here)."""
+    from types import SimpleNamespace
+    from unittest import mock
+
+    from huggingface_hub import errors
+
+    cls = getattr(errors, error)
+    exc = cls("offline") if error == "LocalEntryNotFoundError" else cls("403", response=SimpleNamespace(headers={}, request=None))
+    return mock.patch("huggingface_hub.hf_hub_download", side_effect=exc)
+
+
+def _hub_gated(c):
+    with _hub_raising("GatedRepoError"):
+        pixnet.model.build_encoder("hf-hub:MahmoodLab/UNI2-h")
+
+
+def _hub_offline(c):
+    with _hub_raising("LocalEntryNotFoundError"):
+        pixnet.model.build_encoder("hf-hub:paige-ai/Virchow2")
+
+
 CASES = [
     # (area, input, callable, exception, message fragment)
     (
@@ -520,6 +542,8 @@ CASES = [
         ValueError,
         "cannot be read as a PyTorch checkpoint",
     ),
+    ("model", "a gated hub encoder whose licence is not accepted", _hub_gated, ValueError, "accept its licence"),
+    ("model", "a hub encoder while offline, not in the cache", _hub_offline, ValueError, "cannot be reached"),
     (
         "datasets",
         "a synthetic slide smaller than 64 um",

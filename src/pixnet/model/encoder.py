@@ -26,36 +26,19 @@ import timm
 import torch
 from torch import nn
 
-from .checkpoints import folder_config, infer_arch, match_state, read_state_dict
+from .checkpoints import WEIGHT_FILES, folder_config, infer_arch, match_state, read_state_dict
+from .hub import hub_folder, hub_repo
+from .vit_args import complete_spec, timm_kwargs
 from .vit import ViTPyramid, is_vit
 
 logger = logging.getLogger(__name__)
 
 _IMAGENET = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
-_HUB_FILES = ["config.json", "preprocessor_config.json", "model.safetensors", "pytorch_model.bin"]
 
 
 def is_source(name: str) -> bool:
     """Whether ``encoder`` names a hub repo or a path rather than a timm architecture."""
     return name.startswith("hf-hub:") or Path(name).expanduser().exists() or any(c in name for c in "/\\")
-
-
-def hub_folder(name: str) -> Path:
-    """Download ``hf-hub:<org>/<repo>[@revision]``'s config and weights; the local snapshot folder.
-
-    Needs the internet (and, for gated models, an accepted licence and ``hf auth login``).
-    """
-    from huggingface_hub import snapshot_download
-
-    repo, _, revision = name.removeprefix("hf-hub:").partition("@")
-    try:
-        return Path(snapshot_download(repo, revision=revision or None, allow_patterns=_HUB_FILES))
-    except Exception as err:  # offline, gated, or no such repo
-        raise ValueError(
-            f"Cannot fetch {name!r} from the Hugging Face hub ({type(err).__name__}: {err}). Check the name, the "
-            "connection, and for gated models accept the licence on the model page and run `hf auth login`; or "
-            "download the folder once and pass its path."
-        ) from err
 
 
 def _local(name: str) -> Path:
@@ -88,12 +71,15 @@ def resolve_encoder(name: str, weights: str | Path | None = None) -> tuple[dict,
             )
         cfg = timm.get_pretrained_cfg(name)  # the normalisation its pretrained weights expect
         norm = {"mean": list(cfg.mean), "std": list(cfg.std)} if cfg is not None else _IMAGENET
-        return {"arch": name, "kwargs": {}, **norm}, _weights(weights)
+        spec, weights = {"arch": name, "kwargs": {}, **norm}, _weights(weights)
+        if weights not in (None, "imagenet"):  # a ViT's file: its SwiGLU, registers... read off the tensors
+            spec = complete_spec(spec, _weights_file(Path(weights)))
+        return spec, weights
     path = _local(name)
     if not path.exists():
         raise FileNotFoundError(f"encoder={name!r}: {path} does not exist.")
     if path.is_dir():
-        spec = folder_config(path)
+        spec = complete_spec(folder_config(path), _weights_file(path), repo=hub_repo(name))
     else:
         arch = infer_arch(read_state_dict(path))
         if arch is None:
@@ -103,6 +89,12 @@ def resolve_encoder(name: str, weights: str | Path | None = None) -> tuple[dict,
             )
         spec = {"arch": arch, "kwargs": {}, **_IMAGENET}
     return spec, str(path) if weights is None else _weights(weights)
+
+
+def _weights_file(path: Path) -> Path | None:
+    if path.is_file():
+        return path
+    return next((path / f for f in WEIGHT_FILES if (path / f).is_file()), None)
 
 
 def _weights(weights: str | Path | None) -> str | None:
@@ -134,7 +126,7 @@ def build_encoder(
     """
     if spec is None:
         spec, weights = resolve_encoder(name, weights)
-    arch, kwargs = spec["arch"], dict(spec.get("kwargs", {}))
+    arch, kwargs = spec["arch"], timm_kwargs(spec.get("kwargs", {}))
     kwargs.pop("num_classes", None)
     pretrained = weights == "imagenet"
     with torch.device("meta"):

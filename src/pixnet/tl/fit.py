@@ -208,5 +208,6 @@ def encoder_source(encoder: str, weights: str | Path | None, method: str) -> tup
     if method == "spot" or not is_source(str(encoder)):
         if weights is None or str(weights).lower() == "imagenet" or method == "spot":
             return None, None if weights is None else str(weights)
-        return None, resolve_encoder(str(encoder), weights)[1]
+        spec, weights = resolve_encoder(str(encoder), weights)
+        return (spec if spec["kwargs"] else None), weights  # a ViT file's arguments (SwiGLU...) are kept
     return resolve_encoder(str(encoder), weights)
