@@ -41,3 +41,22 @@ def test_pixnet_module_map_keeps_its_shape():
 def test_views_must_be_four_or_eight():
     with pytest.raises(ValueError, match="4 or 8"):
         DihedralTTA(torch.nn.Identity(), views=2)
+
+
+def test_predict_averages_views_and_never_reuses_another_views_map(sdata, trained):
+    import numpy as np
+
+    import pixnet
+
+    plain = pixnet.tl.predict(sdata, model=trained, bin_size=16, progress=False).X.copy()
+    with pytest.raises(ValueError, match="tta must be 1"):
+        pixnet.tl.predict(sdata, model=trained, bin_size=16, tta=2, overwrite=True, progress=False)
+    views8 = pixnet.tl.predict(sdata, model=trained, bin_size=16, tta=8, overwrite=True, progress=False)
+    assert views8.uns["pixnet"]["tta"] == 8
+    assert views8.X.shape == plain.shape and np.isfinite(views8.X).all()
+    assert not np.allclose(views8.X, plain)  # the stored map of one view was recomputed, not reused
+    assert not isinstance(trained.module, DihedralTTA)  # the user's model is left as it is
+    views4 = pixnet.tl.predict(sdata, model=trained, bin_size=16, tta=4, overwrite=True, progress=False).X
+    assert not np.allclose(views4, views8.X)
+    again = pixnet.tl.predict(sdata, model=trained, bin_size=16, overwrite=True, progress=False).X
+    np.testing.assert_allclose(again, plain, rtol=1e-5, atol=1e-6)

@@ -35,6 +35,8 @@ class DihedralTTA(nn.Module):
         if views not in (4, 8):
             raise ValueError(f"views must be 4 or 8 (got {views}).")
         self.net, self.views = net, views
+        # in the state dict, so that a map made with 4 views is never taken for one made with 8
+        self.register_buffer("n_views", torch.tensor(views), persistent=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         square = x.shape[-1] == x.shape[-2]
