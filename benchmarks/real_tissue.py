@@ -104,13 +104,30 @@ def score(pred: np.ndarray, obs: np.ndarray, genes: list[str]) -> dict:
 
 
 def run_pixnet(train, test, genes, fit: dict, tag: str) -> tuple[dict, float]:
+    model, fit_s = fit_pixnet(train, genes, fit)
+    return score_pixnet(model, test, genes, tag), fit_s
+
+
+def fit_pixnet(train, genes, fit: dict):
     t0 = time.perf_counter()
     model = pixnet.tl.fit(train, table="table", genes=genes, progress=False, **fit)
-    fit_s = time.perf_counter() - t0
-    pixnet.tl.predict(test, model=model, shapes="spots", key_added=tag, overwrite=True, progress=False)
+    return model, time.perf_counter() - t0
+
+
+def score_pixnet(model, test, genes, tag: str, tta: int = 0) -> dict:
+    """Predict the held-out section's spots (with ``tta`` dihedral views averaged when > 0) and score them."""
+    from pixnet.model.tta import DihedralTTA
+
+    net = model.module
+    if tta:
+        model.module = DihedralTTA(net, views=tta)
+    try:
+        pixnet.tl.predict(test, model=model, shapes="spots", key_added=tag, overwrite=True, progress=False)
+    finally:
+        model.module = net
     pred = test.tables[f"{tag}_spots"]
     obs = measured(test, genes, pred.obs_names)
-    return score(np.asarray(pred[:, genes].X), obs, genes), fit_s
+    return score(np.asarray(pred[:, genes].X), obs, genes)
 
 
 def run_ridge(train, test, genes, um_per_px: float = 2.0) -> tuple[dict, float]:
@@ -142,6 +159,7 @@ def main() -> None:
     p.add_argument("--folds", default=",".join(SECTIONS), help="held-out sections")
     p.add_argument("--fit", default="{}", help="JSON of extra pixnet.tl.fit arguments (both CNN methods)")
     p.add_argument("--tag", default="default")
+    p.add_argument("--tta", type=int, default=0, help="also score pixnet with 4 or 8 dihedral views averaged")
     p.add_argument("--data", default=str(DATA))
     args = p.parse_args()
     fit = json.loads(args.fit)
@@ -158,7 +176,11 @@ def main() -> None:
                 res, fit_s = run_ridge(train, test, genes)
             else:
                 kw = {**fit, "method": "spot"} if method == "spot" else fit
-                res, fit_s = run_pixnet(train, test, genes, kw, tag=method)
+                model, fit_s = fit_pixnet(train, genes, kw)
+                res = score_pixnet(model, test, genes, tag=method)
+                if args.tta and method == "pixnet":  # the same fitted model, its views averaged: a paired comparison
+                    tta = score_pixnet(model, test, genes, tag=f"{method}_tta", tta=args.tta)
+                    rows.append({"held_out": held, "method": f"pixnet+tta{args.tta}", "fit_s": round(fit_s, 1), **tta})
             row = {"held_out": held, "method": method, "fit_s": round(fit_s, 1), **res}
             rows.append(row)
             log.info("%s", {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()})
