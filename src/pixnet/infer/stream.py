@@ -114,6 +114,13 @@ def stream_tiles(
             th, tw = ys[i + 1] - ys[i], xs[j + 1] - xs[j]
             if j == 0:
                 left = torch.zeros((n_out, th, m), device=device)
+            if tile is None and weights is None and th >= m and tw >= m:  # background: its map and halos read 0
+                left = torch.zeros((n_out, th, m), device=device)
+                strip_next[:, :, xs[j] + m : xs[j] + m + tw] = 0
+                if j == n_cols - 1:
+                    strip_prev, strip_next = strip_next, strip_prev
+                yield i, j, None, idx, None
+                continue
             out = None
             if tile is not None:
                 out = _forward(net, tile, device)[:, c : c + th, c : c + tw]  # (C, th, tw)
@@ -123,7 +130,6 @@ def stream_tiles(
             if out is not None:
                 window[:, m:, m:] = out
             sums = _apply(weights, window) if weights is not None else None
-            # what the next tiles need of this one: its last m columns (right), its last m rows (below)
             # what the next tiles read of this window: its last m columns (the tile to the right), its last
             # m rows (the tile row below); the window's edges are whole map columns and rows, halos included
             left = window[:, m:, tw:].clone()
