@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -158,8 +159,10 @@ def _apply(weights: sparse.csr_matrix, window: torch.Tensor) -> torch.Tensor:
         flat = window.reshape(c, h * w).numpy()
         return torch.from_numpy(np.asarray(weights @ flat.T, np.float32))
     wt = weights.astype(np.float32)
-    t = torch.sparse_csr_tensor(torch.from_numpy(wt.indptr).long(), torch.from_numpy(wt.indices).long(),
-                                torch.from_numpy(wt.data), size=wt.shape, device=window.device)  # fmt: skip
+    with warnings.catch_warnings():  # torch's "sparse CSR support is in beta"
+        warnings.simplefilter("ignore", UserWarning)
+        t = torch.sparse_csr_tensor(torch.from_numpy(wt.indptr).long(), torch.from_numpy(wt.indices).long(),
+                                    torch.from_numpy(wt.data), size=wt.shape, device=window.device)  # fmt: skip
     return (t @ window.reshape(c, h * w).T).float()
 
 
