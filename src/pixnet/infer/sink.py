@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-QUEUE = 8  # tiles' results waiting for the writer, at most
+QUEUE = 3  # tiles' results waiting for the writer, at most (each up to C x tile of float32: ~66 MB at 250 genes)
 
 
 class Sink:
