@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The GPU checks, as one script for a lent device machine (the `device` tool), run from the repo root:
 #   bash benchmarks/gpu.sh              # writes its records and logs to $OUT (default benchmarks/results/gpu)
-# 1. the GPU test (tests/test_gpu.py); 2. predict time over the bare encoder's (benchmarks/predict.py);
+# 1. the GPU test (tests/test_gpu.py); 2. predict time over the bare encoder's (benchmarks/predict.py): the
+# one-pass predict with its defaults against the map-then-aggregate path in the same process (--compare), then
+# X only without the map, then the output pipeline alone (--trivial: a network that does nothing);
 # 3. the paper's settings for 500 epochs on the accuracy pair, 4. pixnet.tl.fit's defaults on it
 # (benchmarks/accuracy.py); 5. Lightning's training throughput against a plain torch loop
 # (benchmarks/throughput.py). Each step has a time limit and all of them a deadline (DEADLINE
@@ -13,7 +15,7 @@
 set -uo pipefail
 OUT="${OUT:-benchmarks/results/gpu}"
 PREDICT_SIZE="${PREDICT_SIZE:-1500}" ACC_SIZE="${ACC_SIZE:-1000}" PAPER_EPOCHS="${PAPER_EPOCHS:-500}"
-T_TEST="${T_TEST:-90}" T_PREDICT="${T_PREDICT:-150}" T_PAPER="${T_PAPER:-480}" T_FIT="${T_FIT:-150}" T_THROUGHPUT="${T_THROUGHPUT:-60}"
+T_TEST="${T_TEST:-90}" T_PREDICT="${T_PREDICT:-150}" T_PREDICT_X="${T_PREDICT_X:-60}" T_PAPER="${T_PAPER:-480}" T_FIT="${T_FIT:-150}" T_THROUGHPUT="${T_THROUGHPUT:-60}"
 DEADLINE="${DEADLINE:-570}"
 mkdir -p "$OUT"
 log="$OUT/log.txt"
@@ -37,10 +39,13 @@ step() {  # step NAME LIMIT_S COMMAND...: run with a time limit (and the deadlin
 } 2>&1 | tee -a "$log"
 (cd benchmarks && "$py" -c "from accuracy import make_pair; make_pair($ACC_SIZE)" >"$OUT/pair.txt" 2>&1) &
 step gpu_test "$T_TEST" "$py" -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu.py
-step predict "$T_PREDICT" "$py" benchmarks/predict.py --size "$PREDICT_SIZE"
+step predict "$T_PREDICT" "$py" benchmarks/predict.py --size "$PREDICT_SIZE" --compare
+step predict_x_only "$T_PREDICT_X" "$py" benchmarks/predict.py --size "$PREDICT_SIZE" --layers '' --map false
+step predict_pipeline "$T_PREDICT_X" "$py" benchmarks/predict.py --size "$PREDICT_SIZE" --layers '' --map false --trivial --compare
 wait  # the pair
 step paper_500 "$T_PAPER" "$py" benchmarks/accuracy.py --size "$ACC_SIZE" --methods paper --epochs "$PAPER_EPOCHS" --out "$OUT/accuracy.jsonl"
 step fit_defaults "$T_FIT" "$py" benchmarks/accuracy.py --size "$ACC_SIZE" --methods pixnet --tag gpu_defaults --out "$OUT/accuracy.jsonl"
 step throughput "$T_THROUGHPUT" "$py" benchmarks/throughput.py
-for f in predict throughput; do [ -f "benchmarks/results/$f.jsonl" ] && tail -n 1 "benchmarks/results/$f.jsonl" >"$OUT/$f.jsonl"; done
+[ -f benchmarks/results/predict.jsonl ] && tail -n 3 benchmarks/results/predict.jsonl >"$OUT/predict.jsonl"
+[ -f benchmarks/results/throughput.jsonl ] && tail -n 1 benchmarks/results/throughput.jsonl >"$OUT/throughput.jsonl"
 exit 0

@@ -12,6 +12,15 @@ tiles is the reference: the ratio is predict's wall time over it.
     python benchmarks/predict.py --bin-size 8    # 8 um bins (a new grid when the store has no 8 um table)
     python benchmarks/predict.py --layers ''     # X only (no counts and lognorm layers)
     python benchmarks/predict.py --lazy-mb 1024  # read_zarr's default: the measured 2 um counts (0.7 GB) in memory
+    python benchmarks/predict.py --map false     # no map image (predict's map=False); --map float16: a half-precision map
+    python benchmarks/predict.py --compare       # also the map-then-aggregate path (before the one-pass predict), same process
+    python benchmarks/predict.py --trivial --compare --layers ''  # the output pipeline alone: a network that does nothing
+
+With ``--compare`` the one-pass predict runs first (so it does not profit from the page cache
+the other warms), then the map-then-aggregate path that predict takes for reused maps and
+dask.distributed (the predict of commit 8329b6f), on the same store, model and arguments.
+``--trivial`` swaps the network for one whose forward is an average pool (what is left is the
+output pipeline: aggregation, X and layers, the writes); it reports seconds per million bins.
 """
 
 from __future__ import annotations
@@ -27,8 +36,9 @@ CHILD = """
 import json, logging, os, time, warnings
 import numpy as np, spatialdata, torch
 warnings.filterwarnings("ignore")
+import importlib, resource
 import pixnet
-from pixnet.model import ModelConfig
+from pixnet.model import ModelConfig, PixNet
 from pixnet.infer.dense import map_region, occupied_blocks
 from pixnet.data.slide import resolve_slide
 from pixnet.infer.targets import resolve_target
@@ -38,13 +48,38 @@ sd = pixnet.io.read_zarr({store!r}, in_memory_limit={lazy_mb} * 2**20)
 genes = list(sd.tables["square_002um"].var_names[:250])
 torch.manual_seed(0)
 model = pixnet.PixNet(ModelConfig(genes=tuple(genes)))
+
+
+class Trivial(torch.nn.Module):  # the output pipeline alone: a map at the network's stride and channels, no work
+    def __init__(self, config):
+        super().__init__()
+        self.config, self.w = config, torch.nn.Parameter(torch.ones(1))
+
+    def forward(self, x):
+        dark = torch.nn.functional.avg_pool2d(x[:, :1], self.config.map_stride)
+        return dark.repeat(1, self.config.n_outputs, 1, 1) * self.w
+
+
+net = PixNet(model.config, Trivial(model.config)) if {trivial} else model
 device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 rss_before_gb = int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**30
+kw = dict(model=net, bin_size={bin_size}, layers={layers}, tile_px={tile}, context_px={context}, progress=False)
 t0 = time.perf_counter()
-table = pixnet.tl.predict(sd, model=model, bin_size={bin_size}, key_added="bench", layers={layers}, tile_px={tile}, context_px={context}, progress=False)
+table = pixnet.tl.predict(sd, key_added="bench", map={map_opt}, **kw)
 if device.type == "cuda":
     torch.cuda.synchronize()
 predict_s = time.perf_counter() - t0
+peak_after_predict_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+old_s = None
+if {compare}:  # the map-then-aggregate path, as predict was before the one pass (it always writes the map)
+    mod = importlib.import_module("pixnet.tl.predict")
+    stream, mod.can_stream = mod.can_stream, lambda *a, **k: False
+    t0 = time.perf_counter()
+    old = pixnet.tl.predict(sd, key_added="bench_old", **kw)
+    old_s = time.perf_counter() - t0
+    mod.can_stream = stream
+    x_new, x_old = np.asarray(table.X[:200000]), np.asarray(old.X[:200000])
+    max_abs_diff_x = float(np.abs(x_new - x_old).max())
 
 # the bare encoder on the tiles predict ran: same grid, same reads, only the encoder's forward timed
 cfg, slide = model.config, resolve_slide(sd)
@@ -70,7 +105,9 @@ for y, x in tiles[::k]:
     times.append(time.perf_counter() - t1)
 encoder_s = float(np.mean(times[1:] if len(times) > 2 else times)) * len(tiles)  # the first warms up
 print(json.dumps({{"device": str(device), "n_bins": table.n_obs, "n_genes": table.n_vars, "n_tiles": len(tiles), "n_blocks": busy.size,
-                  "sampled_tiles": len(times), "predict_s": predict_s, "encoder_s": encoder_s, "rss_before_predict_gb": rss_before_gb}}))
+                  "sampled_tiles": len(times), "predict_s": predict_s, "encoder_s": encoder_s, "rss_before_predict_gb": rss_before_gb,
+                  "peak_rss_after_predict_gb": peak_after_predict_gb, "old_predict_s": old_s,
+                  "max_abs_diff_x": max_abs_diff_x if old_s is not None else None}}))
 """
 
 
@@ -83,6 +120,9 @@ def main() -> None:
     p.add_argument("--layers", default="counts,lognorm", help="predict's layers besides X (its default); '' for X only")
     p.add_argument("--sample", type=int, default=8, help="tiles the encoder reference is timed on, at least")
     p.add_argument("--lazy-mb", type=int, default=256, help="pixnet.io.read_zarr's in_memory_limit, MB (default 1024)")
+    p.add_argument("--map", default="true", choices=["true", "false", "float16"], help="predict's map (default true)")
+    p.add_argument("--compare", action="store_true", help="also time the map-then-aggregate path in the same process")
+    p.add_argument("--trivial", action="store_true", help="a network whose forward does nothing: the output pipeline alone")
     args = p.parse_args()
     kw = {"full_size": True} if args.size is None else {"size_um": args.size}
     name = f"{args.size:g}" if args.size else "full"
@@ -101,6 +141,9 @@ def main() -> None:
         sample=args.sample,
         layers=tuple(x for x in args.layers.split(",") if x),
         lazy_mb=args.lazy_mb,
+        map_opt=repr({"true": True, "false": False}.get(args.map, args.map)),
+        compare=args.compare,
+        trivial=args.trivial,
     )
     res = run_child(code)
     ratio = res["predict_s"] / res["encoder_s"]
@@ -113,6 +156,12 @@ def main() -> None:
         f"({res['rss_before_predict_gb']:.2f} GB before predict: Python, the slide's elements and tables)"
     )
     print(f"bare encoder on the same tiles {res['encoder_s']:.0f} s; predict / encoder = {ratio:.2f}")
+    per_m = 1e6 / res["n_bins"] * 250 / res["n_genes"]  # per million bins x 250 genes
+    print(f"one pass: {res['predict_s'] * per_m:.1f} s per million bins x 250 genes (map={args.map})")
+    if res["old_predict_s"] is not None:
+        print(f"map-then-aggregate path: {res['old_predict_s']:.1f} s ({res['old_predict_s'] * per_m:.1f} s per million "
+              f"bins x 250 genes), {res['old_predict_s'] / res['predict_s']:.2f}x the one pass; its / encoder = "
+              f"{res['old_predict_s'] / res['encoder_s']:.2f}; max |X difference| {res['max_abs_diff_x']:.2e}")
     record(
         "predict",
         {
@@ -122,6 +171,9 @@ def main() -> None:
             "layers": args.layers,
             "lazy_mb": args.lazy_mb,
             "ratio": ratio,
+            "map": args.map,
+            "trivial": args.trivial,
+            "s_per_million_bins_250_genes": res["predict_s"] * 1e6 / res["n_bins"] * 250 / res["n_genes"],
         },
     )
 

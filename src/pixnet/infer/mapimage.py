@@ -50,13 +50,7 @@ def map_element(
     ``computed``: ``(busy, core)``, the blocks of side ``core`` that were computed (the others
     are 0), recorded so that the map is reused only for spots inside them.
     """
-    cfg = model.config
-    channels = list(cfg.genes) + ([OTHER_CHANNEL] if cfg.semantics == "density" else [])
-    y0, x0 = region[0], region[1]
-    to_cs = Sequence([Translation([x0, y0], axes=("x", "y")), Scale([f_map, f_map], axes=("x", "y"))])
-    scales = [2] * int(np.clip(np.log2(max(1, min(dmap.shape[1:]) / 64)), 0, 4))  # down to ~64 px
-    size = dmap.size * 4
-    chunks = map_chunks(dmap.chunks, len(channels))
+    chunks = map_chunks(dmap.chunks, dmap.shape[0])
     if sdata.is_backed():
         # Level 0 is computed once into a scratch store; the pyramid and the element are made from it.
         scratch = Path(tempfile.mkdtemp(prefix=f".pixnet-{name}-", dir=Path(sdata.path).parent))
@@ -64,24 +58,46 @@ def map_element(
             compute(
                 dmap.rechunk(chunks).to_zarr(str(scratch / "level0.zarr"), compute=False), "computing map", progress
             )
-            stored = da.from_zarr(str(scratch / "level0.zarr"))
-            el = Image2DModel.parse(stored, dims=("c", "y", "x"), c_coords=channels, scale_factors=scales or None,
-                                    transformations={cs: to_cs}, chunks=chunks)  # fmt: skip
-            replace_element(sdata, name, el, "images")
+            publish_map(sdata, name, da.from_zarr(str(scratch / "level0.zarr")), model, region, f_map, cs,
+                        computed=computed, chunks=chunks)  # fmt: skip
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
+    else:
+        check_map_size(dmap.size * 4)
+        arr = compute(dmap, "computing map", progress)
+        publish_map(sdata, name, arr, model, region, f_map, cs, computed=computed, chunks=chunks)
+    return level0(sdata.images[name])
+
+
+def check_map_size(size: int) -> None:
+    """Refuse a map of ``size`` bytes that would be held in memory (the sdata is not backed) above the limit."""
+    if size > IN_MEMORY_LIMIT:
+        raise ValueError(
+            f"The map of this slide takes {size / 2**30:.1f} GB; write the SpatialData to zarr first "
+            "(sdata.write('slide.zarr')) so that pixnet streams the map and the predictions to disk."
+        )
+
+
+def publish_map(sdata, name: str, level: da.Array | np.ndarray, model: PixNet, region, f_map: float, cs: str, *,
+                computed, chunks) -> None:  # fmt: skip
+    """Add a computed level 0 ``(C, h, w)`` to ``sdata`` as the multiscale map image ``name`` (written when backed).
+
+    ``computed``: ``(busy, core)``, the blocks of side ``core`` that were computed (the others
+    read 0), recorded so that the map is reused only for spots inside them.
+    """
+    cfg = model.config
+    channels = list(cfg.genes) + ([OTHER_CHANNEL] if cfg.semantics == "density" else [])
+    y0, x0 = region[0], region[1]
+    to_cs = Sequence([Translation([x0, y0], axes=("x", "y")), Scale([f_map, f_map], axes=("x", "y"))])
+    scales = [2] * int(np.clip(np.log2(max(1, min(level.shape[1:]) / 64)), 0, 4))  # down to ~64 px
+    el = Image2DModel.parse(level, dims=("c", "y", "x"), c_coords=channels, scale_factors=scales or None,
+                            transformations={cs: to_cs}, chunks=chunks)  # fmt: skip
+    if sdata.is_backed():
+        replace_element(sdata, name, el, "images")
         from spatialdata import read_zarr
 
         sdata.images[name] = read_zarr(sdata.path, selection=("images",)).images[name]
     else:
-        if size > IN_MEMORY_LIMIT:
-            raise ValueError(
-                f"The map of this slide takes {size / 2**30:.1f} GB; write the SpatialData to zarr first "
-                "(sdata.write('slide.zarr')) so that pixnet streams the map and the predictions to disk."
-            )
-        arr = compute(dmap, "computing map", progress)
-        el = Image2DModel.parse(arr, dims=("c", "y", "x"), c_coords=channels, scale_factors=scales or None,
-                                transformations={cs: to_cs}, chunks=chunks)  # fmt: skip
         sdata.images[name] = el
     maps = dict(sdata.attrs.get(UNS_KEY, {}).get("maps", {}))
     busy, core = computed
@@ -90,7 +106,6 @@ def map_element(
         "computed": np.asarray(busy, bool).tolist(),
     }  # fmt: skip
     sdata.attrs[UNS_KEY] = {**sdata.attrs.get(UNS_KEY, {}), "maps": maps}
-    return level0(sdata.images[name])
 
 
 def check_free(sdata: SpatialData, names: dict, model: PixNet, *, overwrite: bool) -> dict | None:

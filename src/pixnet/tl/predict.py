@@ -23,6 +23,8 @@ from ..infer.dense import aggregate_lazy, dense_map, map_region, occupied_blocks
 from ..infer.expression import expression_arrays
 from ..infer.geometry import geometry_element
 from ..infer.mapimage import check_free, map_element
+from ..infer.onepass import can_stream, one_pass
+from ..infer.progress import _client
 from ..infer.store import ELEMENT_KINDS, scratch_dir, store_elements
 from ..infer.targets import resolve_target
 from ..model import PixNet, method_of
@@ -44,6 +46,7 @@ def predict(
     context_px: int = 64,
     device: str | None = None,
     layers: tuple[Literal["counts", "lognorm"], ...] = ("counts", "lognorm"),
+    map: bool | Literal["float32", "float16"] = True,
     image: str | None = None,
     slide_um_per_px: float | None = None,
     um_per_px: float | None = None,
@@ -54,9 +57,11 @@ def predict(
 
     The model's dense map is computed tile by tile (each tile sees ``context_px`` of image
     around it, so tiles join without seams) and aggregated into the bins with exact area
-    weights. Three elements are written into ``sdata`` (and to its zarr store if it is backed):
+    weights, in one pass: each bin is summed while its tile is in memory, its values computed
+    on the network's device and written, while the next tiles run. Three elements are written
+    into ``sdata`` (and to its zarr store if it is backed):
 
-    - ``{key_added}_map``: the map, a multiscale image whose channels are the genes (plus
+    - ``{key_added}_map`` (unless ``map=False``): the map, a multiscale image whose channels are the genes (plus
       ``other_genes``, the expected counts of all other genes, in ``"density"`` models),
       placed on the slide's coordinate system so it overlays the H&E. Values are expected
       counts per map pixel (density models) or log-normalised expression. Only the tiles that
@@ -106,6 +111,10 @@ def predict(
         ``"cuda"``, ``"cpu"``...; by default a GPU when there is one.
     layers
         Which layers to write besides ``X`` (each costs as much as ``X`` on disk).
+    map
+        Write the map image: ``True`` (float32), ``"float16"`` (half the disk, values to ~1e-3
+        relative; a later predict that reuses it reads those), or ``False`` (the table only: the
+        fastest; the bins' values are the same, they never come from the stored map).
     image, slide_um_per_px
         The H&E image and its micrometres per pixel, if :mod:`pixnet.io` did not record them
         (the name :func:`pixnet.tl.fit` gives it; ``fit``'s ``um_per_px`` is the working resolution).
@@ -139,6 +148,8 @@ def predict(
     cfg, method = model.config, method_of(model.config.method)
     model = _with_views(model, tta, method)
     names = prediction_names(key_added, target.name, labels=_as_labels(target), dense=method.predict is None)
+    if map not in (True, False, "float32", "float16"):
+        raise ValueError(f"map must be True, False, 'float32' or 'float16', got {map!r}.")
     reuse_map = check_free(sdata, names, model, overwrite=overwrite)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     with scratch_dir(sdata) as scratch, trimmed():
@@ -146,8 +157,9 @@ def predict(
             work = slide.working_image(cfg.um_per_px)
             x, extra = method.predict(model, work, target.spots.scaled(work.f), device=dev), {"layers": {}}
         else:
-            lam = _aggregates(sdata, slide, model, target, names["map"], reuse_map, tile_px, context_px, dev, progress)
-            x, extra = expression_arrays(lam, cfg, layers, scratch=scratch, progress=progress)
+            opts = {"tile_px": tile_px, "context_px": context_px, "device": dev, "progress": progress}
+            x, extra = _dense(sdata, slide, model, target, names["map"] if map else None, reuse_map, map, layers,
+                              scratch, opts)  # fmt: skip
         if cov.n_off:
             extra[ON_IMAGE] = cov.on
         table, geom = _table(x, extra, slide, target, cfg, names, params={
@@ -158,23 +170,40 @@ def predict(
     return table
 
 
-def _aggregates(sdata, slide, model, target, name, reuse_map, tile_px, context_px, dev, progress) -> da.Array:
-    """The map (computed and stored, or reused) summed over each target spot: ``(n, C)``, lazy."""
+def _dense(sdata, slide, model, target, name, reuse_map, map_dtype, layers, scratch, opts: dict) -> tuple:
+    """X and the extra columns of a dense model's prediction (its map written as ``name`` unless None).
+
+    One pass over the tiles (:func:`pixnet.infer.onepass.one_pass`), unless a stored map made by the
+    same model covers the spots, a dask.distributed client is active (the map's graph runs on its
+    workers) or a spot is wider than a tile: then the map (stored, or computed as a dask graph) is
+    aggregated into the spots (:func:`pixnet.infer.dense.aggregate_lazy`) and X made from the sums.
+    """
     cfg = model.config
     work = slide.working_image(cfg.um_per_px)
     f_map = cfg.map_um_per_px / slide.um_per_px  # coordinate-system units per map pixel
     spots_map = target.spots.scaled(f_map)
     region = map_region(spots_map, work.shape, cfg.map_stride)
+    core = opts["tile_px"] // cfg.map_stride
     if reuse_map is not None and _covers(reuse_map, region, spots_map):
         dmap, region = reuse_map["array"], reuse_map["region"]
     else:
         # Only the tiles that spots reach are computed: a whole slide's background costs nothing.
-        core = tile_px // cfg.map_stride
         busy = occupied_blocks(spots_map, region, core)
-        dmap = dense_map(model, work, region, tile_px=tile_px, context_px=context_px, device=dev, busy=busy)
-        dmap = map_element(sdata, name, dmap, model, region, f_map, slide.cs, computed=(busy, core), progress=progress)
+        rel = spots_map.scaled(1.0, (region[1], region[0]))
+        streams = _client() is None and can_stream(rel, core, n_genes=len(cfg.genes), n_layers=len(layers),
+                                                   backed=scratch is not None)  # fmt: skip
+        if streams:
+            del spots_map
+            return one_pass(sdata, model, work, region, rel, busy, layers=layers, scratch=scratch, map_name=name,
+                            map_dtype=map_dtype, f_map=f_map, cs=slide.cs, **opts)  # fmt: skip
+        dmap = dense_map(model, work, region, tile_px=opts["tile_px"], context_px=opts["context_px"],
+                         device=opts["device"], busy=busy)  # fmt: skip
+        if name is not None:
+            dmap = map_element(sdata, name, dmap, model, region, f_map, slide.cs, computed=(busy, core),
+                               progress=opts["progress"])  # fmt: skip
     spots_map = spots_map.scaled(1.0, (region[1], region[0]))  # one copy of the centres at a time
-    return aggregate_lazy(dmap, spots_map, mean=cfg.semantics == "mean")
+    lam = aggregate_lazy(dmap, spots_map, mean=cfg.semantics == "mean")
+    return expression_arrays(lam, cfg, layers, scratch=scratch, progress=opts["progress"])
 
 
 def _table(x, extra: dict, slide, target, cfg, names: dict, params: dict) -> tuple[ad.AnnData, object]:

@@ -1,0 +1,139 @@
+"""Where a streaming pass puts each tile's results, on a writer thread behind a bounded queue.
+
+Bins' sums arrive tile by tile in any row order; :class:`Sink` gathers them into blocks of table
+rows and, as soon as a block is whole, computes its ``X`` and layers (a function of the sums,
+run on the network's device) and writes them: into arrays in memory, or into zarr arrays in
+the scratch folder in the table's chunks, each chunk written once. A tile's core map is written
+into the map's level 0 the same way. The queue holds ``QUEUE`` items: the network waits for the
+writer only when the writer falls behind, and memory stays bounded by the blocks of rows that
+tiles have started but not finished (a row of tiles' bins, for bins in row order).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+QUEUE = 3  # tiles' results waiting for the writer, at most (each up to C x tile of float32: ~66 MB at 250 genes)
+
+
+class Sink:
+    """Rows of a table (and optionally a map) written from tiles' results by one writer thread.
+
+    Parameters
+    ----------
+    n
+        Rows of the table.
+    widths
+        Name -> columns of every array ``make`` returns (0 for a 1-d array).
+    make
+        Sums of a block of rows ``(r, C)`` (a float32 tensor on ``device``) -> ``{name: (r, width) tensor}``.
+    rows
+        Rows per block (and per zarr chunk when stored).
+    store
+        A folder to write the arrays into as zarr (``{name}.zarr``, chunks ``(rows, cols)``); None: in memory.
+    map_shape, map_store, map_chunks, map_dtype
+        The map level 0 ``(C, h, w)`` to fill tile by tile (in memory when ``map_store`` is None); no map if
+        ``map_shape`` is None.
+    """
+
+    def __init__(self, n: int, widths: dict[str, int], make: Callable, *, rows: int, cols: int, device: torch.device,
+                 store: Path | None = None, map_shape=None, map_store: Path | None = None, map_chunks=None,
+                 map_dtype=np.float32):  # fmt: skip
+        self.n, self.make, self.rows, self.device = n, make, rows, device
+        self.arrays = {k: _array(store, k, (n, w) if w else (n,), (rows, cols) if w else (rows,)) for k, w in widths.items()}
+        self.map = None
+        if map_shape is not None:
+            self.map = _array(map_store, "level0", map_shape, map_chunks, map_dtype)
+        self._blocks: dict[int, list] = {}  # block -> [sums (r, C), rows filled]
+        self._queue: queue.Queue = queue.Queue(QUEUE)
+        self._error: BaseException | None = None
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="pixnet-writer", daemon=True)
+        self._thread.start()
+
+    def put_rows(self, idx: np.ndarray, sums: torch.Tensor) -> None:
+        """The sums ``(len(idx), C)`` of rows ``idx`` (ascending)."""
+        self._put(("rows", idx, sums.detach().to("cpu", torch.float32).numpy()))
+
+    def put_map(self, y: int, x: int, core: torch.Tensor) -> None:
+        """A tile's core map ``(C, h, w)`` at map pixel ``(y, x)``."""
+        if self.map is not None:
+            self._put(("map", y, x, core.detach().cpu().numpy()))
+
+    def close(self) -> dict:
+        """Wait for the writes; the arrays (numpy, or zarr arrays when stored) and the map's level 0."""
+        self._put(None)
+        self._thread.join()
+        self._raise()
+        if self._blocks:
+            raise RuntimeError(f"{len(self._blocks)} blocks of rows were not filled: a tile's bins went missing.")
+        return {**self.arrays, "map": self.map}
+
+    def abort(self) -> None:
+        """Stop the writer without waiting for what is queued (after an error in the pass)."""
+        self._stop = True
+        try:
+            while True:
+                self._queue.get_nowait()
+        except queue.Empty:
+            pass
+        self._queue.put(None)
+        self._thread.join()
+
+    def _put(self, item) -> None:
+        self._raise()
+        while True:
+            try:
+                self._queue.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                self._raise()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise RuntimeError("the prediction's writer failed") from self._error
+
+    def _run(self) -> None:
+        try:
+            while (item := self._queue.get()) is not None:
+                if self._stop:
+                    continue
+                if item[0] == "rows":
+                    self._rows(item[1], item[2])
+                else:
+                    _, y, x, core = item
+                    self.map[:, y : y + core.shape[1], x : x + core.shape[2]] = core.astype(self.map.dtype, copy=False)
+        except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
+            self._error = e
+            while self._queue.get() is not None:  # let the producer finish
+                pass
+
+    def _rows(self, idx: np.ndarray, sums: np.ndarray) -> None:
+        block = idx // self.rows
+        cuts = np.flatnonzero(np.diff(block)) + 1
+        for part, b in zip(np.split(np.arange(len(idx)), cuts), block[np.r_[0, cuts]] if len(idx) else []):
+            r0, r1 = int(b) * self.rows, min(self.n, (int(b) + 1) * self.rows)
+            entry = self._blocks.get(int(b))
+            if entry is None:
+                entry = self._blocks[int(b)] = [np.zeros((r1 - r0, sums.shape[1]), np.float32), 0]
+            entry[0][idx[part] - r0] = sums[part]
+            entry[1] += len(part)
+            if entry[1] == r1 - r0:
+                del self._blocks[int(b)]
+                out = self.make(torch.from_numpy(entry[0]).to(self.device))
+                for k, v in out.items():
+                    self.arrays[k][r0:r1] = v.cpu().numpy()
+
+
+def _array(store: Path | None, name: str, shape, chunks, dtype=np.float32):
+    if store is None:
+        return np.zeros(shape, dtype)
+    import zarr
+
+    return zarr.open_array(str(store / f"{name}.zarr"), mode="w", shape=shape, chunks=chunks, dtype=dtype, fill_value=0)

@@ -1,0 +1,176 @@
+"""The map tile by tile, each tile's bins aggregated while it is in memory: one pass over the slide.
+
+Tiles (blocks of ``core`` map pixels, as :func:`pixnet.infer.dense.dense_map` cuts them) run in
+row-major order. Each bin belongs to exactly one tile: the one holding the bottom-right corner
+of its bounding box. Its footprint then lies in that tile's core, the last ``m`` rows of the
+tile row above and the last ``m`` columns of the tile to its left, where ``m`` (map pixels) is
+the widest footprint: the pass keeps those rows and columns (two strips of ``C x m x width``)
+and sums each bin over exactly the map that :func:`~pixnet.infer.dense.aggregate_lazy` reads
+from the stitched map, with the same area weights. Bins wider than a tile's core cannot be
+placed so: :func:`footprint` says so and predict takes the map-then-aggregate path for them.
+
+The image read and the bins' weights of the next tiles are prepared on a thread while the
+network runs; what the caller does with each tile's sums (and core map) is its ``sink``.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+from scipy import sparse
+
+from .._memory import trim
+from ..data import SlideImage
+from ..geometry import Spots, spot_weights
+from ..model import PixNet
+from .dense import _splits
+
+logger = logging.getLogger(__name__)
+
+
+def footprint(spots: Spots) -> int:
+    """``m``: map pixels a bin's weights can span, at most (rows or columns)."""
+    return int(np.ceil(2 * float(np.max(spots.extent(), initial=0.0)))) + 2
+
+
+def assign(spots: Spots, shape: tuple[int, int], core: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(order, starts)``: spot indices grouped by tile (row-major) and where each tile's group starts.
+
+    ``spots`` are in the map's pixels relative to the map's origin; ``shape`` is the map's ``(h, w)``.
+    Tile ``t`` (``t = i * cols + j``) owns ``order[starts[t]:starts[t + 1]]``, in their table order.
+    """
+    rows, cols = -(-shape[0] // core), -(-shape[1] // core)
+    e = spots.extent()
+    bx = np.clip(np.floor((spots.centres[:, 0] + e) / core), 0, cols - 1).astype(np.int64)
+    by = np.clip(np.floor((spots.centres[:, 1] + e) / core), 0, rows - 1).astype(np.int64)
+    tile = by * cols + bx
+    order = np.argsort(tile, kind="stable")
+    starts = np.searchsorted(tile[order], np.arange(rows * cols + 1))
+    return order, starts
+
+
+def stream_tiles(
+    model: PixNet,
+    image: SlideImage,
+    region: tuple[int, int, int, int],
+    spots: Spots,
+    *,
+    tile_px: int,
+    context_px: int,
+    device: torch.device,
+    busy: np.ndarray,
+    mean: bool,
+    supersample: int = 4,
+):
+    """Yield, tile by tile, ``(i, j, core, idx, sums)``.
+
+    ``core``: the tile's map ``(C, h, w)`` (a float32 tensor on ``device``), None for a tile
+    without bins (its map reads 0); ``idx``: the tile's spots (indices into ``spots``, which are in
+    map pixels relative to ``region``'s origin); ``sums``: their sums (or means) ``(len(idx), C)``,
+    float32 on ``device``. Every spot is in exactly one tile's ``idx``.
+    """
+    s, cfg = model.config.map_stride, model.config
+    if tile_px % 32 or context_px % 32 or tile_px % s:
+        raise ValueError(f"tile_px and context_px must be multiples of 32 (got {tile_px}, {context_px}).")
+    y0, x0, h, w = region
+    core, c = tile_px // s, context_px // s
+    m = footprint(spots)
+    if m > core:
+        raise ValueError(f"spots span {m} map pixels, more than a tile's {core}: use the map-then-aggregate path.")
+    if spots.polygons is not None and not isinstance(spots.polygons, np.ndarray):
+        spots = Spots(spots.kind, spots.centres, spots.size, spots.angle, np.asarray(spots.polygons))
+    order, starts = assign(spots, (h, w), core)
+    ys, xs = np.cumsum((0, *_splits(h, core))), np.cumsum((0, *_splits(w, core)))
+    n_rows, n_cols = len(ys) - 1, len(xs) - 1
+    n_out = cfg.n_outputs
+    # channels_last: mkldnn's and cuDNN's fast convolution layout; the user's model is left as it is
+    net = copy.deepcopy(model.module).to(device, memory_format=torch.channels_last).eval()
+    side = tile_px + 2 * context_px
+
+    def prepare(i: int, j: int):
+        """The tile's image (or None) and its spots' weights over its window; on the helper thread."""
+        idx = order[starts[i * n_cols + j] : starts[i * n_cols + j + 1]]
+        run = bool(busy[i, j]) or len(idx) > 0
+        tile = None
+        if run:
+            tile = np.array(image.read((y0 + ys[i]) * s - context_px, (x0 + xs[j]) * s - context_px, side, side))
+        weights = None if len(idx) == 0 else _weights(spots.subset(idx), (xs[j] - m, ys[i] - m),
+                                                       (m + ys[i + 1] - ys[i], m + xs[j + 1] - xs[j]), mean, supersample)  # fmt: skip
+        return idx, tile, weights
+
+    strip_prev = torch.zeros((n_out, m, w + m), device=device)  # bottom m rows of the tile row above; m columns of pad
+    strip_next = torch.zeros_like(strip_prev)
+    tiles = [(i, j) for i in range(n_rows) for j in range(n_cols)]
+    with ThreadPoolExecutor(1) as pool:
+        pending = [pool.submit(prepare, *t) for t in tiles[:2]]
+        for k, (i, j) in enumerate(tiles):
+            idx, tile, weights = pending.pop(0).result()
+            if k + 2 < len(tiles):
+                pending.append(pool.submit(prepare, *tiles[k + 2]))
+            th, tw = ys[i + 1] - ys[i], xs[j + 1] - xs[j]
+            if j == 0:
+                left = torch.zeros((n_out, th, m), device=device)
+            if tile is None and weights is None and th >= m and tw >= m:  # background: its map and halos read 0
+                left = torch.zeros((n_out, th, m), device=device)
+                strip_next[:, :, xs[j] + m : xs[j] + m + tw] = 0
+                if j == n_cols - 1:
+                    strip_prev, strip_next = strip_next, strip_prev
+                yield i, j, None, idx, None
+                continue
+            out = None
+            if tile is not None:
+                out = _forward(net, tile, device)[:, c : c + th, c : c + tw]  # (C, th, tw)
+            window = torch.zeros((n_out, m + th, m + tw), device=device)
+            window[:, :m] = strip_prev[:, :, xs[j] : xs[j] + m + tw]
+            window[:, m:, :m] = left[:, :th]
+            if out is not None:
+                window[:, m:, m:] = out
+            sums = _apply(weights, window) if weights is not None else None
+            # what the next tiles read of this window: its last m columns (the tile to the right), its last
+            # m rows (the tile row below); the window's edges are whole map columns and rows, halos included
+            left = window[:, m:, tw:].clone()
+            strip_next[:, :, xs[j] + m : xs[j] + m + tw] = window[:, th:, m:]
+            if j == n_cols - 1:
+                strip_prev, strip_next = strip_next, strip_prev
+            yield i, j, out, idx, sums
+
+
+def _weights(spots: Spots, origin, shape: tuple[int, int], mean: bool, supersample: int) -> sparse.csr_matrix:
+    """``(n, h * w)`` area weights over a tile's window at ``origin`` (map pixels); none outside the map."""
+    s, p, wt = spot_weights(spots.scaled(1.0, origin), shape, supersample=supersample)
+    iy, ix = np.divmod(p, shape[1])
+    keep = (iy + origin[1] >= 0) & (ix + origin[0] >= 0)  # the window reaches beyond the map's top and left edge
+    weights = sparse.csr_matrix((wt[keep], (s[keep], p[keep])), shape=(len(spots), shape[0] * shape[1]))
+    if mean:
+        area = np.asarray(weights.sum(1)).ravel()
+        weights = sparse.diags(1.0 / np.maximum(area, 1e-12)).astype(np.float32) @ weights
+    return weights
+
+
+def _apply(weights: sparse.csr_matrix, window: torch.Tensor) -> torch.Tensor:
+    """``(n, C)`` sums of the window ``(C, h, w)`` under the weights, on the window's device."""
+    c, h, w = window.shape
+    if window.device.type == "cpu":
+        flat = window.reshape(c, h * w).numpy()
+        return torch.from_numpy(np.asarray(weights @ flat.T, np.float32))
+    wt = weights.astype(np.float32)
+    with warnings.catch_warnings():  # torch's "sparse CSR support is in beta"
+        warnings.simplefilter("ignore", UserWarning)
+        t = torch.sparse_csr_tensor(torch.from_numpy(wt.indptr).long(), torch.from_numpy(wt.indices).long(),
+                                    torch.from_numpy(wt.data), size=wt.shape, device=window.device)  # fmt: skip
+    return (t @ window.reshape(c, h * w).T).float()
+
+
+def _forward(net: torch.nn.Module, tile: np.ndarray, device: torch.device) -> torch.Tensor:
+    """One ``(T, T, 3)`` uint8 tile through the network: ``(C, T / s, T / s)`` float32 on ``device``."""
+    x = torch.from_numpy(tile).to(device).permute(2, 0, 1)[None].float() / 255.0
+    x = x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        out = net(x)[0].float()
+    trim()  # the activations were freed in this thread's arena: give them back before the next tile
+    return out

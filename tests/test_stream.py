@@ -1,0 +1,141 @@
+"""Predict in one pass (pixnet.infer.onepass) gives the values of the map-then-aggregate path."""
+
+import importlib
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import shapely
+import spatialdata as sd
+import torch
+from spatialdata.models import ShapesModel
+from spatialdata.transformations import Identity
+
+import pixnet
+from pixnet.model import ModelConfig, PixNet
+
+_predict = importlib.import_module("pixnet.tl.predict")  # the module (pixnet.tl.predict is the function)
+
+
+class _Conv(torch.nn.Module):
+    """A small stand-in network whose map depends on the context around each pixel (so seams would show)."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, config.n_outputs, 5, padding=2)
+
+    def forward(self, x):
+        x = torch.nn.functional.avg_pool2d(x, self.config.map_stride)
+        return torch.nn.functional.softplus(self.conv(x)) * 0.05
+
+
+@pytest.fixture
+def model():
+    cfg = ModelConfig(genes=tuple(f"g{i}" for i in range(6)), map_stride=4)
+    return PixNet(cfg, _Conv(cfg))
+
+
+def _shapes(sdata):
+    xy = sdata.tables["square_016um"].obsm["spatial"]
+    rng = np.random.default_rng(0)
+    pick = xy[rng.choice(len(xy), 40, replace=False)]
+    sdata.shapes["circles"] = ShapesModel.parse(pick, geometry=0, radius=np.full(len(pick), 27.5 / 0.2737),
+                                                transformations={"global": Identity()})  # fmt: skip
+    hexagons = [shapely.Polygon([(x + 30 * np.cos(a), y + 22 * np.sin(a)) for a in np.arange(6) * np.pi / 3 + 0.3])
+                for x, y in xy[rng.choice(len(xy), 60, replace=False)]]  # fmt: skip
+    sdata.shapes["cells"] = ShapesModel.parse(gpd.GeoDataFrame(geometry=hexagons), transformations={"global": Identity()})
+
+
+def _reference(monkeypatch, sdata, **kw):
+    """The map-then-aggregate path: the map computed and stored, then summed over the bins."""
+    with monkeypatch.context() as m:
+        m.setattr(_predict, "can_stream", lambda *a, **k: False)
+        return pixnet.tl.predict(sdata, key_added="ref", overwrite=True, **kw)
+
+
+def _same(a, b):
+    np.testing.assert_array_equal(a.obs_names, b.obs_names)
+    np.testing.assert_allclose(np.asarray(a.X), np.asarray(b.X), rtol=1e-5, atol=1e-5)
+    for k in b.layers:
+        np.testing.assert_allclose(np.asarray(a.layers[k]), np.asarray(b.layers[k]), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(a.obs["predicted_total_counts"], b.obs["predicted_total_counts"], rtol=1e-5)
+
+
+@pytest.mark.parametrize(("tile_px", "context_px"), [(128, 32), (256, 64), (160, 0)])
+@pytest.mark.parametrize("target", [{"bin_size": 8}, {"bin_size": 2}, {"shapes": "circles"}, {"shapes": "cells"}])
+def test_one_pass_equals_the_map_then_aggregate_path(monkeypatch, sdata, model, target, tile_px, context_px):
+    _shapes(sdata)
+    kw = {"model": model, "tile_px": tile_px, "context_px": context_px, "progress": False, **target}
+    ref = _reference(monkeypatch, sdata, **kw)
+    ref_map = np.asarray(pixnet.data.image_levels(sdata.images["ref_map"])[0].data)
+    got = pixnet.tl.predict(sdata, key_added="new", **kw)
+    _same(got, ref)
+    new_map = np.asarray(pixnet.data.image_levels(sdata.images["new_map"])[0].data)
+    np.testing.assert_array_equal(new_map, ref_map)  # the same map, written by the same pass
+    assert sdata.attrs["pixnet"]["maps"]["new_map"]["computed"] == sdata.attrs["pixnet"]["maps"]["ref_map"]["computed"]
+
+
+def test_map_is_optional_and_may_be_half_precision(monkeypatch, sdata, model):
+    kw = {"model": model, "bin_size": 8, "tile_px": 128, "context_px": 32, "progress": False}
+    ref = pixnet.tl.predict(sdata, key_added="ref", **kw)
+    none = pixnet.tl.predict(sdata, key_added="none", map=False, **kw)
+    assert "none_map" not in sdata.images
+    _same(none, ref)
+    half = pixnet.tl.predict(sdata, key_added="half", map="float16", **kw)
+    _same(half, ref)  # the bins never read the stored map
+    level = pixnet.data.image_levels(sdata.images["half_map"])[0]
+    assert level.dtype == np.float16
+    full = np.asarray(pixnet.data.image_levels(sdata.images["ref_map"])[0].data)
+    np.testing.assert_allclose(np.asarray(level.data), full, rtol=1e-3, atol=1e-6)
+    with pytest.raises(ValueError, match="map must be"):
+        pixnet.tl.predict(sdata, key_added="bad", map="int8", **kw)
+
+
+def test_spots_wider_than_a_tile_take_the_map_path(monkeypatch, sdata, model):
+    xy = sdata.tables["square_016um"].obsm["spatial"][::50]
+    sdata.shapes["big"] = ShapesModel.parse(xy, geometry=0, radius=np.full(len(xy), 60.0),
+                                            transformations={"global": Identity()})  # fmt: skip
+    calls = []
+    one_pass = _predict.one_pass
+    monkeypatch.setattr(_predict, "one_pass", lambda *a, **k: calls.append(1) or one_pass(*a, **k))
+    t = pixnet.tl.predict(sdata, model=model, shapes="big", tile_px=64, context_px=32, progress=False)
+    assert not calls and t.n_obs == len(xy) and (t.obs["predicted_total_counts"] > 0).all()
+
+
+def test_a_large_backed_table_streams_to_the_store(tmp_path, monkeypatch, sdata, model):
+    """Above the in-memory limit the rows go to zarr a block at a time; values as in memory."""
+    from pixnet.infer import expression
+
+    path = tmp_path / "slide.zarr"
+    sd.SpatialData(images={"_full_image": sdata.images["_full_image"]}, shapes={"_square_008um": sdata.shapes["_square_008um"]},
+                   tables={"square_008um": sdata.tables["square_008um"]}, attrs=sdata.attrs).write(path)  # fmt: skip
+    kw = {"model": model, "bin_size": 8, "tile_px": 128, "context_px": 32, "progress": False}
+    ref = pixnet.tl.predict(sd.read_zarr(path), key_added="ref", **kw)
+    monkeypatch.setattr(expression, "TABLE_IN_MEMORY", 0)
+    monkeypatch.setattr(expression, "TABLE_CHUNK", (50, 4))
+    got = pixnet.tl.predict(sd.read_zarr(path), key_added="lazy", **kw)
+    assert not isinstance(got.X, np.ndarray)
+    _same(got, ref)
+    assert not list(tmp_path.glob(".pixnet-*"))  # no scratch left beside the store
+
+
+def test_fast_expectation_is_within_its_bound_of_the_exact_one():
+    from scipy import stats
+
+    from pixnet.infer.expect import ERROR_BOUND, expected_log_normalized
+    from pixnet.pp import _expectation as exact
+    from pixnet.pp import expected_log_normalized as numpy_version
+
+    worst = 0.0
+    for total in (0.003, 0.05, 0.3, 1.0, 3.0, 7.0, 15.0, 40.0, 120.0, 350.0):
+        n = np.arange(int(total + 12 * np.sqrt(total) + 40) + 1)
+        pmf = stats.poisson.pmf(n, total)
+        frac = np.array([1e-6, 1e-4, 1e-3, 0.01, 0.05, 0.2, 0.5, 0.9, 1.0])
+        want = sum(pmf[k] * exact._g(int(k), frac, 1e4) for k in n[1:])
+        lam = torch.tensor(frac * total, dtype=torch.float32)[None]
+        got = expected_log_normalized(lam, torch.tensor([total], dtype=torch.float64), target_sum=1e4)[0].numpy()
+        worst = max(worst, float(np.abs(got - want).max()))
+        np.testing.assert_allclose(got, numpy_version(lam.numpy(), np.array([total]))[0], atol=1e-5)
+    assert worst < ERROR_BOUND
