@@ -135,7 +135,7 @@ def aggregate_lazy(dmap: da.Array, spots: Spots, *, mean: bool, supersample: int
         lo = np.maximum(np.floor((sub.centres - e).min(0)).astype(int) - 1, 0)
         hi = np.minimum(np.ceil((sub.centres + e).max(0)).astype(int) + 2, (dmap.shape[2], dmap.shape[1]))
         shape = (int(hi[1] - lo[1]), int(hi[0] - lo[0]))
-        weights = dask.delayed(_window_weights)(sub, tuple(lo), shape, mean, supersample)
+        weights = dask.delayed(window_weights)(sub, tuple(lo), shape, mean, supersample)
         window = dmap[:, lo[1] : hi[1], lo[0] : hi[0]]
         cols = [
             da.from_delayed(dask.delayed(_apply)(weights, window[c0:c1]), shape=(len(sub), c1 - c0), dtype=np.float32)
@@ -165,10 +165,16 @@ def _coherent_order(centres: np.ndarray, band: float = 64.0) -> np.ndarray | Non
     return np.lexsort((centres[:, 0], key))
 
 
-def _window_weights(spots: Spots, origin, shape: tuple[int, int], mean: bool, supersample: int) -> sparse.csr_matrix:
-    """``(n, h * w)`` area weights of the spots over the window at ``origin``; rows divided by the area for means."""
+def window_weights(spots: Spots, origin, shape: tuple[int, int], mean: bool, supersample: int) -> sparse.csr_matrix:
+    """``(n, h * w)`` area weights of the spots over the window at ``origin`` (map pixels, ``(x, y)``).
+
+    Rows are divided by the spot's area for means. A window may reach beyond the map's top and
+    left edge (negative ``origin``, as the one pass's windows do): pixels there get no weight.
+    """
     s, p, wt = spot_weights(spots.scaled(1.0, origin), shape, supersample=supersample)
-    weights = sparse.csr_matrix((wt, (s, p)), shape=(len(spots), shape[0] * shape[1]))
+    iy, ix = np.divmod(p, shape[1])
+    keep = (iy + origin[1] >= 0) & (ix + origin[0] >= 0)
+    weights = sparse.csr_matrix((wt[keep], (s[keep], p[keep])), shape=(len(spots), shape[0] * shape[1]))
     if mean:
         area = np.asarray(weights.sum(1)).ravel()
         weights = sparse.diags(1.0 / np.maximum(area, 1e-12)).astype(np.float32) @ weights

@@ -26,9 +26,9 @@ from scipy import sparse
 
 from .._memory import trim
 from ..data import SlideImage
-from ..geometry import Spots, spot_weights
+from ..geometry import Spots
 from ..model import PixNet
-from .dense import _splits
+from .dense import _splits, window_weights
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def stream_tiles(
         tile = None
         if run:
             tile = np.array(image.read((y0 + ys[i]) * s - context_px, (x0 + xs[j]) * s - context_px, side, side))
-        weights = None if len(idx) == 0 else _weights(spots.subset(idx), (xs[j] - m, ys[i] - m),
+        weights = None if len(idx) == 0 else window_weights(spots.subset(idx), (xs[j] - m, ys[i] - m),
                                                        (m + ys[i + 1] - ys[i], m + xs[j + 1] - xs[j]), mean, supersample)  # fmt: skip
         return idx, tile, weights
 
@@ -138,18 +138,6 @@ def stream_tiles(
             if j == n_cols - 1:
                 strip_prev, strip_next = strip_next, strip_prev
             yield i, j, out, idx, sums
-
-
-def _weights(spots: Spots, origin, shape: tuple[int, int], mean: bool, supersample: int) -> sparse.csr_matrix:
-    """``(n, h * w)`` area weights over a tile's window at ``origin`` (map pixels); none outside the map."""
-    s, p, wt = spot_weights(spots.scaled(1.0, origin), shape, supersample=supersample)
-    iy, ix = np.divmod(p, shape[1])
-    keep = (iy + origin[1] >= 0) & (ix + origin[0] >= 0)  # the window reaches beyond the map's top and left edge
-    weights = sparse.csr_matrix((wt[keep], (s[keep], p[keep])), shape=(len(spots), shape[0] * shape[1]))
-    if mean:
-        area = np.asarray(weights.sum(1)).ravel()
-        weights = sparse.diags(1.0 / np.maximum(area, 1e-12)).astype(np.float32) @ weights
-    return weights
 
 
 def _apply(weights: sparse.csr_matrix, window: torch.Tensor) -> torch.Tensor:
