@@ -114,17 +114,9 @@ def fit_pixnet(train, genes, fit: dict):
     return model, time.perf_counter() - t0
 
 
-def score_pixnet(model, test, genes, tag: str, tta: int = 0) -> dict:
-    """Predict the held-out section's spots (with ``tta`` dihedral views averaged when > 0) and score them."""
-    from pixnet.model.tta import DihedralTTA
-
-    net = model.module
-    if tta:
-        model.module = DihedralTTA(net, views=tta)
-    try:
-        pixnet.tl.predict(test, model=model, shapes="spots", key_added=tag, overwrite=True, progress=False)
-    finally:
-        model.module = net
+def score_pixnet(model, test, genes, tag: str, tta: int = 1) -> dict:
+    """Predict the held-out section's spots (``tta`` dihedral views averaged) and score them."""
+    pixnet.tl.predict(test, model=model, shapes="spots", key_added=tag, overwrite=True, tta=tta, progress=False)
     pred = test.tables[f"{tag}_spots"]
     obs = measured(test, genes, pred.obs_names)
     return score(np.asarray(pred[:, genes].X), obs, genes)
@@ -159,7 +151,7 @@ def main() -> None:
     p.add_argument("--folds", default=",".join(SECTIONS), help="held-out sections")
     p.add_argument("--fit", default="{}", help="JSON of extra pixnet.tl.fit arguments (both CNN methods)")
     p.add_argument("--tag", default="default")
-    p.add_argument("--tta", type=int, default=0, help="also score pixnet with 4 or 8 dihedral views averaged")
+    p.add_argument("--tta", type=int, default=1, help="also score pixnet with 4 or 8 dihedral views averaged")
     p.add_argument("--data", default=str(DATA))
     args = p.parse_args()
     fit = json.loads(args.fit)
@@ -178,7 +170,7 @@ def main() -> None:
                 kw = {**fit, "method": "spot"} if method == "spot" else fit
                 model, fit_s = fit_pixnet(train, genes, kw)
                 res = score_pixnet(model, test, genes, tag=method)
-                if args.tta and method == "pixnet":  # the same fitted model, its views averaged: a paired comparison
+                if args.tta > 1 and method == "pixnet":  # the same fitted model, its views averaged: a paired comparison
                     tta = score_pixnet(model, test, genes, tag=f"{method}_tta", tta=args.tta)
                     rows.append({"held_out": held, "method": f"pixnet+tta{args.tta}", "fit_s": round(fit_s, 1), **tta})
             row = {"held_out": held, "method": method, "fit_s": round(fit_s, 1), **res}
