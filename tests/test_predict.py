@@ -392,3 +392,17 @@ def test_map_chunks_follow_the_tiles_and_are_never_one_row():
     # a map within one tile whose height is prime (197) was written in chunks of one row
     assert map_chunks(((251,), (197,), (201,)), 251) == (16, 64, 201)
     assert map_chunks(((3,), (40,), (40,)), 3) == (3, 40, 40)
+
+
+def test_shapes_are_found_by_their_table_name(sdata, trained):
+    """A run without a file prefix names the element ``_cell_segmentations`` and its table ``cell_segmentations``."""
+    assert "cell_segmentations" not in sdata.shapes and "_cell_segmentations" in sdata.shapes
+    by_table = pixnet.tl.predict(sdata, model=trained, shapes="cell_segmentations", progress=False)
+    by_element = pixnet.tl.predict(sdata, model=trained, shapes="_cell_segmentations", progress=False)
+    assert list(by_table.obs_names) == list(by_element.obs_names) == list(sdata.tables["cell_segmentations"].obs_names)
+    np.testing.assert_allclose(by_table.X, by_element.X, rtol=1e-5, atol=1e-6)
+    assert "pixnet_cell_segmentations" in sdata.tables and "pixnet_cell_segmentations_shapes" in sdata.shapes
+    scores = pixnet.tl.evaluate(sdata, shapes="cell_segmentations")  # the same name finds the prediction
+    assert scores.name == "pixnet_cell_segmentations" and np.isfinite(scores["PCC@M"])
+    with pytest.raises(KeyError, match="No shapes element 'nuclei'"):
+        pixnet.tl.predict(sdata, model=trained, shapes="nuclei", progress=False)

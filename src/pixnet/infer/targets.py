@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +16,8 @@ from ..data.bins import table_grid
 from ..data.slide import Slide
 from ..geometry import BinGrid, Spots
 from ..pp import tissue_mask
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -127,11 +130,30 @@ def _image_grid(slide: Slide, bin_size: float, name: str) -> Target:
     return Target(name, spots, obs, centres, grid, None)
 
 
+def _shapes_element(sdata, shapes: str) -> str:
+    """The shapes element named ``shapes``, or the one the table of that name annotates.
+
+    Readers name a run's elements ``{dataset_id}_cell_segmentations`` (``_cell_segmentations``
+    for a folder without a file prefix) but its table ``cell_segmentations``: either name works.
+    """
+    if shapes in sdata.shapes:
+        return shapes
+    if shapes in sdata.tables:
+        region = sdata.tables[shapes].uns.get("spatialdata_attrs", {}).get("region")
+        region = [region] if isinstance(region, str) else list(region or [])
+        if len(region) == 1 and region[0] in sdata.shapes:
+            logger.info("shapes=%r: the shapes element %r, which the table %r annotates", shapes, region[0], shapes)
+            return region[0]
+    raise KeyError(f"No shapes element {shapes!r} in the SpatialData object (shapes: {sorted(sdata.shapes)}).")
+
+
 def _shapes_target(slide: Slide, shapes: str) -> Target:
-    """Every shape of the element; in the order of the table that annotates it, if there is one."""
-    sdata = slide.sdata
-    if shapes not in sdata.shapes:
-        raise KeyError(f"No shapes element {shapes!r} in the SpatialData object (shapes: {sorted(sdata.shapes)}).")
+    """Every shape of the element; in the order of the table that annotates it, if there is one.
+
+    The prediction is named after ``shapes`` as given (what :func:`pixnet.tl.evaluate` is given too).
+    """
+    sdata, name = slide.sdata, shapes
+    shapes = _shapes_element(sdata, shapes)
     gdf = sdata.shapes[shapes]
     geometry = deepcopy(gdf)  # the prediction gets its own copy of the shapes, transformations included
     source = _table_of(sdata, shapes)
@@ -139,10 +161,10 @@ def _shapes_target(slide: Slide, shapes: str) -> Target:
         ts = table_spots(sdata, source, slide.cs)
         obs = pd.DataFrame(index=ts.table.obs_names.copy())
         instance = ts.table.obs[get_table_keys(ts.table)[2]].to_numpy()
-        return Target(shapes, ts.spots, obs, ts.spots.centres, None, source, geometry, instance)
+        return Target(name, ts.spots, obs, ts.spots.centres, None, source, geometry, instance)
     spots = shapes_to_spots(gdf, element_to_cs(gdf, slide.cs, f"Shapes element {shapes!r}"))
     obs = pd.DataFrame(index=pd.Index(gdf.index.astype(str)))
-    return Target(shapes, spots, obs, spots.centres, None, None, geometry, gdf.index.to_numpy())
+    return Target(name, spots, obs, spots.centres, None, None, geometry, gdf.index.to_numpy())
 
 
 def _table_of(sdata, element: str) -> str | None:
