@@ -8,6 +8,7 @@ from .aggregate import aggregate
 from .config import ModelConfig
 from .decoder import DFFN, Decoder, DecoderStage
 from .encoder import build_encoder, load_checkpoint
+from .ensemble import ensemble
 from .head import GeneHead
 from .losses import log_normalize, mse_pcc, pcc_loss, pearson_per_gene, poisson
 from .network import PixNetModule
@@ -24,6 +25,7 @@ __all__ = [
     "PixNetModule",
     "aggregate",
     "build_encoder",
+    "ensemble",
     "load_checkpoint",
     "log_normalize",
     "mse_pcc",

@@ -78,6 +78,11 @@ class PixNet:
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
         """Save to a folder, atomically: a crash mid-save leaves any earlier model there intact."""
         path = Path(path).expanduser()
+        if not isinstance(self.module, PixNetModule) and self.config.method == "dense":
+            raise ValueError(
+                f"This model's network is a {type(self.module).__name__} (an ensemble or test-time views), "
+                "which load cannot rebuild: save each member model and combine them again after loading."
+            )
         if path.exists() and not overwrite:
             raise FileExistsError(f"{path} exists; pass overwrite=True to replace it.")
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from typing import Literal
 
 import anndata as ad
@@ -28,6 +29,7 @@ from ..infer.progress import _client
 from ..infer.store import ELEMENT_KINDS, scratch_dir, store_elements
 from ..infer.targets import resolve_target
 from ..model import PixNet, method_of
+from ..model.ensemble import ensemble
 from ..model.tta import DihedralTTA
 from ._models import find_model
 
@@ -37,7 +39,7 @@ logger = logging.getLogger(__name__)
 def predict(
     sdata: SpatialData,
     *,
-    model: PixNet | None = None,
+    model: PixNet | Sequence[PixNet] | None = None,
     bin_size: float | None = None,
     shapes: str | None = None,
     key_added: str = "pixnet",
@@ -93,7 +95,9 @@ def predict(
     sdata
         The slide.
     model
-        A trained model; by default the one last fitted on ``sdata``.
+        A trained model; by default the one last fitted on ``sdata``. A list of dense models
+        (e.g. the same ``fit`` with other seeds) predicts with the mean of their maps
+        (:func:`pixnet.model.ensemble`); each member costs a forward pass.
     bin_size
         Predict square bins of this size (um).
     shapes
@@ -137,6 +141,8 @@ def predict(
         raise ValueError("Pass slide_um_per_px=... only (um_per_px is its older name in predict).")
     slide = resolve_slide(sdata, image=image, um_per_px=slide_um_per_px or um_per_px)
     model = model if model is not None else find_model(sdata)
+    n_models = len(model) if isinstance(model, (list, tuple)) else 1
+    model = ensemble(model) if isinstance(model, (list, tuple)) else model
     if not isinstance(model, PixNet):
         raise TypeError(f"model must be a pixnet.PixNet, got {type(model).__name__}.")
     target = resolve_target(slide, bin_size=bin_size, shapes=shapes)
@@ -163,7 +169,8 @@ def predict(
         if cov.n_off:
             extra[ON_IMAGE] = cov.on
         table, geom = _table(x, extra, slide, target, cfg, names, params={
-            "bin_size_um": bin_size, "shapes": shapes, "tile_px": tile_px, "context_px": context_px, "tta": tta})  # fmt: skip
+            "bin_size_um": bin_size, "shapes": shapes, "tile_px": tile_px, "context_px": context_px, "tta": tta,
+            "ensemble": n_models})  # fmt: skip
         kind = ELEMENT_KINDS["labels" if _as_labels(target) else "shapes"]
         table = store_elements(sdata, names, geom, table, kind, progress)
     logger.info("predicted %d spots x %d genes in %.1f s", table.n_obs, table.n_vars, time.perf_counter() - t0)
