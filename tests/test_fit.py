@@ -19,6 +19,23 @@ def test_fit_lowers_validation_loss(sdata):
     assert sdata.attrs["pixnet"]["last_model"] == "pixnet"
 
 
+def test_fit_keeps_lightnings_console_lines_back(sdata, capfd, caplog):
+    """Lightning's device lines and advert are not printed (nor logged twice); pixnet logs the device once."""
+    import logging
+
+    import lightning.pytorch  # noqa: F401  (it sets its logger's level when imported)
+
+    lightning_logger = logging.getLogger("lightning.pytorch")
+    before = lightning_logger.level
+    with caplog.at_level(logging.INFO):
+        pixnet.tl.fit(sdata, bin_size=16, epochs=1, tiles_per_epoch=4, **TINY)
+    err = capfd.readouterr().err
+    assert "GPU available" not in err and "litlogger" not in err and "LeafSpec" not in err, err
+    assert not [r for r in caplog.records if r.name.startswith("lightning")]
+    assert sum("training on cpu" in r.getMessage() for r in caplog.records) == 1
+    assert lightning_logger.level == before  # restored after fit
+
+
 def test_same_seed_same_model(sdata):
     a = pixnet.tl.fit(sdata, bin_size=16, epochs=1, tiles_per_epoch=4, seed=5, **TINY)
     b = pixnet.tl.fit(sdata, bin_size=16, epochs=1, tiles_per_epoch=4, seed=5, **TINY)

@@ -76,7 +76,7 @@ def run_training(module, loader, val_loader, *, checkpoint_dir, checkpoint_every
 
     Returns the per-epoch history and the best epoch (None without validation).
     """
-    from .trainer import HistoryCallback, ResumeSampler, make_trainer
+    from .trainer import HistoryCallback, ResumeSampler, make_trainer, quiet_lightning
 
     history = HistoryCallback()
     callbacks = [history] + ([ResumeSampler(loader.sampler)] if isinstance(loader.sampler, EpochSampler) else [])
@@ -89,7 +89,8 @@ def run_training(module, loader, val_loader, *, checkpoint_dir, checkpoint_every
             checkpoint_every=checkpoint_every if checkpoint_dir else None, **trainer_kw,
         )  # fmt: skip
         resume = ckpt_dir / "last.ckpt"
-        trainer.fit(module, loader, val_loader, ckpt_path=str(resume) if checkpoint_dir and resume.exists() else None)
+        with quiet_lightning():
+            trainer.fit(module, loader, val_loader, ckpt_path=str(resume) if checkpoint_dir and resume.exists() else None)
         if not best.best_model_path:
             return history.rows, None
         ckpt = torch.load(best.best_model_path, map_location="cpu", weights_only=False)

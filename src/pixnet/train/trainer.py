@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -52,6 +54,28 @@ class ResumeSampler(Callback):
         self.sampler.position = None
 
 
+@contextlib.contextmanager
+def quiet_lightning():
+    """Hold back Lightning's own console lines while pixnet trains; its warnings and errors still show.
+
+    Lightning logs the devices it found, an advert for its cloud logger and "`max_epochs` reached"
+    at INFO, through a handler of its own that also propagates to the root logger (so a notebook
+    that configured logging sees each line twice), and even with ``progress=False``. pixnet logs
+    the device and precision itself (:func:`make_trainer`). Levels are restored afterwards.
+    """
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(max(lg.getEffectiveLevel(), logging.WARNING))
+    try:
+        with warnings.catch_warnings():  # torch >= 2.10 deprecates a class Lightning's pytree helper still uses
+            warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
 def make_trainer(
     ckpt_dir: Path,
     *,
@@ -82,9 +106,13 @@ def make_trainer(
                                    save_on_train_epoch_end=True, enable_version_counter=False))  # fmt: skip
     if early_stopping is not None and has_val:
         cbs.append(EarlyStopping(monitor="val_pcc", mode="max", patience=early_stopping))
-    trainer = L.Trainer(
-        max_epochs=epochs, accelerator=accelerator, devices=devices, precision=precision, callbacks=cbs,
-        logger=False, enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
-        deterministic="warn" if cuda else True, default_root_dir=str(ckpt_dir), log_every_n_steps=1,
-    )  # fmt: skip
+    with quiet_lightning():  # it logs the devices it found as it is built
+        trainer = L.Trainer(
+            max_epochs=epochs, accelerator=accelerator, devices=devices, precision=precision, callbacks=cbs,
+            logger=False, enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
+            deterministic="warn" if cuda else True, default_root_dir=str(ckpt_dir), log_every_n_steps=1,
+        )  # fmt: skip
+    device = type(trainer.accelerator).__name__.removesuffix("Accelerator").lower()
+    logger.info("training on %s (%d device%s), precision %s", device, trainer.num_devices,
+                "s" * (trainer.num_devices > 1), trainer.precision)  # fmt: skip
     return trainer, best
