@@ -34,6 +34,8 @@ def test_fit_keeps_lightnings_console_lines_back(sdata, capfd, caplog):
     assert not [r for r in caplog.records if r.name.startswith("lightning")]
     assert sum("training on cpu" in r.getMessage() for r in caplog.records) == 1
     assert lightning_logger.level == before  # restored after fit
+    pixnet.tl.fit(sdata, bin_size=16, epochs=1, tiles_per_epoch=4, val_fraction=0, **TINY)  # no validation: no warning
+    assert "val_dataloader" not in capfd.readouterr().err
 
 
 def test_same_seed_same_model(sdata):

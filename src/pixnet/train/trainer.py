@@ -70,6 +70,8 @@ def quiet_lightning():
     try:
         with warnings.catch_warnings():  # torch >= 2.10 deprecates a class Lightning's pytree helper still uses
             warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
+            # val_fraction=0 trains without validation on purpose
+            warnings.filterwarnings("ignore", message=r".*`validation_step` but have no `val_dataloader`")
             yield
     finally:
         for lg, level in zip(loggers, levels, strict=True):
