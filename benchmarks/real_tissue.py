@@ -13,11 +13,13 @@ The data are read from ``../shared/data/her2st`` (never copied into the reposito
 
     python benchmarks/real_tissue.py                              # all folds, all methods
     python benchmarks/real_tissue.py --methods pixnet --folds C2 --fit '{"epochs": 12}' --tag e12
+    python benchmarks/real_tissue.py --methods pixnet --seeds 0,1,2 --tta 8 --keep   # + the 3 seeds' ensemble, views
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import time
@@ -44,6 +46,7 @@ SECTIONS = ("C2", "C3", "C4", "C5")
 MARKERS = ("ERBB2", "GRB7", "MGP", "TFF3", "IGKC", "FASN", "SCD", "COL1A1")
 RESULTS = HERE / "results" / "real_tissue.jsonl"
 RUNNING = HERE / "results" / "real_tissue.running.json"
+WORK = HERE / "_work"  # as benchmarks/_common.py: ignored by git
 log = logging.getLogger("her2st")
 log.setLevel(logging.INFO)
 
@@ -108,10 +111,23 @@ def run_pixnet(train, test, genes, fit: dict, tag: str) -> tuple[dict, float]:
     return score_pixnet(model, test, genes, tag), fit_s
 
 
-def fit_pixnet(train, genes, fit: dict):
+def fit_pixnet(train, genes, fit: dict, keep: Path | None = None):
+    """Fit (or, with ``keep``, load the model an earlier run saved there with the same arguments)."""
+    if keep is not None and (keep / "fit_s.json").is_file():
+        return pixnet.PixNet.load(keep), json.loads((keep / "fit_s.json").read_text())
     t0 = time.perf_counter()
     model = pixnet.tl.fit(train, table="table", genes=genes, progress=False, **fit)
-    return model, time.perf_counter() - t0
+    fit_s = time.perf_counter() - t0
+    if keep is not None:
+        model.save(keep, overwrite=True)
+        (keep / "fit_s.json").write_text(json.dumps(fit_s))
+    return model, fit_s
+
+
+def kept(held: str, genes, fit: dict) -> Path:
+    """Where a fitted model is kept between runs: named by the fold, the genes and the fit arguments."""
+    key = json.dumps({"held": held, "genes": genes, "fit": fit}, sort_keys=True)
+    return WORK / "real_tissue_models" / f"{held}-{hashlib.sha1(key.encode()).hexdigest()[:12]}"
 
 
 def score_pixnet(model, test, genes, tag: str, tta: int = 1) -> dict:
@@ -120,6 +136,34 @@ def score_pixnet(model, test, genes, tag: str, tta: int = 1) -> dict:
     pred = test.tables[f"{tag}_spots"]
     obs = measured(test, genes, pred.obs_names)
     return score(np.asarray(pred[:, genes].X), obs, genes)
+
+
+def pixnet_rows(train, test, genes, fit: dict, args, held: str) -> list[dict]:
+    """pixnet's rows of a fold: the first seed's model alone, with ``--tta`` views, and the seeds' ensemble.
+
+    All are the same fitted models scored differently: paired comparisons.
+    """
+    seeds = [int(s) for s in args.seeds.split(",")]
+    models, times = [], []
+    for seed in seeds:
+        kw = {**fit, "seed": seed} if seed else fit  # seed 0 is fit's default: the same key as earlier runs
+        model, fit_s = fit_pixnet(train, genes, kw, kept(held, genes, kw) if args.keep else None)
+        models.append(model)
+        times.append(fit_s)
+    scored = [("pixnet", models[0], 1, times[0])]
+    if args.tta > 1:
+        scored.append((f"pixnet+tta{args.tta}", models[0], args.tta, times[0]))
+    if len(models) > 1:
+        n = len(models)
+        scored.append((f"pixnet+ens{n}", models, 1, sum(times)))
+        if args.tta > 1:
+            scored.append((f"pixnet+ens{n}+tta{args.tta}", models, args.tta, sum(times)))
+    rows = []
+    for name, model, tta, fit_s in scored:
+        res = score_pixnet(model, test, genes, tag="pixnet", tta=tta)
+        rows.append({"held_out": held, "method": name, "fit_s": round(fit_s, 1), **res})
+        log.info("%s", {k: round(v, 3) if isinstance(v, float) else v for k, v in rows[-1].items()})
+    return rows
 
 
 def run_ridge(train, test, genes, um_per_px: float = 2.0) -> tuple[dict, float]:
@@ -152,6 +196,8 @@ def main() -> None:
     p.add_argument("--fit", default="{}", help="JSON of extra pixnet.tl.fit arguments (both CNN methods)")
     p.add_argument("--tag", default="default")
     p.add_argument("--tta", type=int, default=1, help="also score pixnet with 4 or 8 dihedral views averaged")
+    p.add_argument("--seeds", default="0", help="pixnet: fit once per seed; with several, also score their ensemble")
+    p.add_argument("--keep", action="store_true", help="keep fitted models in _work/ and reuse them in later runs")
     p.add_argument("--data", default=str(DATA))
     args = p.parse_args()
     fit = json.loads(args.fit)
@@ -164,18 +210,16 @@ def main() -> None:
         genes = top_genes(train, list(sdatas.values()))
         for method in args.methods.split(","):
             log.info("fold %s: %s", held, method)
-            if method == "ridge":
-                res, fit_s = run_ridge(train, test, genes)
+            if method == "pixnet":
+                rows += pixnet_rows(train, test, genes, fit, args, held)
             else:
-                kw = {**fit, "method": "spot"} if method == "spot" else fit
-                model, fit_s = fit_pixnet(train, genes, kw)
-                res = score_pixnet(model, test, genes, tag=method)
-                if args.tta > 1 and method == "pixnet":  # the same fitted model, its views averaged: a paired comparison
-                    tta = score_pixnet(model, test, genes, tag=f"{method}_tta", tta=args.tta)
-                    rows.append({"held_out": held, "method": f"pixnet+tta{args.tta}", "fit_s": round(fit_s, 1), **tta})
-            row = {"held_out": held, "method": method, "fit_s": round(fit_s, 1), **res}
-            rows.append(row)
-            log.info("%s", {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()})
+                if method == "ridge":
+                    res, fit_s = run_ridge(train, test, genes)
+                else:
+                    model, fit_s = fit_pixnet(train, genes, {**fit, "method": method})
+                    res = score_pixnet(model, test, genes, tag=method)
+                rows.append({"held_out": held, "method": method, "fit_s": round(fit_s, 1), **res})
+                log.info("%s", {k: round(v, 3) if isinstance(v, float) else v for k, v in rows[-1].items()})
             _write_atomic(RUNNING, {"tag": args.tag, "fit": fit, "rows": rows})  # a stopped run keeps its folds
     table = pd.DataFrame(rows)
     cols = ["PCC@F", "PCC@S", "PCC@M", "PCC@M-res", "MSE", "MAE", "fit_s"]
