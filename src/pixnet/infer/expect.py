@@ -78,7 +78,10 @@ def outputs(lam: torch.Tensor, *, n_genes: int, target_sum: float, density: bool
     if not density:
         return {"X": lam.float()}
     genes = lam[:, :n_genes].float()
-    total = lam.sum(1, dtype=torch.float64)
+    if lam.device.type == "cpu":  # numpy's float64 sum of float32 rows: the same sums, ~8x faster than torch's
+        total = torch.from_numpy(lam.detach().numpy().sum(1, dtype=np.float64))
+    else:
+        total = lam.sum(1, dtype=torch.float64)
     out = {"X": expected_log_normalized(genes, total, target_sum=target_sum), "total": total.float()}
     if "counts" in layers:
         out["counts"] = genes
