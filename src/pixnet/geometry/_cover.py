@@ -30,7 +30,8 @@ def cover(cx, cy, size, *, circle: bool, angle: float, k: int, off: np.ndarray, 
     """
     m = len(cx)
     spot, pix, wt = np.empty(m * k * k, np.int64), np.empty(m * k * k, np.int64), np.empty(m * k * k, np.float32)
-    n = _kernel()(cx, cy, size, circle, float(np.cos(angle)), float(np.sin(angle)), k, off, shape[0], shape[1], spot, pix, wt)
+    c, s = float(np.cos(angle)), float(np.sin(angle))  # numpy's, as the array form had them
+    n = _kernel()(cx, cy, size, circle, c, s, k, off, shape[0], shape[1], spot, pix, wt)
     return spot[:n], pix[:n], wt[:n]
 
 

@@ -2,9 +2,9 @@
 
 :func:`expected_log_normalized` is :func:`pixnet.pp.expected_log_normalized` (the same table of
 ``E[log1p(x / T * c)]`` over ``p = lambda / Lambda`` and the bin total ``Lambda``, the same bilinear
-interpolation) on torch tensors: on the CPU one compiled loop
-(:mod:`pixnet.infer._expect_cpu`, ~8x faster than torch's twenty passes), elsewhere torch. Against the exact expectation (the sums of
-:mod:`pixnet.pp._expectation`) it is within ``ERROR_BOUND`` wherever ``lambda <= Lambda``
+interpolation) on torch tensors: on the CPU one compiled loop (:mod:`pixnet.infer._expect_cpu`,
+~8x faster than torch's twenty passes), elsewhere torch ops. Against the exact expectation (the
+sums of :mod:`pixnet.pp._expectation`) it is within ``ERROR_BOUND`` wherever ``lambda <= Lambda``
 (``tests/test_stream.py`` checks it on a grid of ``lambda`` and ``Lambda``), and within 1e-5 of
 the numpy version.
 """

@@ -107,8 +107,10 @@ def _stand_in(table: AnnData) -> AnnData:
 
     The table's own ``uns`` is left out: each of its scalars is a zarr array, written once, by anndata, after.
     """
-    keys = table.uns[TableModel.ATTRS_KEY]
-    cols = [c for c in (keys[TableModel.REGION_KEY_KEY], keys[TableModel.INSTANCE_KEY]) if c is not None]
+    keys = table.uns.get(TableModel.ATTRS_KEY)
+    if keys is None:  # a table that annotates no element: spatialdata writes no keys
+        return AnnData(obs=table.obs.iloc[:1, :0].copy())
+    cols = [c for c in (keys.get(TableModel.REGION_KEY_KEY), keys.get(TableModel.INSTANCE_KEY)) if c is not None]
     return AnnData(obs=table.obs[cols].iloc[:1].copy(), uns={TableModel.ATTRS_KEY: dict(keys)})
 
 
