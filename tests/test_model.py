@@ -32,9 +32,9 @@ def test_paper_semantics_can_be_negative():
     assert net(torch.rand(1, 3, 64, 64)).shape[1] == len(GENES)
 
 
-def _brute(kind, c, size, ang, shape):
+def _brute(kind, c, size, ang, shape, points=None):
     h, w = shape
-    yy, xx = np.mgrid[0:h, 0:w] + 0.5
+    yy, xx = np.mgrid[0:h, 0:w] + 0.5 if points is None else points[::-1]
     out = np.zeros((len(c), h * w))
     for n in range(len(c)):
         dx, dy = xx - c[n, 0], yy - c[n, 1]
@@ -167,3 +167,21 @@ def test_one_size_for_all_spots_stays_a_broadcast_view():
         np.testing.assert_array_equal(a.centres, b.centres)
     for got, want in zip(spot_weights(one, (50, 50)), spot_weights(full, (50, 50)), strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize(("kind", "angle"), [("circle", 0.0), ("square", 0.0), ("square", 0.35)])
+def test_supersampled_weights_are_the_covered_fraction(kind, angle):
+    """Each weight is the fraction of a pixel's s x s sample points inside the spot; spots may overhang the grid."""
+    rng = np.random.default_rng(3)
+    shape, s = (30, 40), 4
+    c, size = rng.uniform(-2, 42, (40, 2)), rng.uniform(0.3, 3, 40)
+    spot, pix, w = spot_weights(Spots(kind, c, size, angle), shape, supersample=s)
+    got = np.zeros((len(c), shape[0] * shape[1]))
+    got[spot, pix] = w
+    off = (np.arange(s) + 0.5) / s
+    yy, xx = np.mgrid[0 : shape[0] * s, 0 : shape[1] * s]
+    yy, xx = yy // s + off[yy % s], xx // s + off[xx % s]  # the sample points of every pixel
+    fine = _brute(kind, c, size, angle, (shape[0] * s, shape[1] * s), points=(xx, yy))
+    want = fine.reshape(len(c), shape[0], s, shape[1], s).mean(axis=(2, 4)).reshape(len(c), -1)
+    np.testing.assert_array_equal(got, want.astype(np.float32))
+    assert w.dtype == np.float32 and (w > 0).all() and len(np.unique(spot * 10**6 + pix)) == len(spot)

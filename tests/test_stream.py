@@ -106,7 +106,7 @@ def test_spots_wider_than_a_tile_take_the_map_path(monkeypatch, sdata, model):
 
 def test_a_large_backed_table_streams_to_the_store(tmp_path, monkeypatch, sdata, model):
     """Above the in-memory limit the rows go to zarr a block at a time; values as in memory."""
-    from pixnet.infer import expression
+    from pixnet.infer import expression, store
 
     path = tmp_path / "slide.zarr"
     sd.SpatialData(images={"_full_image": sdata.images["_full_image"]}, shapes={"_square_008um": sdata.shapes["_square_008um"]},
@@ -115,9 +115,14 @@ def test_a_large_backed_table_streams_to_the_store(tmp_path, monkeypatch, sdata,
     ref = pixnet.tl.predict(sd.read_zarr(path), key_added="ref", **kw)
     monkeypatch.setattr(expression, "TABLE_IN_MEMORY", 0)
     monkeypatch.setattr(expression, "TABLE_CHUNK", (50, 4))
+    linked = []
+    link = store.link_chunks
+    monkeypatch.setattr(store, "link_chunks", lambda elem, dest: linked.append(link(elem, dest)) or linked[-1])
     got = pixnet.tl.predict(sd.read_zarr(path), key_added="lazy", **kw)
     assert not isinstance(got.X, np.ndarray)
+    assert linked == [True] * 3  # X and both layers: the scratch chunks linked into the store, not copied
     _same(got, ref)
+    _same(sd.read_zarr(path).tables["lazy_square_008um"], ref)  # what the store holds, the scratch gone
     assert not list(tmp_path.glob(".pixnet-*"))  # no scratch left beside the store
 
 
@@ -139,3 +144,20 @@ def test_fast_expectation_is_within_its_bound_of_the_exact_one():
         worst = max(worst, float(np.abs(got - want).max()))
         np.testing.assert_allclose(got, numpy_version(lam.numpy(), np.array([total]))[0], atol=1e-5)
     assert worst < ERROR_BOUND
+
+
+def test_expectation_on_the_cpu_equals_its_torch_form():
+    """The compiled CPU loop and the torch ops (what other devices run) interpolate the same table alike."""
+    from pixnet.infer.expect import _expected_torch, expected_log_normalized
+
+    rng = np.random.default_rng(0)
+    lam = torch.from_numpy(rng.gamma(0.3, 0.05, (3000, 41)).astype(np.float32))
+    lam[:100] *= 1e-6  # below the table's smallest p and total
+    lam[100:200] *= 1e4  # above its largest total
+    lam[200:210] = 0  # a total of 0 reads 0
+    genes, total = lam[:, :40], lam.sum(1, dtype=torch.float64)
+    got = expected_log_normalized(genes, total, target_sum=1e4)
+    want = _expected_torch(genes, total, target_sum=1e4)
+    assert got.dtype == torch.float32 and got.shape == genes.shape
+    np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-5)
+    assert (got[200:210] == 0).all()

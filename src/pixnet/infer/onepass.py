@@ -27,6 +27,7 @@ from ..data import SlideImage
 from ..geometry import Spots
 from ..model import PixNet
 from . import expression
+from .chunklinks import from_scratch
 from .dense import _splits
 from .expect import outputs
 from .mapimage import IN_MEMORY_LIMIT, check_map_size, map_chunks, publish_map
@@ -66,7 +67,8 @@ def one_pass(
 
     ``spots`` are in map pixels relative to ``region``'s origin. ``X`` and the layers are numpy
     arrays, or, above :data:`pixnet.infer.expression.TABLE_IN_MEMORY` with a backed sdata, dask
-    arrays read from zarr arrays in ``scratch`` (chunks :data:`~pixnet.infer.expression.TABLE_CHUNK`).
+    arrays read from zarr arrays in ``scratch`` (chunks :data:`~pixnet.infer.expression.TABLE_CHUNK`), whose
+    chunk files the table's write links rather than copies (:mod:`pixnet.infer.chunklinks`).
     """
     cfg = model.config
     n, n_genes, c_out = len(spots), len(cfg.genes), cfg.n_outputs
@@ -119,7 +121,7 @@ def one_pass(
             shutil.rmtree(map_dir, ignore_errors=True)
 
     def table_array(a):
-        return da.from_zarr(a) if stored else a
+        return from_scratch(a) if stored else a
 
     x = table_array(out["X"])
     extra = {"layers": {k: table_array(out[k]) for k in layers}}

@@ -13,8 +13,10 @@ import dask.array as da
 import numpy as np
 from anndata import AnnData
 from spatialdata import SpatialData
+from spatialdata.models import TableModel
 
 from ..io._zarr import lazy_arrays
+from .chunklinks import forget, link_chunks
 from .progress import compute
 
 ELEMENT_KINDS = {"labels": "labels", "shapes": "shapes"}
@@ -31,6 +33,7 @@ def scratch_dir(sdata: SpatialData):
     try:
         yield path
     finally:
+        forget(path)
         shutil.rmtree(path, ignore_errors=True)
 
 
@@ -83,8 +86,8 @@ def _write_atomically(store: Path, name: str, element, kind: str) -> None:
 def _write_table(path: Path, name: str, table: AnnData) -> None:
     """Write a table as spatialdata does, but its long string arrays (obs names) a slice at a time.
 
-    spatialdata writes a small stand-in (its group attributes and zarr format), then anndata
-    writes the table over it. Written whole, zarr converts and encodes a string array at once:
+    spatialdata writes a small stand-in (its group attributes and zarr format: :func:`_stand_in`),
+    then anndata writes the table over it. Written whole, zarr converts and encodes a string array at once:
     +0.8 GB for the 8M obs names of a slide's 2 um bins, against a few MB in slices.
     """
     import zarr
@@ -92,15 +95,30 @@ def _write_table(path: Path, name: str, table: AnnData) -> None:
 
     with warnings.catch_warnings():  # a lone table annotates shapes that live in the store, not here
         warnings.simplefilter("ignore", UserWarning)
-        SpatialData(tables={name: table[:1].copy()}).write(path)
+        SpatialData(tables={name: _stand_in(table)}).write(path)
     group = zarr.open_group(str(path / "tables"), mode="r+")
     attrs = dict(group[name].attrs)
     write_dispatched(group, name, table, callback=_write_elem)
     group[name].attrs.update(attrs)
 
 
+def _stand_in(table: AnnData) -> AnnData:
+    """One row of the table with only what spatialdata validates and annotates (its keys): written, then replaced.
+
+    The table's own ``uns`` is left out: each of its scalars is a zarr array, written once, by anndata, after.
+    """
+    keys = table.uns.get(TableModel.ATTRS_KEY)
+    if keys is None:  # a table that annotates no element: spatialdata writes no keys
+        return AnnData(obs=table.obs.iloc[:1, :0].copy())
+    cols = [c for c in (keys.get(TableModel.REGION_KEY_KEY), keys.get(TableModel.INSTANCE_KEY)) if c is not None]
+    return AnnData(obs=table.obs[cols].iloc[:1].copy(), uns={TableModel.ATTRS_KEY: dict(keys)})
+
+
 def _write_elem(func, store, key, elem, *, dataset_kwargs, iospec) -> None:
     """Anndata write callback: a dask array in zarr chunks equal to its blocks; a long string array in slices.
+
+    A dask array that reads a scratch zarr array of the same layout gets its chunk files linked
+    (:func:`pixnet.infer.chunklinks.link_chunks`).
 
     A 1-d string array longer than a slice is created empty, then filled slice by slice.
     """
@@ -110,6 +128,8 @@ def _write_elem(func, store, key, elem, *, dataset_kwargs, iospec) -> None:
         func(store, key, elem[:0], dataset_kwargs={**dataset_kwargs, "chunks": elem.chunksize})
         array = store[key]
         array.resize(elem.shape)
+        if link_chunks(elem, array):  # the one pass's scratch array: its chunk files, linked, not written again
+            return
         compute(da.store(elem, array, lock=False, compute=False), "writing " + key, progress=False)
         return
     n = len(elem) if isinstance(elem, np.ndarray) and elem.ndim == 1 else 0

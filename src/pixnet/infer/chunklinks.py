@@ -1,0 +1,86 @@
+"""A table's large arrays written once: a scratch zarr array's chunk files linked into the stored table.
+
+The one pass writes a lazy table's ``X`` and layers, compressed, into zarr arrays in the scratch
+folder beside the store (:class:`pixnet.infer.sink.Sink`), and the table holds dask arrays that
+read them (:func:`from_scratch`). When anndata then writes the table, an array whose metadata
+(shape, chunks, dtype, codecs, fill value) equals the scratch array's gets the scratch chunk
+files hard-linked into its folder (:func:`link_chunks`) instead of read, decoded, encoded and
+written again: same bytes, no copy. The scratch folder is on the store's disk; where links are
+not possible (another file system, another store than a local folder) the array is copied as
+before. The scratch files stay readable until the scratch folder is removed, so the dask arrays
+that read them never read a chunk that moved away.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import dask.array as da
+
+logger = logging.getLogger(__name__)
+_SOURCES: dict[str, object] = {}  # dask array name -> the scratch zarr array it reads, as made by from_scratch
+
+
+def from_scratch(array) -> da.Array:
+    """A dask array of the scratch zarr array ``array``, in its chunks; :func:`link_chunks` can link it."""
+    x = da.from_zarr(array)
+    _SOURCES[x.name] = array
+    return x
+
+
+def forget(folder: Path) -> None:
+    """Forget the scratch arrays under ``folder`` (it is being removed)."""
+    for name, array in list(_SOURCES.items()):
+        path = _folder(array)
+        if path is None or Path(folder) in path.parents:
+            _SOURCES.pop(name, None)
+
+
+def link_chunks(elem: da.Array, dest) -> bool:
+    """Link the chunk files of ``elem``'s scratch array into the empty zarr array ``dest``; whether it did.
+
+    False (and ``dest`` left empty) when ``elem`` is not a scratch array as :func:`from_scratch`
+    made it, when the two arrays' metadata differ or the files cannot be linked.
+    """
+    source = _SOURCES.get(elem.name)
+    if source is None:
+        return False
+    src, dst = _folder(source), _folder(dest)
+    if src is None or dst is None or not _same_layout(source, dest) or tuple(source.shape) != tuple(elem.shape):
+        return False
+    made = []
+    try:
+        for root, _, files in os.walk(src):
+            rel = Path(root).relative_to(src)
+            for f in files:
+                if rel == Path(".") and f in ("zarr.json", ".zarray", ".zattrs"):
+                    continue
+                (dst / rel).mkdir(parents=True, exist_ok=True)
+                os.link(Path(root) / f, dst / rel / f)
+                made.append(dst / rel / f)
+    except OSError as e:
+        logger.info("could not link %s's chunks (%s): copying them", src, e)
+        for p in made:
+            p.unlink(missing_ok=True)
+        return False
+    return True
+
+
+def _folder(array) -> Path | None:
+    """The folder of a zarr array in a local store, or None."""
+    from zarr.storage import LocalStore
+
+    store = getattr(array, "store", None)
+    if not isinstance(store, LocalStore):
+        return None
+    return Path(store.root) / array.path if array.path else Path(store.root)
+
+
+def _same_layout(a, b) -> bool:
+    """Whether two zarr arrays encode the same chunks into the same files (metadata equal but for attributes)."""
+    ma, mb = a.metadata.to_dict(), b.metadata.to_dict()
+    for m in (ma, mb):
+        m.pop("attributes", None)
+    return ma == mb
