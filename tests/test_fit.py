@@ -15,7 +15,7 @@ def test_fit_lowers_validation_loss(sdata):
     h = model.history
     assert len(h) == 4 and all("val_loss" in r and "val_pcc" in r for r in h)
     assert min(r["val_loss"] for r in h[1:]) < h[0]["val_loss"]
-    assert model.training["params"]["n_val_bins"] > 0
+    assert model.training["params"]["n_val_bins"] > 0 and model.training["params"]["val_fraction"] == 0.15  # 16 um bins
     assert sdata.attrs["pixnet"]["last_model"] == "pixnet"
 
 

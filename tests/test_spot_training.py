@@ -10,7 +10,7 @@ from PIL import Image
 from scipy import sparse
 
 import pixnet
-from pixnet.data import default_loss, working_resolution
+from pixnet.data import default_loss, default_val_fraction, working_resolution
 from pixnet.pp import select_genes
 
 
@@ -55,6 +55,11 @@ def test_default_loss_from_the_spot_size(diameter, semantics, expected):
     assert default_loss(diameter, semantics) == expected
 
 
+@pytest.mark.parametrize(("diameter", "expected"), [(2, 0.15), (16, 0.15), (16.000000000000004, 0.15), (55, 0.0), (100, 0.0)])
+def test_default_val_fraction_from_the_spot_size(diameter, expected):
+    assert default_val_fraction(diameter) == expected
+
+
 def _spot_slide(folder, genes, seed, um_per_px=2.0, size_px=640):
     """A small legacy-ST-like slide: 100 um spots on a 200 um grid, expression following the image's colour."""
     rng = np.random.default_rng(seed)
@@ -88,6 +93,7 @@ def test_fit_on_spot_slides_with_different_genes_uses_shared_genes_and_spot_defa
     assert model.config.um_per_px == pytest.approx(4.0) and model.training["params"]["tile_px"] == 128
     assert model.training["params"]["table"] == ["table", "table"]
     assert model.config.loss == "mse_pcc"  # spots larger than 16 um: fitted on log-normalised values
+    assert model.training["params"]["val_fraction"] == 0 and model.training["params"]["n_val_bins"] == 0  # every spot
     assert "share 8 genes" in caplog.text and "working at 4 um/px in 128 px tiles" in caplog.text
     with pytest.raises(ValueError, match="share only 8 genes"):
         pixnet.tl.fit([a, b], n_genes=10, epochs=1, progress=False)

@@ -2,7 +2,7 @@
 
 from .bins import TableSpots, shapes_to_spots, table_counts, table_spots
 from .image import SlideImage, element_to_cs, image_levels
-from .resolution import default_loss, spot_diameter_um, working_resolution
+from .resolution import default_loss, default_val_fraction, spot_diameter_um, working_resolution
 from .slide import Slide, on_image, resolve_slide, resolve_table
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "resolve_table",
     "shapes_to_spots",
     "default_loss",
+    "default_val_fraction",
     "spot_diameter_um",
     "table_counts",
     "table_spots",
