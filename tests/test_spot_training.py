@@ -58,6 +58,7 @@ def test_default_loss_from_the_spot_size(diameter, semantics, expected):
 @pytest.mark.parametrize(("diameter", "expected"), [(2, 0.15), (16, 0.15), (16.000000000000004, 0.15), (55, 0.0), (100, 0.0)])
 def test_default_val_fraction_from_the_spot_size(diameter, expected):
     assert default_val_fraction(diameter) == expected
+    assert default_val_fraction(diameter, early_stopping=True) == 0.15  # stopping needs validation spots
 
 
 def _spot_slide(folder, genes, seed, um_per_px=2.0, size_px=640):

@@ -73,7 +73,7 @@ def default_loss(diameter_um: float, semantics: str = "density") -> str:
     return "poisson_pcc" if _is_fine(diameter_um) else "mse_pcc"
 
 
-def default_val_fraction(diameter_um: float) -> float:
+def default_val_fraction(diameter_um: float, *, early_stopping: bool = False) -> float:
     """Share of the blocks held out for validation when ``fit(val_fraction=None)``.
 
     Bins up to 16 um (tens of thousands of them): 0.15, and the epoch with the best validation PCC
@@ -82,8 +82,9 @@ def default_val_fraction(diameter_um: float) -> float:
     seed 0) training on every spot raised PCC@M on all four held-out sections, C2/C3/C4/C5
     0.268/0.300/0.326/0.274 to 0.279/0.306/0.339/0.289 (benchmarks/RESULTS.md, "Training on every
     spot"): with ~550 training spots, the 15% held out cost more than choosing the epoch gained.
+    With ``early_stopping`` asked for, 0.15 whatever the size: stopping needs validation spots.
     """
-    return 0.15 if _is_fine(diameter_um) else 0.0
+    return 0.15 if early_stopping or _is_fine(diameter_um) else 0.0
 
 
 def _is_fine(diameter_um: float) -> bool:

@@ -137,7 +137,8 @@ def fit(
         Share of the slide's blocks held out for validation (0 to train on everything). ``None``
         follows the spots' size: 0.15 for bins up to 16 um, where the epoch with the best
         validation PCC is kept; 0 for larger spots (Visium, legacy ST), where a few hundred spots
-        are too few to spare (on HER2ST, 100 um spots, it raised PCC@M on every held-out section).
+        are too few to spare (on HER2ST, 100 um spots, it raised PCC@M on every held-out section),
+        unless ``early_stopping`` is given.
     early_stopping
         Stop after this many epochs without a better validation PCC (``None``: never).
     seed
@@ -187,7 +188,7 @@ def fit(
     diameter = spot_diameter_um([ts.spots for ts in spots], [sl.um_per_px for sl in slides])
     tiling = tiling.resolved(diameter)
     if val_fraction is None:  # checked above with 0; its value follows the spots' size
-        train = replace(train, val_fraction=default_val_fraction(diameter))
+        train = replace(train, val_fraction=default_val_fraction(diameter, early_stopping=early_stopping is not None))
     logger.info("spots of %.3g um: working at %.3g um/px in %d px tiles, %.0f%% of the blocks for validation",
                 diameter, tiling.um_per_px, tiling.tile_px, 100 * train.val_fraction)  # fmt: skip
     loss = loss or default_loss(diameter, semantics)  # from the spot size and what the map means
