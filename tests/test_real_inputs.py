@@ -575,3 +575,32 @@ def test_a_bin_folder_with_spatial_flattened(outs, slide_dir):
         warnings.simplefilter("error")  # nothing borrowed: the bin folder's own files are found
         t = pixnet.io.visium_hd(outs, bin_sizes=(16,), load_segmentations=False).tables["square_016um"]
     _same_table(_reference(slide_dir), t)
+
+
+@pytest.mark.parametrize("scale_factors", [None, [2, 2]])
+def test_a_zarr_image_is_read_straight_from_zarr_with_the_values_of_dask(tmp_path, scale_factors):
+    """Reads of an image stored in zarr skip dask's graph (data.image.zarr_source); the pixels are dask's."""
+    import spatialdata as sd
+    from spatialdata.models import Image2DModel
+    from spatialdata.transformations import Scale
+
+    from pixnet.data.image import zarr_source
+
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 256, size=(3, 700, 900), dtype=np.uint8)
+    el = Image2DModel.parse(img, dims=("c", "y", "x"), chunks=(3, 128, 128), scale_factors=scale_factors,
+                            transformations={"global": Scale([0.5, 0.5], axes=("y", "x"))})  # fmt: skip
+    sd.SpatialData(images={"he": el}).write(tmp_path / "s.zarr")
+    back = sd.read_zarr(tmp_path / "s.zarr").images["he"]
+    for work_um in (0.25, 0.6, 1.1):
+        direct = pixnet.data.SlideImage(back, cs="global", cs_um_per_px=1.0, work_um_per_px=work_um)
+        assert all(z is not None for z in direct._zarr[: len(direct._zarr) - (work_um > 1)])
+        via_dask = pixnet.data.SlideImage(back, cs="global", cs_um_per_px=1.0, work_um_per_px=work_um)
+        via_dask._zarr = [None] * len(via_dask._zarr)
+        for y, x, h, w in [(0, 0, 64, 64), (-30, 50, 96, 128), (200, 300, 160, 160), (500, 700, 300, 300)]:
+            assert np.array_equal(direct.read(y, x, h, w), via_dask.read(y, x, h, w))
+    # anything but the plain zarr read (rechunked, in memory) is read through dask as before
+    data = back.data if scale_factors is None else back["scale0"]["image"].data
+    assert zarr_source(data) is not None
+    assert zarr_source(data.rechunk((3, 64, 64))) is None and zarr_source(data + 0) is None
+    assert zarr_source(np.asarray(data)) is None

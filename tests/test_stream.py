@@ -161,3 +161,23 @@ def test_expectation_on_the_cpu_equals_its_torch_form():
     assert got.dtype == torch.float32 and got.shape == genes.shape
     np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-5)
     assert (got[200:210] == 0).all()
+
+
+@pytest.mark.parametrize("kind", ["square", "circle"])
+@pytest.mark.parametrize("angle", [0.0, 0.3, -1.1])
+@pytest.mark.parametrize("one_size", [True, False])
+def test_compiled_spot_weights_equal_the_reference_bit_for_bit(kind, angle, one_size):
+    """Prediction's compiled weights (infer._cover_cpu) are pixnet.geometry.spot_weights, edges and sizes varied."""
+    from pixnet.geometry import Spots, spot_weights
+    from pixnet.infer._cover_cpu import spot_weights as compiled
+
+    rng = np.random.default_rng(7)
+    centres = rng.uniform(-3, 43, size=(500, 2))  # some spots hang over the edges of the 37 x 41 grid
+    size = np.broadcast_to(1.7, (500,)) if one_size else rng.uniform(0.2, 4.0, 500)
+    spots = Spots(kind, centres, size, angle)
+    for supersample in (1, 4):
+        want = spot_weights(spots, (37, 41), supersample=supersample)
+        got = compiled(spots, (37, 41), supersample=supersample, chunk=64)  # several chunks
+        assert len(want[0]) > 1000
+        for w, g in zip(want, got):
+            assert w.dtype == g.dtype and np.array_equal(w, g)

@@ -19,8 +19,9 @@ from scipy import sparse
 
 from .._memory import trim
 from ..data import SlideImage
-from ..geometry import Spots, spot_weights
+from ..geometry import Spots
 from ..model import PixNet
+from ._cover_cpu import spot_weights as compiled_weights
 
 
 def map_region(
@@ -171,7 +172,7 @@ def window_weights(spots: Spots, origin, shape: tuple[int, int], mean: bool, sup
     Rows are divided by the spot's area for means. A window may reach beyond the map's top and
     left edge (negative ``origin``, as the one pass's windows do): pixels there get no weight.
     """
-    s, p, wt = spot_weights(spots.scaled(1.0, origin), shape, supersample=supersample)
+    s, p, wt = compiled_weights(spots.scaled(1.0, origin), shape, supersample=supersample)
     iy, ix = np.divmod(p, shape[1])
     keep = (iy + origin[1] >= 0) & (ix + origin[0] >= 0)
     weights = sparse.csr_matrix((wt[keep], (s[keep], p[keep])), shape=(len(spots), shape[0] * shape[1]))

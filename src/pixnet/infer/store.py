@@ -39,7 +39,7 @@ def scratch_dir(sdata: SpatialData):
 
 def store_elements(sdata: SpatialData, names: dict, geometry, table, kind: str, progress: bool):
     """Add geometry and table to ``sdata``; write them to its store when it is backed."""
-    replace_element(sdata, names["geometry"], geometry, kind)
+    replace_element(sdata, names["geometry"], geometry, kind, consolidate=False)  # the table's write consolidates
     replace_element(sdata, names["table"], table, "tables")
     table = sdata.tables[names["table"]]
     if sdata.is_backed() and isinstance(table.X, da.Array):  # read lazily from the store, not from the scratch
@@ -51,19 +51,19 @@ def store_elements(sdata: SpatialData, names: dict, geometry, table, kind: str, 
     return table
 
 
-def replace_element(sdata: SpatialData, name: str, element, kind: str) -> None:
+def replace_element(sdata: SpatialData, name: str, element, kind: str, *, consolidate: bool = True) -> None:
     """Put ``element`` in ``sdata`` under ``name``; in a backed store, atomically.
 
     The element is written whole beside the store, then moved into it with one directory rename:
     a process killed at any moment leaves the store readable, with the previous version of the
-    element or the new one.
+    element or the new one. ``consolidate``: update the store's consolidated metadata after.
     """
     if name in sdata:
         del sdata[name]
     if sdata.is_backed():
         _write_atomically(Path(sdata.path), name, element, kind)
     getattr(sdata, kind)[name] = element
-    if sdata.is_backed():
+    if sdata.is_backed() and consolidate:
         sdata.write_consolidated_metadata()
 
 
@@ -73,7 +73,8 @@ def _write_atomically(store: Path, name: str, element, kind: str) -> None:
         if kind == "tables":
             _write_table(staging / "element.zarr", name, element)
         else:
-            SpatialData(**{kind: {name: element}}).write(staging / "element.zarr")
+            # the staging store's own consolidated metadata is never read: the store's is rewritten after the move
+            SpatialData(**{kind: {name: element}}).write(staging / "element.zarr", consolidate_metadata=False)
         target = store / kind / name
         target.parent.mkdir(exist_ok=True)
         if target.exists():
@@ -95,7 +96,7 @@ def _write_table(path: Path, name: str, table: AnnData) -> None:
 
     with warnings.catch_warnings():  # a lone table annotates shapes that live in the store, not here
         warnings.simplefilter("ignore", UserWarning)
-        SpatialData(tables={name: _stand_in(table)}).write(path)
+        SpatialData(tables={name: _stand_in(table)}).write(path, consolidate_metadata=False)
     group = zarr.open_group(str(path / "tables"), mode="r+")
     attrs = dict(group[name].attrs)
     write_dispatched(group, name, table, callback=_write_elem)
