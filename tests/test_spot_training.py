@@ -61,6 +61,19 @@ def test_default_val_fraction_from_the_spot_size(diameter, expected):
     assert default_val_fraction(diameter, early_stopping=True) == 0.15  # stopping needs validation spots
 
 
+def test_early_stopping_without_validation_spots_is_refused_not_ignored():
+    """val_fraction=0 with early_stopping used to train every epoch without a word; now it names both fixes."""
+    from spatialdata import SpatialData
+
+    from pixnet.train.config import TrainConfig
+
+    with pytest.raises(ValueError, match=r"early_stopping=3 .*val_fraction=0.*early_stopping=None"):
+        TrainConfig(val_fraction=0.0, early_stopping=3)
+    assert TrainConfig(val_fraction=0.0).early_stopping is None and TrainConfig(val_fraction=0.1, early_stopping=3)
+    with pytest.raises(ValueError, match="holds no spots"):  # refused before any work
+        pixnet.tl.fit(SpatialData(), val_fraction=0, early_stopping=3)
+
+
 def _spot_slide(folder, genes, seed, um_per_px=2.0, size_px=640):
     """A small legacy-ST-like slide: 100 um spots on a 200 um grid, expression following the image's colour."""
     rng = np.random.default_rng(seed)
@@ -103,3 +116,14 @@ def test_fit_on_spot_slides_with_different_genes_uses_shared_genes_and_spot_defa
     assert "pixnet_spots" in b.tables
     scores = pixnet.tl.evaluate(b)
     assert scores["n_bins"] == t.n_obs and scores["n_genes"] == 6
+
+
+def test_early_stopping_with_no_validation_spots_found_warns(tmp_path, caplog):
+    """Held-out blocks that hold no spots (a small slide) leave nothing to stop on: said, not silent."""
+    from pixnet.train.trainer import make_trainer
+
+    with caplog.at_level(logging.WARNING, logger="pixnet"):
+        trainer, _ = make_trainer(tmp_path, has_val=False, callbacks=[], checkpoint_every=None, epochs=1,
+                                  accelerator="cpu", devices=1, precision=None, early_stopping=2, progress=False)  # fmt: skip
+    assert "no validation spots" in caplog.text
+    assert not any(type(c).__name__ == "EarlyStopping" for c in trainer.callbacks)

@@ -170,7 +170,8 @@ def fit(
         raise ValueError("sdata is an empty list; pass at least one SpatialData object.")
     train = TrainConfig(
         epochs=epochs, batch_size=batch_size, tiles_per_epoch=tiles_per_epoch, augment=augment, lr=lr,
-        weight_decay=weight_decay, schedule=schedule, val_fraction=val_fraction or 0.0, early_stopping=early_stopping,
+        weight_decay=weight_decay, schedule=schedule, val_fraction=_val_placeholder(val_fraction, early_stopping),
+        early_stopping=early_stopping,
         freeze_encoder=freeze_encoder, feature_cache=None if feature_cache is None else str(feature_cache),
         feature_cache_gb=feature_cache_gb, frozen_views=frozen_views, seed=seed, accelerator=accelerator, devices=devices, precision=precision,
         num_workers=num_workers, checkpoint_every=checkpoint_every,
@@ -219,3 +220,10 @@ def encoder_source(encoder: str, weights: str | Path | None, method: str) -> tup
         spec, weights = resolve_encoder(str(encoder), weights)
         return (spec if spec["kwargs"] else None), weights  # a ViT file's arguments (SwiGLU...) are kept
     return resolve_encoder(str(encoder), weights)
+
+
+def _val_placeholder(val_fraction: float | None, early_stopping: int | None) -> float:
+    """``val_fraction`` for the config checked before the spots are known (``None``'s value follows them)."""
+    if val_fraction is not None:
+        return val_fraction
+    return default_val_fraction(0.0, early_stopping=early_stopping is not None)

@@ -111,6 +111,11 @@ class TrainConfig:
             )
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction!r}.")
+        if self.early_stopping is not None and self.val_fraction == 0:
+            raise ValueError(
+                f"early_stopping={self.early_stopping} watches the validation PCC, but val_fraction=0 holds no spots "
+                "out for it. Pass val_fraction > 0 (0.15, or None in pixnet.tl.fit) or early_stopping=None."
+            )
 
     def to_dict(self) -> dict:
         """JSON-ready dict."""

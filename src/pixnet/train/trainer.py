@@ -108,6 +108,9 @@ def make_trainer(
                                    save_on_train_epoch_end=True, enable_version_counter=False))  # fmt: skip
     if early_stopping is not None and has_val:
         cbs.append(EarlyStopping(monitor="val_pcc", mode="max", patience=early_stopping))
+    elif early_stopping is not None:
+        logger.warning("early_stopping=%d: no validation spots (the held-out blocks hold none), so every epoch "
+                       "runs; hold out more (val_fraction) or use more slides", early_stopping)  # fmt: skip
     with quiet_lightning():  # it logs the devices it found as it is built
         trainer = L.Trainer(
             max_epochs=epochs, accelerator=accelerator, devices=devices, precision=precision, callbacks=cbs,
