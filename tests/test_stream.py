@@ -181,3 +181,31 @@ def test_compiled_spot_weights_equal_the_reference_bit_for_bit(kind, angle, one_
         assert len(want[0]) > 1000
         for w, g in zip(want, got):
             assert w.dtype == g.dtype and np.array_equal(w, g)
+
+
+@pytest.mark.parametrize(("old_um", "new_um"), [(2, 8), (2, 16), (8, 16), (2, 5), (8, 2), (16, 8)])
+def test_a_new_grid_over_the_measured_bins_is_the_one_the_pairs_gave(old_um, new_um):
+    """infer.targets._bins_over (keys, chunks: bounded memory) keeps exactly the bins the set of pairs kept."""
+    from pixnet.geometry import BinGrid
+    from pixnet.infer.targets import _bins_over
+
+    angle, px = 0.13, old_um / 0.25  # a rotated array of old_um bins, 0.25 um per pixel
+    c, s = np.cos(angle) * px, np.sin(angle) * px
+    old = BinGrid(np.array([[c, -s, 300.5], [s, c, 120.25], [0, 0, 1]]), float(old_um), 0.25)
+    rng = np.random.default_rng(old_um * 100 + new_um)
+    rr, cc = np.meshgrid(np.arange(-3, 180), np.arange(-5, 150), indexing="ij")
+    tissue = ((rr - 80) ** 2 + (cc - 70) ** 2 < 60**2) & (rng.random(rr.shape) > 0.1)  # a disc with holes
+    rows, cols = rr[tissue], cc[tissue]
+    grid = old.rescale(new_um)
+
+    measured = set(zip(rows.tolist(), cols.tolist()))  # the former code, pairs in a set
+    corners = old.corners(rows, cols).reshape(-1, 2)
+    cand = np.unique(np.stack(grid.index_of(corners[:, 0], corners[:, 1]), 1), axis=0)
+    centre = grid.centres(cand[:, 0], cand[:, 1])
+    keep = np.array([p in measured for p in zip(*(a.tolist() for a in old.index_of(centre[:, 0], centre[:, 1])))])
+    want = cand[keep & (cand >= 0).all(1)]
+    want = want[np.lexsort((want[:, 1], want[:, 0]))]
+
+    got_r, got_c = _bins_over(old, grid, rows, cols, chunk=1000)
+    assert len(want) > 20
+    assert np.array_equal(np.stack([got_r, got_c], 1), want)

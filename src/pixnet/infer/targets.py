@@ -80,23 +80,40 @@ def _new_grid(slide: Slide, bin_size: float, name: str) -> Target:
     grid = old.rescale(bin_size)
     if grid.side_px * slide.um_per_px < slide.um_per_px:
         raise ValueError(f"bin_size={bin_size:g} um is smaller than a pixel of the image ({slide.um_per_px:g} um).")
-    measured = set(zip(ref.obs[ARRAY_ROW].to_numpy().tolist(), ref.obs[ARRAY_COL].to_numpy().tolist()))
-    rows, cols = ref.obs[ARRAY_ROW].to_numpy(), ref.obs[ARRAY_COL].to_numpy()
-    # Candidate new bins: those whose extent meets a measured bin; keep the ones centred on one.
-    corners = old.corners(rows, cols).reshape(-1, 2)
-    r, c = grid.index_of(corners[:, 0], corners[:, 1])
-    cand = np.unique(np.stack([r, c], 1), axis=0)
-    cx = grid.centres(cand[:, 0], cand[:, 1])
-    orow, ocol = old.index_of(cx[:, 0], cx[:, 1])
-    keep = np.array([(a, b) in measured for a, b in zip(orow.tolist(), ocol.tolist())], bool)
-    cand = cand[keep & (cand >= 0).all(1)]
-    cand = cand[np.lexsort((cand[:, 1], cand[:, 0]))]
-    rr, cc = cand[:, 0], cand[:, 1]
+    rr, cc = _bins_over(old, grid, ref.obs[ARRAY_ROW].to_numpy(), ref.obs[ARRAY_COL].to_numpy())
     index = pd.Index([barcode(bin_size, a, b) for a, b in zip(rr.tolist(), cc.tolist())])
     obs = pd.DataFrame({ARRAY_ROW: rr.astype(np.int32), ARRAY_COL: cc.astype(np.int32)}, index=index)
     centres = grid.centres(rr, cc)
     spots = Spots.squares(centres, grid.side_px / 2, grid.angle)
     return Target(name, spots, obs, centres, grid, None)
+
+
+def _bins_over(old: BinGrid, grid: BinGrid, rows: np.ndarray, cols: np.ndarray, *, chunk: int = 2**20):
+    """Rows and columns of ``grid``'s bins centred on a measured bin ``(rows, cols)`` of ``old``, in row order.
+
+    Candidates are the new bins that a measured bin's corners fall in, kept when their centre lies
+    in a measured bin. Bins are handled ``chunk`` at a time and pairs as one int64 key each: for a
+    whole slide's 8.2M 2 um bins this takes ~0.2 GB, where a set of pairs and all corners at once
+    took ~3.5 GB.
+    """
+    measured = np.unique(_key(rows, cols))
+    cand = []
+    for s in range(0, len(rows), chunk):
+        corners = old.corners(rows[s : s + chunk], cols[s : s + chunk]).reshape(-1, 2)
+        cand.append(np.unique(_key(*grid.index_of(corners[:, 0], corners[:, 1]))))
+    keys = np.unique(np.concatenate(cand)) if cand else np.zeros(0, np.int64)  # sorted: by row, then column
+    rr, cc = keys >> 32, (keys & 0xFFFFFFFF) - 2**31
+    centre = grid.centres(rr, cc)
+    k = _key(*old.index_of(centre[:, 0], centre[:, 1]))
+    at = np.minimum(np.searchsorted(measured, k), max(len(measured) - 1, 0))
+    keep = (measured[at] == k) if len(measured) else np.zeros(len(k), bool)
+    keep &= (rr >= 0) & (cc >= 0)
+    return rr[keep], cc[keep]
+
+
+def _key(rows, cols) -> np.ndarray:
+    """One int64 per ``(row, col)`` pair, ordered as the pairs are (row, then column); |values| < 2**31."""
+    return (np.asarray(rows, np.int64) << 32) + (np.asarray(cols, np.int64) + 2**31)
 
 
 def _grid_or_none(sdata, table: str, cs: str) -> BinGrid | None:
