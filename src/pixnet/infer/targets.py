@@ -92,9 +92,9 @@ def _bins_over(old: BinGrid, grid: BinGrid, rows: np.ndarray, cols: np.ndarray, 
     """Rows and columns of ``grid``'s bins centred on a measured bin ``(rows, cols)`` of ``old``, in row order.
 
     Candidates are the new bins that a measured bin's corners fall in, kept when their centre lies
-    in a measured bin. Bins are handled ``chunk`` at a time and pairs as one int64 key each: for a
-    whole slide's 8.2M 2 um bins this takes ~0.2 GB, where a set of pairs and all corners at once
-    took ~3.5 GB.
+    in a measured bin. Bins are handled ``chunk`` at a time and pairs as one int64 key each: 8 um
+    bins over a whole slide's 8.2M 2 um bins took +0.6 GB and 18 s (the whole new grid), where a
+    set of pairs and all corners at once took +3.4 GB and 90 s (``benchmarks/RESULTS.md``).
     """
     measured = np.unique(_key(rows, cols))
     cand = []
