@@ -77,7 +77,7 @@ def source_chunk_bytes(data) -> int:
 
 
 def zarr_source(data):
-    """The zarr array that the dask array ``data`` reads unchanged (``da.from_zarr``, as spatialdata reads images), or None.
+    """The zarr array that the dask array ``data`` reads unchanged (``da.from_zarr``: spatialdata's images), or None.
 
     A window sliced from it reads the chunks it touches in one zarr call, without dask's graph and a
     task for each chunk: ~2.5x faster for predict's tiles of 256 px chunks (``benchmarks/RESULTS.md``).

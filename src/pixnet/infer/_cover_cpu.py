@@ -27,7 +27,7 @@ def _kernel():
 
 
 def spot_weights(spots: Spots, shape: tuple[int, int], *, supersample: int = 4, chunk: int = 65536):
-    """:func:`pixnet.geometry.spot_weights`, the same ``(spot, pixel, weight)`` arrays, compiled for squares and circles.
+    """:func:`pixnet.geometry.spot_weights`'s ``(spot, pixel, weight)`` arrays, compiled for squares and circles.
 
     Polygons go to the reference function (shapely does their work).
     """

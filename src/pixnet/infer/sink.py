@@ -121,7 +121,8 @@ class Sink:
             r0, r1 = int(b) * self.rows, min(self.n, (int(b) + 1) * self.rows)
             entry = self._blocks.get(int(b))
             if entry is None:
-                entry = self._blocks[int(b)] = [np.empty((r1 - r0, sums.shape[1]), np.float32), 0]  # every row is filled once
+                # empty, not zeroed: every row of a block is filled once (each bin is in one tile's rows)
+                entry = self._blocks[int(b)] = [np.empty((r1 - r0, sums.shape[1]), np.float32), 0]
             entry[0][idx[part] - r0] = sums[part]
             entry[1] += len(part)
             if entry[1] == r1 - r0:
