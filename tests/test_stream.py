@@ -209,3 +209,52 @@ def test_a_new_grid_over_the_measured_bins_is_the_one_the_pairs_gave(old_um, new
     got_r, got_c = _bins_over(old, grid, rows, cols, chunk=1000)
     assert len(want) > 20
     assert np.array_equal(np.stack([got_r, got_c], 1), want)
+
+
+@pytest.mark.parametrize("map_dtype", [True, "float16"])
+@pytest.mark.parametrize("one_pass", [True, False])
+def test_a_backed_map_links_its_level_0_and_equals_the_in_memory_one(tmp_path, monkeypatch, sdata, model, map_dtype,
+                                                                     one_pass):  # fmt: skip
+    """The stored map's level 0 is the scratch array's chunk files, linked; every level as an in-memory map's."""
+    from pixnet.infer import mapimage
+
+    path = tmp_path / "slide.zarr"
+    sd.SpatialData(images={"_full_image": sdata.images["_full_image"]}, shapes={"_square_008um": sdata.shapes["_square_008um"]},
+                   tables={"square_008um": sdata.tables["square_008um"]}, attrs=sdata.attrs).write(path)  # fmt: skip
+    kw = {"model": model, "bin_size": 8, "tile_px": 128, "context_px": 32, "progress": False, "map": map_dtype}
+    memory = sd.read_zarr(path)
+    memory.path = None  # not backed: the map is computed in memory and its pyramid made by spatialdata
+    if not one_pass:
+        monkeypatch.setattr(_predict, "can_stream", lambda *a, **k: False)
+    ref = pixnet.tl.predict(memory, key_added="ref", **kw)
+    linked = []
+    link = mapimage.link_chunks
+    monkeypatch.setattr(mapimage, "link_chunks", lambda elem, dest: linked.append(link(elem, dest)) or linked[-1])
+    got = pixnet.tl.predict(sd.read_zarr(path), key_added="new", **kw)
+    assert linked == [True]  # level 0 linked, not written again
+    _same(got, ref)
+    stored = pixnet.data.image_levels(sd.read_zarr(path).images["new_map"])
+    levels = pixnet.data.image_levels(memory.images["ref_map"])
+    assert len(stored) == len(levels) > 1  # a pyramid, made from the linked level 0
+    for a, b in zip(stored, levels):
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(np.asarray(a.data), np.asarray(b.data))
+    assert not list(tmp_path.glob(".pixnet-*"))  # no scratch left beside the store
+
+
+def test_a_map_whose_chunks_cannot_be_linked_is_copied(tmp_path, monkeypatch, sdata, model):
+    """Another file system (no hard links): level 0 is copied from the scratch array, with the same values."""
+    from pixnet.infer import mapimage
+
+    path = tmp_path / "slide.zarr"
+    sd.SpatialData(images={"_full_image": sdata.images["_full_image"]}, shapes={"_square_008um": sdata.shapes["_square_008um"]},
+                   tables={"square_008um": sdata.tables["square_008um"]}, attrs=sdata.attrs).write(path)  # fmt: skip
+    kw = {"model": model, "bin_size": 8, "tile_px": 128, "context_px": 32, "progress": False}
+    ref = pixnet.tl.predict(sd.read_zarr(path), key_added="ref", **kw)
+    monkeypatch.setattr(mapimage, "link_chunks", lambda elem, dest: False)  # as link_chunks says when it cannot
+    got = pixnet.tl.predict(sd.read_zarr(path), key_added="new", **kw)
+    _same(got, ref)
+    stored = sd.read_zarr(path)
+    for a, b in zip(pixnet.data.image_levels(stored.images["new_map"]), pixnet.data.image_levels(stored.images["ref_map"])):
+        np.testing.assert_array_equal(np.asarray(a.data), np.asarray(b.data))
+    assert np.asarray(pixnet.data.image_levels(stored.images["new_map"])[0].data).any()

@@ -1,4 +1,4 @@
-"""A table's large arrays written once: a scratch zarr array's chunk files linked into the stored table.
+"""Large arrays written once: a scratch zarr array's chunk files linked into the stored element.
 
 The one pass writes a lazy table's ``X`` and layers, compressed, into zarr arrays in the scratch
 folder beside the store (:class:`pixnet.infer.sink.Sink`), and the table holds dask arrays that
@@ -8,7 +8,9 @@ files hard-linked into its folder (:func:`link_chunks`) instead of read, decoded
 written again: same bytes, no copy. The scratch folder is on the store's disk; where links are
 not possible (another file system, another store than a local folder) the array is copied as
 before. The scratch files stay readable until the scratch folder is removed, so the dask arrays
-that read them never read a chunk that moved away.
+that read them never read a chunk that moved away. The map's level 0 is linked the same way
+(:func:`pixnet.infer.mapimage.publish_map`): the one pass writes it tile by tile into a scratch
+array laid out as the image element's ``s0``.
 """
 
 from __future__ import annotations
@@ -23,11 +25,28 @@ logger = logging.getLogger(__name__)
 _SOURCES: dict[str, object] = {}  # dask array name -> the scratch zarr array it reads, as made by from_scratch
 
 
+def scratch_array(path: Path, shape, chunks, dtype="float32", dims: tuple[str, ...] | None = None):
+    """An empty zarr array at ``path`` whose chunks are each written once, whole.
+
+    Zarr then need not compare each chunk with the fill value before writing it (~10% of a write).
+    ``dims``: the array's dimension names (as an image level's, so its chunk files can be linked).
+    """
+    import zarr
+
+    return zarr.open_array(str(path), mode="w", shape=shape, chunks=chunks, dtype=dtype, fill_value=0,
+                           dimension_names=dims, config={"write_empty_chunks": True})  # fmt: skip
+
+
 def from_scratch(array) -> da.Array:
     """A dask array of the scratch zarr array ``array``, in its chunks; :func:`link_chunks` can link it."""
     x = da.from_zarr(array)
     _SOURCES[x.name] = array
     return x
+
+
+def is_scratch(array) -> bool:
+    """Whether ``array`` is a dask array made by :func:`from_scratch` (whose chunk files can be linked)."""
+    return isinstance(array, da.Array) and array.name in _SOURCES
 
 
 def forget(folder: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import shutil
 import tempfile
 from pathlib import Path
@@ -15,11 +16,13 @@ from spatialdata.transformations import Scale, Sequence, Translation
 from .._keys import OTHER_CHANNEL, UNS_KEY
 from ..data import image_levels
 from ..model import PixNet
+from .chunklinks import forget, from_scratch, is_scratch, link_chunks, scratch_array
 from .fingerprint import fingerprint
 from .progress import compute
 from .store import replace_element
 
 IN_MEMORY_LIMIT = 4 * 2**30  # bytes of map kept in memory when the sdata is not backed
+DIMS = ("c", "y", "x")
 
 
 def level0(element) -> da.Array:
@@ -55,18 +58,22 @@ def map_element(
         # Level 0 is computed once into a scratch store; the pyramid and the element are made from it.
         scratch = Path(tempfile.mkdtemp(prefix=f".pixnet-{name}-", dir=Path(sdata.path).parent))
         try:
-            compute(
-                dmap.rechunk(chunks).to_zarr(str(scratch / "level0.zarr"), compute=False), "computing map", progress
-            )
-            publish_map(sdata, name, da.from_zarr(str(scratch / "level0.zarr")), model, region, f_map, cs,
-                        computed=computed, chunks=chunks)  # fmt: skip
+            level = scratch_level0(scratch, dmap.shape, chunks, dmap.dtype)
+            compute(da.store(dmap.rechunk(chunks), level, lock=False, compute=False), "computing map", progress)
+            publish_map(sdata, name, from_scratch(level), model, region, f_map, cs, computed=computed, chunks=chunks)
         finally:
+            forget(scratch)
             shutil.rmtree(scratch, ignore_errors=True)
     else:
         check_map_size(dmap.size * 4)
         arr = compute(dmap, "computing map", progress)
         publish_map(sdata, name, arr, model, region, f_map, cs, computed=computed, chunks=chunks)
     return level0(sdata.images[name])
+
+
+def scratch_level0(folder: Path, shape, chunks, dtype):
+    """An empty zarr array in ``folder`` laid out as the map's stored level 0, so its chunk files can be linked."""
+    return scratch_array(folder / "level0.zarr", shape, chunks, dtype, dims=DIMS)
 
 
 def check_map_size(size: int) -> None:
@@ -90,10 +97,18 @@ def publish_map(sdata, name: str, level: da.Array | np.ndarray, model: PixNet, r
     y0, x0 = region[0], region[1]
     to_cs = Sequence([Translation([x0, y0], axes=("x", "y")), Scale([f_map, f_map], axes=("x", "y"))])
     scales = [2] * int(np.clip(np.log2(max(1, min(level.shape[1:]) / 64)), 0, 4))  # down to ~64 px
-    el = Image2DModel.parse(level, dims=("c", "y", "x"), c_coords=channels, scale_factors=scales or None,
+    el = Image2DModel.parse(level, dims=DIMS, c_coords=channels, scale_factors=scales or None,
                             transformations={cs: to_cs}, chunks=chunks)  # fmt: skip
     if sdata.is_backed():
-        replace_element(sdata, name, el, "images")
+        after = None
+        if is_scratch(level) and scales:
+            # Level 0 is the scratch array already written: the element is written with zeros in its place
+            # (zarr writes no chunk of zeros) and the scratch chunk files are linked in before it is moved into
+            # the store; the coarser levels are made from the scratch array. No map pixel is written twice.
+            node = el["scale0"]["image"]
+            el["scale0"]["image"] = node.copy(data=da.zeros(level.shape, dtype=level.dtype, chunks=node.data.chunks))
+            after = functools.partial(_fill_level0, level)
+        replace_element(sdata, name, el, "images", after=after)
         from spatialdata import read_zarr
 
         sdata.images[name] = read_zarr(sdata.path, selection=("images",)).images[name]
@@ -106,6 +121,15 @@ def publish_map(sdata, name: str, level: da.Array | np.ndarray, model: PixNet, r
         "computed": np.asarray(busy, bool).tolist(),
     }  # fmt: skip
     sdata.attrs[UNS_KEY] = {**sdata.attrs.get(UNS_KEY, {}), "maps": maps}
+
+
+def _fill_level0(level: da.Array, element: Path) -> None:
+    """Link ``level``'s scratch chunk files into the written element's level 0 (``s0``), or copy them."""
+    import zarr
+
+    dest = zarr.open_array(str(element / "s0"), mode="r+")
+    if not link_chunks(level, dest):
+        compute(da.store(level, dest, lock=False, compute=False), "writing map", progress=False)
 
 
 def check_free(sdata: SpatialData, names: dict, model: PixNet, *, overwrite: bool) -> dict | None:

@@ -16,7 +16,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import dask.array as da
 import numpy as np
 import torch
 from tqdm.auto import tqdm
@@ -27,10 +26,10 @@ from ..data import SlideImage
 from ..geometry import Spots
 from ..model import PixNet
 from . import expression
-from .chunklinks import from_scratch
+from .chunklinks import forget, from_scratch
 from .dense import _splits
 from .expect import outputs
-from .mapimage import IN_MEMORY_LIMIT, check_map_size, map_chunks, publish_map
+from .mapimage import IN_MEMORY_LIMIT, check_map_size, map_chunks, publish_map, scratch_level0
 from .sink import Sink
 from .stream import footprint, stream_tiles
 
@@ -84,18 +83,19 @@ def one_pass(
 
     core = tile_px // cfg.map_stride
     h, w = region[2], region[3]
-    map_dir = None
-    map_kw = {}
+    map_dir = map_level = None
     if map_name is not None:
         dtype = MAP_DTYPES[map_dtype]
         chunks = map_chunks(((c_out,), _splits(h, core), _splits(w, core)), c_out)
         if sdata.is_backed():
             map_dir = Path(tempfile.mkdtemp(prefix=f".pixnet-{map_name}-", dir=Path(sdata.path).parent))
+            map_level = scratch_level0(map_dir, (c_out, h, w), chunks, dtype)
         else:
             check_map_size(c_out * h * w * np.dtype(dtype).itemsize)
-        map_kw = {"map_shape": (c_out, h, w), "map_store": map_dir, "map_chunks": chunks, "map_dtype": dtype}
+            map_level = np.zeros((c_out, h, w), dtype)
     try:
-        sink = Sink(n, widths, make, rows=rows, cols=cols, device=device, store=scratch if stored else None, **map_kw)
+        sink = Sink(n, widths, make, rows=rows, cols=cols, device=device, store=scratch if stored else None,
+                    map_level=map_level)  # fmt: skip
         computed = np.zeros_like(busy)
         tiles = stream_tiles(model, work, region, spots, tile_px=tile_px, context_px=context_px, device=device,
                              busy=busy, mean=cfg.semantics == "mean")  # fmt: skip
@@ -113,11 +113,11 @@ def one_pass(
             sink.abort()
             raise
         if map_name is not None:
-            level = out["map"] if map_dir is None else da.from_zarr(out["map"])
-            publish_map(sdata, map_name, level, model, region, f_map, cs, computed=(computed, core),
-                        chunks=map_kw["map_chunks"])  # fmt: skip
+            level = out["map"] if map_dir is None else from_scratch(out["map"])  # its chunk files are linked
+            publish_map(sdata, map_name, level, model, region, f_map, cs, computed=(computed, core), chunks=chunks)
     finally:
         if map_dir is not None:
+            forget(map_dir)
             shutil.rmtree(map_dir, ignore_errors=True)
 
     def table_array(a):

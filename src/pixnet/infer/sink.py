@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .chunklinks import scratch_array
+
 QUEUE = 3  # tiles' results waiting for the writer, at most (each up to C x tile of float32: ~66 MB at 250 genes)
 
 
@@ -37,20 +39,18 @@ class Sink:
         Rows per block (and per zarr chunk when stored).
     store
         A folder to write the arrays into as zarr (``{name}.zarr``, chunks ``(rows, cols)``); None: in memory.
-    map_shape, map_store, map_chunks, map_dtype
-        The map level 0 ``(C, h, w)`` to fill tile by tile (in memory when ``map_store`` is None); no map if
-        ``map_shape`` is None.
+    map_level
+        The map's level 0 ``(C, h, w)`` to fill tile by tile (a numpy array or a zarr array), or None.
+
     """
 
     def __init__(self, n: int, widths: dict[str, int], make: Callable, *, rows: int, cols: int, device: torch.device,
-                 store: Path | None = None, map_shape=None, map_store: Path | None = None, map_chunks=None,
-                 map_dtype=np.float32):  # fmt: skip
+                 store: Path | None = None, map_level=None):  # fmt: skip
         self.n, self.make, self.rows, self.device = n, make, rows, device
         self.arrays = {k: _array(store, k, (n, w) if w else (n,), (rows, cols) if w else (rows,)) for k, w in widths.items()}
-        self.map = None
-        if map_shape is not None:
-            self.map = _array(map_store, "level0", map_shape, map_chunks, map_dtype)
+        self.map = map_level
         self._blocks: dict[int, list] = {}  # block -> [sums (r, C), rows filled]
+        self._free: list[np.ndarray] = []  # buffers of written blocks, reused
         self._queue: queue.Queue = queue.Queue(QUEUE)
         self._error: BaseException | None = None
         self._stop = False
@@ -116,25 +116,34 @@ class Sink:
 
     def _rows(self, idx: np.ndarray, sums: np.ndarray) -> None:
         block = idx // self.rows
-        cuts = np.flatnonzero(np.diff(block)) + 1
-        for part, b in zip(np.split(np.arange(len(idx)), cuts), block[np.r_[0, cuts]] if len(idx) else []):
-            r0, r1 = int(b) * self.rows, min(self.n, (int(b) + 1) * self.rows)
-            entry = self._blocks.get(int(b))
+        cuts = np.r_[0, np.flatnonzero(np.diff(block)) + 1, len(idx)]
+        for a, b in zip(cuts[:-1], cuts[1:]):  # idx ascending: each block's rows are one slice of the tile's
+            k = int(block[a])
+            r0, r1 = k * self.rows, min(self.n, (k + 1) * self.rows)
+            entry = self._blocks.get(k)
             if entry is None:
-                # empty, not zeroed: every row of a block is filled once (each bin is in one tile's rows)
-                entry = self._blocks[int(b)] = [np.empty((r1 - r0, sums.shape[1]), np.float32), 0]
-            entry[0][idx[part] - r0] = sums[part]
-            entry[1] += len(part)
+                # not zeroed: every row of a block is filled once (each bin is in one tile's rows)
+                entry = self._blocks[k] = [self._buffer(r1 - r0, sums.shape[1]), 0]
+            entry[0][idx[a:b] - r0] = sums[a:b]
+            entry[1] += b - a
             if entry[1] == r1 - r0:
-                del self._blocks[int(b)]
+                del self._blocks[k]
                 out = self.make(torch.from_numpy(entry[0]).to(self.device))
-                for k, v in out.items():
-                    self.arrays[k][r0:r1] = v.cpu().numpy()
+                for name, v in out.items():
+                    self.arrays[name][r0:r1] = v.cpu().numpy()
+                del out
+                self._free.append(entry[0])  # written (zarr's writes are synchronous): the next block's
+
+    def _buffer(self, r: int, c: int) -> np.ndarray:
+        """A block's buffer: a finished block's when there is one (fresh pages cost a fault each)."""
+        while self._free:
+            buf = self._free.pop()
+            if buf.shape == (self.rows, c):
+                return buf[:r]
+        return np.empty((self.rows, c), np.float32)[:r]
 
 
 def _array(store: Path | None, name: str, shape, chunks, dtype=np.float32):
     if store is None:
         return np.zeros(shape, dtype)
-    import zarr
-
-    return zarr.open_array(str(store / f"{name}.zarr"), mode="w", shape=shape, chunks=chunks, dtype=dtype, fill_value=0)
+    return scratch_array(store / f"{name}.zarr", shape, chunks, dtype)

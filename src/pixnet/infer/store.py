@@ -7,6 +7,7 @@ import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import dask.array as da
@@ -51,23 +52,25 @@ def store_elements(sdata: SpatialData, names: dict, geometry, table, kind: str, 
     return table
 
 
-def replace_element(sdata: SpatialData, name: str, element, kind: str, *, consolidate: bool = True) -> None:
+def replace_element(sdata: SpatialData, name: str, element, kind: str, *, consolidate: bool = True,
+                    after: Callable[[Path], None] | None = None) -> None:  # fmt: skip
     """Put ``element`` in ``sdata`` under ``name``; in a backed store, atomically.
 
     The element is written whole beside the store, then moved into it with one directory rename:
     a process killed at any moment leaves the store readable, with the previous version of the
     element or the new one. ``consolidate``: update the store's consolidated metadata after.
+    ``after``: called with the written element's folder before it is moved into the store.
     """
     if name in sdata:
         del sdata[name]
     if sdata.is_backed():
-        _write_atomically(Path(sdata.path), name, element, kind)
+        _write_atomically(Path(sdata.path), name, element, kind, after)
     getattr(sdata, kind)[name] = element
     if sdata.is_backed() and consolidate:
         sdata.write_consolidated_metadata()
 
 
-def _write_atomically(store: Path, name: str, element, kind: str) -> None:
+def _write_atomically(store: Path, name: str, element, kind: str, after=None) -> None:
     staging = Path(tempfile.mkdtemp(prefix=f".pixnet-{name}-", dir=store.parent))
     try:
         if kind == "tables":
@@ -75,6 +78,8 @@ def _write_atomically(store: Path, name: str, element, kind: str) -> None:
         else:
             # the staging store's own consolidated metadata is never read: the store's is rewritten after the move
             SpatialData(**{kind: {name: element}}).write(staging / "element.zarr", consolidate_metadata=False)
+        if after is not None:
+            after(staging / "element.zarr" / kind / name)
         target = store / kind / name
         target.parent.mkdir(exist_ok=True)
         if target.exists():

@@ -200,7 +200,9 @@ def _dense(sdata, slide, model, target, name, reuse_map, map_dtype, layers, scra
         streams = _client() is None and can_stream(rel, core, n_genes=len(cfg.genes), n_layers=len(layers),
                                                    backed=scratch is not None)  # fmt: skip
         if streams:
+            # the pass needs only the spots in map pixels: the slide's copy goes (126 MB for 8M bins)
             del spots_map
+            target.spots = None
             return one_pass(sdata, model, work, region, rel, busy, layers=layers, scratch=scratch, map_name=name,
                             map_dtype=map_dtype, f_map=f_map, cs=slide.cs, **opts)  # fmt: skip
         dmap = dense_map(model, work, region, tile_px=opts["tile_px"], context_px=opts["context_px"],
