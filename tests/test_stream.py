@@ -258,3 +258,29 @@ def test_a_map_whose_chunks_cannot_be_linked_is_copied(tmp_path, monkeypatch, sd
     for a, b in zip(pixnet.data.image_levels(stored.images["new_map"]), pixnet.data.image_levels(stored.images["ref_map"])):
         np.testing.assert_array_equal(np.asarray(a.data), np.asarray(b.data))
     assert np.asarray(pixnet.data.image_levels(stored.images["new_map"])[0].data).any()
+
+
+@pytest.mark.parametrize("backlog", [0, 2**30])
+@pytest.mark.parametrize("stored", [False, True])
+def test_the_sink_writes_every_block_once_whatever_order_the_tiles_come_in(tmp_path, monkeypatch, backlog, stored):
+    """Tiles' rows in any order, blocks finished in bursts (as at the end of a row of tiles): each row's values."""
+    from pixnet.infer import sink
+
+    monkeypatch.setattr(sink, "BACKLOG", backlog)
+    rng = np.random.default_rng(0)
+    n, c = 203, 5
+    sums = rng.random((n, c), dtype=np.float32)
+    tiles = np.array_split(rng.permutation(n), 9)  # each tile's rows, scattered over the table
+
+    def make(t):
+        return {"X": t * 2, "total": t.sum(1)}
+
+    s = sink.Sink(n, {"X": c, "total": 0}, make, rows=16, cols=2, device=torch.device("cpu"),
+                  store=tmp_path if stored else None)  # fmt: skip
+    for idx in tiles:
+        idx = np.sort(idx)
+        s.put_rows(idx, torch.from_numpy(sums[idx]))
+    out = s.close()
+    np.testing.assert_array_equal(np.asarray(out["X"][:]), sums * 2)
+    np.testing.assert_allclose(np.asarray(out["total"][:]), sums.sum(1), rtol=1e-6)
+    assert not s._ready and s._ready_bytes == 0

@@ -6,11 +6,15 @@ run on the network's device) and writes them: into arrays in memory, or into zar
 the scratch folder in the table's chunks, each chunk written once. A tile's core map is written
 into the map's level 0 the same way. The queue holds ``QUEUE`` items: the network waits for the
 writer only when the writer falls behind, and memory stays bounded by the blocks of rows that
-tiles have started but not finished (a row of tiles' bins, for bins in row order).
+tiles have started but not finished (a row of tiles' bins, for bins in row order) and
+``BACKLOG`` bytes of whole blocks not yet written. The last tile of a row of tiles finishes all
+its blocks at once: the writer takes the next tiles' sums (a copy) before writing them, up to
+``BACKLOG``, so that the network does not wait for the burst.
 """
 
 from __future__ import annotations
 
+import collections
 import queue
 import threading
 from collections.abc import Callable
@@ -22,6 +26,7 @@ import torch
 from .chunklinks import scratch_array
 
 QUEUE = 3  # tiles' results waiting for the writer, at most (each up to C x tile of float32: ~66 MB at 250 genes)
+BACKLOG = 2**29  # bytes of whole blocks that may wait to be written while tiles' results are queued
 
 
 class Sink:
@@ -51,6 +56,8 @@ class Sink:
         self.map = map_level
         self._blocks: dict[int, list] = {}  # block -> [sums (r, C), rows filled]
         self._free: list[np.ndarray] = []  # buffers of written blocks, reused
+        self._ready: collections.deque = collections.deque()  # whole blocks to write: (r0, r1, sums)
+        self._ready_bytes = 0
         self._queue: queue.Queue = queue.Queue(QUEUE)
         self._error: BaseException | None = None
         self._stop = False
@@ -101,7 +108,15 @@ class Sink:
 
     def _run(self) -> None:
         try:
-            while (item := self._queue.get()) is not None:
+            while True:
+                # Whole blocks wait while tiles are queued: a row of tiles finishes all its blocks at once,
+                # and the network should not stop for them. Past BACKLOG bytes they go first (memory).
+                if self._ready and (self._ready_bytes >= BACKLOG or self._queue.empty()):
+                    self._write(*self._ready.popleft())
+                    continue
+                item = self._queue.get()
+                if item is None:
+                    break
                 if self._stop:
                     continue
                 if item[0] == "rows":
@@ -109,12 +124,15 @@ class Sink:
                 else:
                     _, y, x, core = item
                     self.map[:, y : y + core.shape[1], x : x + core.shape[2]] = core.astype(self.map.dtype, copy=False)
+            while self._ready and not self._stop:
+                self._write(*self._ready.popleft())
         except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
             self._error = e
             while self._queue.get() is not None:  # let the producer finish
                 pass
 
     def _rows(self, idx: np.ndarray, sums: np.ndarray) -> None:
+        """Copy a tile's sums into their blocks; a block whole is ready to be written."""
         block = idx // self.rows
         cuts = np.r_[0, np.flatnonzero(np.diff(block)) + 1, len(idx)]
         for a, b in zip(cuts[:-1], cuts[1:]):  # idx ascending: each block's rows are one slice of the tile's
@@ -128,11 +146,17 @@ class Sink:
             entry[1] += b - a
             if entry[1] == r1 - r0:
                 del self._blocks[k]
-                out = self.make(torch.from_numpy(entry[0]).to(self.device))
-                for name, v in out.items():
-                    self.arrays[name][r0:r1] = v.cpu().numpy()
-                del out
-                self._free.append(entry[0])  # written (zarr's writes are synchronous): the next block's
+                self._ready.append((r0, r1, entry[0]))
+                self._ready_bytes += entry[0].nbytes
+
+    def _write(self, r0: int, r1: int, sums: np.ndarray) -> None:
+        """X and the layers of a whole block, written; its buffer kept for the next block."""
+        self._ready_bytes -= sums.nbytes
+        out = self.make(torch.from_numpy(sums).to(self.device))
+        for name, v in out.items():
+            self.arrays[name][r0:r1] = v.cpu().numpy()
+        del out
+        self._free.append(sums)  # written (zarr's writes are synchronous): the next block's
 
     def _buffer(self, r: int, c: int) -> np.ndarray:
         """A block's buffer: a finished block's when there is one (fresh pages cost a fault each)."""
