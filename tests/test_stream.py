@@ -284,3 +284,23 @@ def test_the_sink_writes_every_block_once_whatever_order_the_tiles_come_in(tmp_p
     np.testing.assert_array_equal(np.asarray(out["X"][:]), sums * 2)
     np.testing.assert_allclose(np.asarray(out["total"][:]), sums.sum(1), rtol=1e-6)
     assert not s._ready and s._ready_bytes == 0
+
+
+def test_pending_blocks_on_disk_read_back_what_was_written_and_reuse_their_slots(tmp_path):
+    from pixnet.infer.spill import PendingBlocks
+
+    rng = np.random.default_rng(1)
+    rows, width = 10, 3
+    pending = PendingBlocks(tmp_path / "pending.f32", rows, width)
+    for rnd in range(3):  # three rounds of four blocks in progress at once: the file keeps four slots
+        blocks = {b: rng.random((rows, width), dtype=np.float32) for b in range(4 * rnd, 4 * rnd + 4)}
+        for part in np.array_split(rng.permutation(rows), 3):  # each block filled in three scattered pieces
+            for b, values in blocks.items():
+                r = np.sort(part)
+                pending.write(b, r, values[r])
+        for b, values in blocks.items():
+            got = pending.read(b, np.empty((rows - 1 if b == 11 else rows, width), np.float32))
+            np.testing.assert_array_equal(got, values[: len(got)])
+    assert (tmp_path / "pending.f32").stat().st_size <= 4 * rows * width * 4
+    pending.close()
+    assert not (tmp_path / "pending.f32").exists()

@@ -5,11 +5,11 @@ rows and, as soon as a block is whole, computes its ``X`` and layers (a function
 run on the network's device) and writes them: into arrays in memory, or into zarr arrays in
 the scratch folder in the table's chunks, each chunk written once. A tile's core map is written
 into the map's level 0 the same way. The queue holds ``QUEUE`` items: the network waits for the
-writer only when the writer falls behind, and memory stays bounded by the blocks of rows that
-tiles have started but not finished (a row of tiles' bins, for bins in row order) and
-``BACKLOG`` bytes of whole blocks not yet written. The last tile of a row of tiles finishes all
-its blocks at once: the writer takes the next tiles' sums (a copy) before writing them, up to
-``BACKLOG``, so that the network does not wait for the burst.
+writer only when the writer falls behind. The blocks that tiles have started but not finished
+(a row of tiles' bins, for bins in row order) wait on disk for a stored table
+(:mod:`pixnet.infer.spill`), in memory otherwise. The last tile of a row of tiles finishes all
+its blocks at once: the writer takes the next tiles' sums before writing them, up to
+``BACKLOG`` bytes of whole blocks, so that the network does not wait for the burst.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from .chunklinks import scratch_array
+from .spill import PendingBlocks, can_spill
 
 QUEUE = 3  # tiles' results waiting for the writer, at most (each up to C x tile of float32: ~66 MB at 250 genes)
 BACKLOG = 2**29  # bytes of whole blocks that may wait to be written while tiles' results are queued
@@ -54,7 +55,10 @@ class Sink:
         self.n, self.make, self.rows, self.device = n, make, rows, device
         self.arrays = {k: _array(store, k, (n, w) if w else (n,), (rows, cols) if w else (rows,)) for k, w in widths.items()}
         self.map = map_level
-        self._blocks: dict[int, list] = {}  # block -> [sums (r, C), rows filled]
+        self._blocks: dict[int, list] = {}  # block -> [sums (r, C) or None when pending on disk, rows filled]
+        # a stored table's blocks in progress wait on disk, not in memory (pixnet.infer.spill)
+        self._spill = store if store is not None and can_spill() else None
+        self._pending: PendingBlocks | None = None
         self._free: list[np.ndarray] = []  # buffers of written blocks, reused
         self._ready: collections.deque = collections.deque()  # whole blocks to write: (r0, r1, sums)
         self._ready_bytes = 0
@@ -77,6 +81,7 @@ class Sink:
         """Wait for the writes; the arrays (numpy, or zarr arrays when stored) and the map's level 0."""
         self._put(None)
         self._thread.join()
+        self._close_pending()
         self._raise()
         if self._blocks:
             raise RuntimeError(f"{len(self._blocks)} blocks of rows were not filled: a tile's bins went missing.")
@@ -92,6 +97,12 @@ class Sink:
             pass
         self._queue.put(None)
         self._thread.join()
+        self._close_pending()
+
+    def _close_pending(self) -> None:
+        if self._pending is not None:
+            self._pending.close()
+            self._pending = None
 
     def _put(self, item) -> None:
         self._raise()
@@ -133,6 +144,8 @@ class Sink:
 
     def _rows(self, idx: np.ndarray, sums: np.ndarray) -> None:
         """Copy a tile's sums into their blocks; a block whole is ready to be written."""
+        if self._spill is not None and self._pending is None:
+            self._pending = PendingBlocks(self._spill / "pending.f32", self.rows, sums.shape[1])
         block = idx // self.rows
         cuts = np.r_[0, np.flatnonzero(np.diff(block)) + 1, len(idx)]
         for a, b in zip(cuts[:-1], cuts[1:]):  # idx ascending: each block's rows are one slice of the tile's
@@ -141,13 +154,17 @@ class Sink:
             entry = self._blocks.get(k)
             if entry is None:
                 # not zeroed: every row of a block is filled once (each bin is in one tile's rows)
-                entry = self._blocks[k] = [self._buffer(r1 - r0, sums.shape[1]), 0]
-            entry[0][idx[a:b] - r0] = sums[a:b]
+                entry = self._blocks[k] = [None if self._pending else self._buffer(r1 - r0, sums.shape[1]), 0]
+            if entry[0] is None:
+                self._pending.write(k, idx[a:b] - r0, sums[a:b])
+            else:
+                entry[0][idx[a:b] - r0] = sums[a:b]
             entry[1] += b - a
             if entry[1] == r1 - r0:
                 del self._blocks[k]
-                self._ready.append((r0, r1, entry[0]))
-                self._ready_bytes += entry[0].nbytes
+                buf = entry[0] if entry[0] is not None else self._pending.read(k, self._buffer(r1 - r0, sums.shape[1]))
+                self._ready.append((r0, r1, buf))
+                self._ready_bytes += buf.nbytes
 
     def _write(self, r0: int, r1: int, sums: np.ndarray) -> None:
         """X and the layers of a whole block, written; its buffer kept for the next block."""
