@@ -27,7 +27,7 @@ from .chunklinks import scratch_array
 from .spill import PendingBlocks, can_spill
 
 QUEUE = 3  # tiles' results waiting for the writer, at most (each up to C x tile of float32: ~66 MB at 250 genes)
-BACKLOG = 2**29  # bytes of whole blocks that may wait to be written while tiles' results are queued
+BACKLOG = 2**29  # bytes of whole blocks that may wait to be written while tiles' results are queued (on disk if stored)
 
 
 class Sink:
@@ -53,14 +53,15 @@ class Sink:
     def __init__(self, n: int, widths: dict[str, int], make: Callable, *, rows: int, cols: int, device: torch.device,
                  store: Path | None = None, map_level=None):  # fmt: skip
         self.n, self.make, self.rows, self.device = n, make, rows, device
-        self.arrays = {k: _array(store, k, (n, w) if w else (n,), (rows, cols) if w else (rows,)) for k, w in widths.items()}
+        self.arrays = {k: _array(store, k, (n, w) if w else (n,), (rows, cols) if w else (rows,))
+                       for k, w in widths.items()}  # fmt: skip
         self.map = map_level
         self._blocks: dict[int, list] = {}  # block -> [sums (r, C) or None when pending on disk, rows filled]
         # a stored table's blocks in progress wait on disk, not in memory (pixnet.infer.spill)
         self._spill = store if store is not None and can_spill() else None
         self._pending: PendingBlocks | None = None
         self._free: list[np.ndarray] = []  # buffers of written blocks, reused
-        self._ready: collections.deque = collections.deque()  # whole blocks to write: (r0, r1, sums)
+        self._ready: collections.deque = collections.deque()  # whole blocks to write: (k, r0, r1, sums or None)
         self._ready_bytes = 0
         self._queue: queue.Queue = queue.Queue(QUEUE)
         self._error: BaseException | None = None
@@ -160,14 +161,15 @@ class Sink:
             else:
                 entry[0][idx[a:b] - r0] = sums[a:b]
             entry[1] += b - a
-            if entry[1] == r1 - r0:
+            if entry[1] == r1 - r0:  # whole: written when its turn comes (read back from disk then)
                 del self._blocks[k]
-                buf = entry[0] if entry[0] is not None else self._pending.read(k, self._buffer(r1 - r0, sums.shape[1]))
-                self._ready.append((r0, r1, buf))
-                self._ready_bytes += buf.nbytes
+                self._ready.append((k, r0, r1, entry[0]))
+                self._ready_bytes += (r1 - r0) * sums.shape[1] * 4
 
-    def _write(self, r0: int, r1: int, sums: np.ndarray) -> None:
-        """X and the layers of a whole block, written; its buffer kept for the next block."""
+    def _write(self, k: int, r0: int, r1: int, sums: np.ndarray | None) -> None:
+        """X and the layers of the whole block ``k`` (its sums, or None: on disk), written; its buffer kept."""
+        if sums is None:
+            sums = self._pending.read(k, self._buffer(r1 - r0, self._pending.row_bytes // 4))
         self._ready_bytes -= sums.nbytes
         out = self.make(torch.from_numpy(sums).to(self.device))
         for name, v in out.items():
