@@ -55,6 +55,14 @@ def _reference(monkeypatch, sdata, **kw):
         return pixnet.tl.predict(sdata, key_added="ref", overwrite=True, **kw)
 
 
+def _backed(tmp_path, sdata):
+    """The slide's image, 8 um bins and their table, written to a zarr store: its path."""
+    path = tmp_path / "slide.zarr"
+    sd.SpatialData(images={"_full_image": sdata.images["_full_image"]}, shapes={"_square_008um": sdata.shapes["_square_008um"]},
+                   tables={"square_008um": sdata.tables["square_008um"]}, attrs=sdata.attrs).write(path)  # fmt: skip
+    return path
+
+
 def _same(a, b):
     np.testing.assert_array_equal(a.obs_names, b.obs_names)
     np.testing.assert_allclose(np.asarray(a.X), np.asarray(b.X), rtol=1e-5, atol=1e-5)
@@ -108,9 +116,7 @@ def test_a_large_backed_table_streams_to_the_store(tmp_path, monkeypatch, sdata,
     """Above the in-memory limit the rows go to zarr a block at a time; values as in memory."""
     from pixnet.infer import expression, store
 
-    path = tmp_path / "slide.zarr"
-    sd.SpatialData(images={"_full_image": sdata.images["_full_image"]}, shapes={"_square_008um": sdata.shapes["_square_008um"]},
-                   tables={"square_008um": sdata.tables["square_008um"]}, attrs=sdata.attrs).write(path)  # fmt: skip
+    path = _backed(tmp_path, sdata)
     kw = {"model": model, "bin_size": 8, "tile_px": 128, "context_px": 32, "progress": False}
     ref = pixnet.tl.predict(sd.read_zarr(path), key_added="ref", **kw)
     monkeypatch.setattr(expression, "TABLE_IN_MEMORY", 0)
@@ -218,9 +224,7 @@ def test_a_backed_map_links_its_level_0_and_equals_the_in_memory_one(tmp_path, m
     """The stored map's level 0 is the scratch array's chunk files, linked; every level as an in-memory map's."""
     from pixnet.infer import mapimage
 
-    path = tmp_path / "slide.zarr"
-    sd.SpatialData(images={"_full_image": sdata.images["_full_image"]}, shapes={"_square_008um": sdata.shapes["_square_008um"]},
-                   tables={"square_008um": sdata.tables["square_008um"]}, attrs=sdata.attrs).write(path)  # fmt: skip
+    path = _backed(tmp_path, sdata)
     kw = {"model": model, "bin_size": 8, "tile_px": 128, "context_px": 32, "progress": False, "map": map_dtype}
     memory = sd.read_zarr(path)
     memory.path = None  # not backed: the map is computed in memory and its pyramid made by spatialdata
@@ -246,9 +250,7 @@ def test_a_map_whose_chunks_cannot_be_linked_is_copied(tmp_path, monkeypatch, sd
     """Another file system (no hard links): level 0 is copied from the scratch array, with the same values."""
     from pixnet.infer import mapimage
 
-    path = tmp_path / "slide.zarr"
-    sd.SpatialData(images={"_full_image": sdata.images["_full_image"]}, shapes={"_square_008um": sdata.shapes["_square_008um"]},
-                   tables={"square_008um": sdata.tables["square_008um"]}, attrs=sdata.attrs).write(path)  # fmt: skip
+    path = _backed(tmp_path, sdata)
     kw = {"model": model, "bin_size": 8, "tile_px": 128, "context_px": 32, "progress": False}
     ref = pixnet.tl.predict(sd.read_zarr(path), key_added="ref", **kw)
     monkeypatch.setattr(mapimage, "link_chunks", lambda elem, dest: False)  # as link_chunks says when it cannot
