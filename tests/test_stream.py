@@ -219,11 +219,18 @@ def test_a_new_grid_over_the_measured_bins_is_the_one_the_pairs_gave(old_um, new
 
 @pytest.mark.parametrize("map_dtype", [True, "float16"])
 @pytest.mark.parametrize("one_pass", [True, False])
-def test_a_backed_map_links_its_level_0_and_equals_the_in_memory_one(tmp_path, monkeypatch, sdata, model, map_dtype,
-                                                                     one_pass):  # fmt: skip
-    """The stored map's level 0 is the scratch array's chunk files, linked; every level as an in-memory map's."""
-    from pixnet.infer import mapimage
+@pytest.mark.parametrize("channel_chunk", [16, 3])
+def test_a_backed_map_links_its_levels_and_equals_the_in_memory_one(tmp_path, monkeypatch, sdata, model, map_dtype,
+                                                                    one_pass, channel_chunk):  # fmt: skip
+    """The stored map's levels are the scratch arrays' chunk files, linked; every level as an in-memory map's.
 
+    ``channel_chunk`` 3 (of 7 channels): the element is written with one chunk of channels, then
+    widened and its channel names written.
+    """
+    from pixnet.infer import mapimage, onepass
+
+    chunks = onepass.map_chunks
+    monkeypatch.setattr(onepass, "map_chunks", lambda *a: (min(channel_chunk, a[1]), *chunks(*a)[1:]))
     path = _backed(tmp_path, sdata)
     kw = {"model": model, "bin_size": 8, "tile_px": 128, "context_px": 32, "progress": False, "map": map_dtype}
     memory = sd.read_zarr(path)
@@ -235,11 +242,12 @@ def test_a_backed_map_links_its_level_0_and_equals_the_in_memory_one(tmp_path, m
     link = mapimage.link_chunks
     monkeypatch.setattr(mapimage, "link_chunks", lambda elem, dest: linked.append(link(elem, dest)) or linked[-1])
     got = pixnet.tl.predict(sd.read_zarr(path), key_added="new", **kw)
-    assert linked == [True]  # level 0 linked, not written again
     _same(got, ref)
     stored = pixnet.data.image_levels(sd.read_zarr(path).images["new_map"])
     levels = pixnet.data.image_levels(memory.images["ref_map"])
-    assert len(stored) == len(levels) > 1  # a pyramid, made from the linked level 0
+    assert len(stored) == len(levels) > 1
+    assert linked == [True] * len(levels)  # every level made tile by tile and linked, none written twice
+    assert list(stored[0].c.values) == list(levels[0].c.values)
     for a, b in zip(stored, levels):
         assert a.dtype == b.dtype
         np.testing.assert_array_equal(np.asarray(a.data), np.asarray(b.data))

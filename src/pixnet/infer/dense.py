@@ -22,12 +22,18 @@ from ..data import SlideImage
 from ..geometry import Spots
 from ..model import PixNet
 from ._cover_cpu import spot_weights as compiled_weights
+from .pyramid import SIDE
 
 
 def map_region(
     spots_map: Spots, image_shape: tuple[int, int], stride: int, margin: int = 2
 ) -> tuple[int, int, int, int]:
-    """``(y0, x0, h, w)`` in map pixels covering every spot plus ``margin``, within the image."""
+    """``(y0, x0, h, w)`` in map pixels covering every spot plus ``margin``, within the image where it can.
+
+    ``h`` and ``w`` are multiples of :data:`pixnet.infer.pyramid.SIDE` (the map's pyramid then
+    halves exactly, level by level), grown past the spots, then past the image's far edge only
+    when the image is smaller.
+    """
     if len(spots_map) == 0:
         raise ValueError("There are no spots to predict into.")
     ext = spots_map.extent()[:, None]
@@ -37,7 +43,9 @@ def map_region(
     lo, hi = np.maximum(lo, 0), np.minimum(hi, limit)
     if (hi <= lo).any():
         raise ValueError("The spots to predict lie outside the image; check that they share its coordinate system.")
-    return int(lo[1]), int(lo[0]), int(hi[1] - lo[1]), int(hi[0] - lo[0])
+    size = -(-(hi - lo) // SIDE) * SIDE
+    lo = np.maximum(np.minimum(lo, limit - size), 0)
+    return int(lo[1]), int(lo[0]), int(size[1]), int(size[0])
 
 
 def dense_map(

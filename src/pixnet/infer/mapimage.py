@@ -18,11 +18,11 @@ from ..data import image_levels
 from ..model import PixNet
 from .chunklinks import forget, from_scratch, is_scratch, link_chunks, scratch_array
 from .fingerprint import fingerprint
-from .progress import compute
+from .progress import _client, compute
+from .pyramid import DIMS, MapLevels, can_coarsen, level_chunks, level_shapes, scale_factors
 from .store import replace_element
 
 IN_MEMORY_LIMIT = 4 * 2**30  # bytes of map kept in memory when the sdata is not backed
-DIMS = ("c", "y", "x")
 
 
 def level0(element) -> da.Array:
@@ -55,12 +55,23 @@ def map_element(
     """
     chunks = map_chunks(dmap.chunks, dmap.shape[0])
     if sdata.is_backed():
-        # Level 0 is computed once into a scratch store; the pyramid and the element are made from it.
+        # The levels are computed once into a scratch store, and the element made from them.
         scratch = Path(tempfile.mkdtemp(prefix=f".pixnet-{name}-", dir=Path(sdata.path).parent))
         try:
-            level = scratch_level0(scratch, dmap.shape, chunks, dmap.dtype)
-            compute(da.store(dmap.rechunk(chunks), level, lock=False, compute=False), "computing map", progress)
-            publish_map(sdata, name, from_scratch(level), model, region, f_map, cs, computed=computed, chunks=chunks)
+            # the pyramid made tile by tile too (dmap's blocks are the tiles), where they are computed in this
+            # process: a dask.distributed worker would put them into its own copy of the MapLevels
+            if _client() is None:
+                levels = scratch_levels(scratch, dmap.shape, chunks, dmap.dtype, computed[1])
+            else:
+                levels = [scratch_level0(scratch, dmap.shape, chunks, dmap.dtype)]
+            if len(levels) > 1:
+                pyramid = MapLevels(levels, computed[1])
+                compute(da.store(dmap, pyramid, lock=True, compute=False), "computing map", progress)
+                pyramid.close()
+            else:
+                compute(da.store(dmap.rechunk(chunks), levels[0], lock=False, compute=False), "computing map", progress)
+            levels = [from_scratch(a) for a in levels]
+            publish_map(sdata, name, levels, model, region, f_map, cs, computed=computed, chunks=chunks)
         finally:
             forget(scratch)
             shutil.rmtree(scratch, ignore_errors=True)
@@ -73,7 +84,20 @@ def map_element(
 
 def scratch_level0(folder: Path, shape, chunks, dtype):
     """An empty zarr array in ``folder`` laid out as the map's stored level 0, so its chunk files can be linked."""
-    return scratch_array(folder / "level0.zarr", shape, chunks, dtype, dims=DIMS)
+    return scratch_array(folder / "level0.zarr", shape, level_chunks(chunks, shape), dtype, dims=DIMS)
+
+
+def scratch_levels(folder: Path, shape, chunks, dtype, core: int) -> list:
+    """Empty zarr arrays in ``folder`` laid out as the map's stored levels, so their chunk files can be linked.
+
+    Level 0 alone when tiles of ``core`` pixels do not coarsen into whole pixels of every level
+    (spatialdata then makes the pyramid from it).
+    """
+    n = len(scale_factors(shape))
+    if not can_coarsen(shape, core, n):
+        return [scratch_level0(folder, shape, chunks, dtype)]
+    return [scratch_array(folder / f"level{k}.zarr", s, level_chunks(chunks, s), dtype, dims=DIMS)
+            for k, s in enumerate(level_shapes(shape, n))]  # fmt: skip
 
 
 def check_map_size(size: int) -> None:
@@ -85,35 +109,38 @@ def check_map_size(size: int) -> None:
         )
 
 
-def publish_map(sdata, name: str, level: da.Array | np.ndarray, model: PixNet, region, f_map: float, cs: str, *,
+def publish_map(sdata, name: str, levels, model: PixNet, region, f_map: float, cs: str, *,
                 computed, chunks) -> None:  # fmt: skip
-    """Add a computed level 0 ``(C, h, w)`` to ``sdata`` as the multiscale map image ``name`` (written when backed).
+    """Add a computed map to ``sdata`` as the multiscale image ``name`` (written when backed).
 
-    ``computed``: ``(busy, core)``, the blocks of side ``core`` that were computed (the others
-    read 0), recorded so that the map is reused only for spots inside them.
+    ``levels``: its level 0 ``(C, h, w)`` (spatialdata makes the coarser ones), or a list of all
+    its levels as :class:`pixnet.infer.pyramid.MapLevels` made them. ``computed``: ``(busy, core)``,
+    the blocks of side ``core`` that were computed (the others read 0), recorded so that the map
+    is reused only for spots inside them.
     """
+    levels = list(levels) if isinstance(levels, list | tuple) else [levels]
     cfg = model.config
     channels = list(cfg.genes) + ([OTHER_CHANNEL] if cfg.semantics == "density" else [])
     y0, x0 = region[0], region[1]
     to_cs = Sequence([Translation([x0, y0], axes=("x", "y")), Scale([f_map, f_map], axes=("x", "y"))])
-    scales = [2] * int(np.clip(np.log2(max(1, min(level.shape[1:]) / 64)), 0, 4))  # down to ~64 px
-    el = Image2DModel.parse(level, dims=DIMS, c_coords=channels, scale_factors=scales or None,
-                            transformations={cs: to_cs}, chunks=chunks)  # fmt: skip
-    if sdata.is_backed():
-        after = None
-        if is_scratch(level) and scales:
-            # Level 0 is the scratch array already written: the element is written with zeros in its place
-            # (zarr writes no chunk of zeros) and the scratch chunk files are linked in before it is moved into
-            # the store; the coarser levels are made from the scratch array. No map pixel is written twice.
-            node = el["scale0"]["image"]
-            el["scale0"]["image"] = node.copy(data=da.zeros(level.shape, dtype=level.dtype, chunks=node.data.chunks))
-            after = functools.partial(_fill_level0, level)
+    scales = scale_factors(levels[0].shape)
+    parse = functools.partial(Image2DModel.parse, dims=DIMS, scale_factors=scales or None,
+                              transformations={cs: to_cs}, chunks=chunks)  # fmt: skip
+    if not sdata.is_backed():
+        sdata.images[name] = parse(levels[0], c_coords=channels)
+    elif all(map(is_scratch, levels)) and scales:
+        # The levels are the scratch arrays already written: spatialdata writes the element with zeros in
+        # their place (zarr writes no chunk of zeros) and the scratch chunk files are linked in before it
+        # is moved into the store. No map pixel is written twice.
+        el = _stand_in(levels, channels, whole=len(levels) == len(scales) + 1, parse=parse)
+        after = functools.partial(_fill_levels, levels, channels, name)
         replace_element(sdata, name, el, "images", after=after)
+    else:
+        replace_element(sdata, name, parse(levels[0], c_coords=channels), "images")
+    if sdata.is_backed():
         from spatialdata import read_zarr
 
         sdata.images[name] = read_zarr(sdata.path, selection=("images",)).images[name]
-    else:
-        sdata.images[name] = el
     maps = dict(sdata.attrs.get(UNS_KEY, {}).get("maps", {}))
     busy, core = computed
     maps[name] = {
@@ -123,13 +150,49 @@ def publish_map(sdata, name: str, level: da.Array | np.ndarray, model: PixNet, r
     sdata.attrs[UNS_KEY] = {**sdata.attrs.get(UNS_KEY, {}), "maps": maps}
 
 
-def _fill_level0(level: da.Array, element: Path) -> None:
-    """Link ``level``'s scratch chunk files into the written element's level 0 (``s0``), or copy them."""
+def _stand_in(levels: list, channels: list, *, whole: bool, parse):
+    """The map's element with zeros in place of the stored ``levels`` (written by :func:`_fill_levels`).
+
+    ``whole``: all the levels are given: the stand-in then holds one chunk of channels (zarr
+    compares every chunk of zeros with its fill value, ~7 s a GB) and :func:`_fill_levels`
+    widens its arrays and writes the channel names. Else level 0 alone is stood in for and the
+    coarser levels are made from it.
+    """
+    if whole:
+        n = levels[0].chunksize[0]
+        zeros = da.zeros((n, *levels[0].shape[1:]), dtype=levels[0].dtype, chunks=levels[0].chunksize)
+        el = parse(zeros, c_coords=channels[:n])
+    else:
+        el = parse(levels[0], c_coords=channels)
+    for k, level in enumerate(levels):
+        node = el[f"scale{k}"]["image"]
+        n = node.shape[0]
+        chunks = (min(n, level.chunksize[0]), *level.chunksize[1:])
+        el[f"scale{k}"]["image"] = node.copy(data=da.zeros((n, *level.shape[1:]), dtype=level.dtype, chunks=chunks))
+    return el
+
+
+def _fill_levels(levels: list, channels: list, name: str, element: Path) -> None:
+    """Link the scratch chunk files of ``levels`` into the written element's levels (``s0``, ``s1``, ...), or copy them.
+
+    A stand-in with fewer channels than the map has its arrays widened (zarr's resize: metadata
+    only) and the map's channel names written (spatialdata's ``write_channel_names``).
+    """
     import zarr
 
-    dest = zarr.open_array(str(element / "s0"), mode="r+")
-    if not link_chunks(level, dest):
-        compute(da.store(level, dest, lock=False, compute=False), "writing map", progress=False)
+    narrow = False
+    for k, level in enumerate(levels):
+        dest = zarr.open_array(str(element / f"s{k}"), mode="r+")
+        if dest.shape != level.shape:
+            narrow = True
+            dest.resize(level.shape)
+        if not link_chunks(level, dest):
+            compute(da.store(level, dest, lock=False, compute=False), "writing map", progress=False)
+    if narrow:
+        names = SpatialData(images={name: Image2DModel.parse(da.zeros((len(channels), 1, 1)), dims=DIMS,
+                                                               c_coords=channels)})  # fmt: skip
+        names.path = element.parents[1]
+        names.write_channel_names(name)
 
 
 def check_free(sdata: SpatialData, names: dict, model: PixNet, *, overwrite: bool) -> dict | None:

@@ -29,7 +29,8 @@ from . import expression
 from .chunklinks import forget, from_scratch
 from .dense import _splits
 from .expect import outputs
-from .mapimage import IN_MEMORY_LIMIT, check_map_size, map_chunks, publish_map, scratch_level0
+from .mapimage import IN_MEMORY_LIMIT, check_map_size, map_chunks, publish_map, scratch_levels
+from .pyramid import MapLevels
 from .sink import Sink
 from .stream import footprint, stream_tiles
 
@@ -83,19 +84,19 @@ def one_pass(
 
     core = tile_px // cfg.map_stride
     h, w = region[2], region[3]
-    map_dir = map_level = None
+    map_dir = map_levels = None
     if map_name is not None:
         dtype = MAP_DTYPES[map_dtype]
         chunks = map_chunks(((c_out,), _splits(h, core), _splits(w, core)), c_out)
-        if sdata.is_backed():
+        if sdata.is_backed():  # its pyramid made in the pass too (pixnet.infer.pyramid)
             map_dir = Path(tempfile.mkdtemp(prefix=f".pixnet-{map_name}-", dir=Path(sdata.path).parent))
-            map_level = scratch_level0(map_dir, (c_out, h, w), chunks, dtype)
+            map_levels = MapLevels(scratch_levels(map_dir, (c_out, h, w), chunks, dtype, core), core)
         else:
             check_map_size(c_out * h * w * np.dtype(dtype).itemsize)
-            map_level = np.zeros((c_out, h, w), dtype)
+            map_levels = MapLevels([np.zeros((c_out, h, w), dtype)], core)
     try:
         sink = Sink(n, widths, make, rows=rows, cols=cols, device=device, store=scratch if stored else None,
-                    map_level=map_level)  # fmt: skip
+                    map_levels=map_levels)  # fmt: skip
         computed = np.zeros_like(busy)
         tiles = stream_tiles(model, work, region, spots, tile_px=tile_px, context_px=context_px, device=device,
                              busy=busy, mean=cfg.semantics == "mean")  # fmt: skip
@@ -103,9 +104,8 @@ def one_pass(
             with trimmed(), torch.no_grad():
                 for i, j, core_map, idx, sums in tqdm(tiles, total=busy.size, desc="predicting", disable=not progress,
                                                       leave=False):  # fmt: skip
-                    if core_map is not None:
-                        computed[i, j] = True
-                        sink.put_map(i * core, j * core, core_map)
+                    computed[i, j] = core_map is not None
+                    sink.put_map(i * core, j * core, core_map)
                     if sums is not None:
                         sink.put_rows(idx, sums)
             out = sink.close()
@@ -113,8 +113,10 @@ def one_pass(
             sink.abort()
             raise
         if map_name is not None:
-            level = out["map"] if map_dir is None else from_scratch(out["map"])  # its chunk files are linked
-            publish_map(sdata, map_name, level, model, region, f_map, cs, computed=(computed, core), chunks=chunks)
+            levels = out["map"].levels
+            if map_dir is not None:
+                levels = [from_scratch(a) for a in levels]  # their chunk files are linked
+            publish_map(sdata, map_name, levels, model, region, f_map, cs, computed=(computed, core), chunks=chunks)
     finally:
         if map_dir is not None:
             forget(map_dir)

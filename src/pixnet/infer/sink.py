@@ -4,7 +4,7 @@ Bins' sums arrive tile by tile in any row order; :class:`Sink` gathers them into
 rows and, as soon as a block is whole, computes its ``X`` and layers (a function of the sums,
 run on the network's device) and writes them: into arrays in memory, or into zarr arrays in
 the scratch folder in the table's chunks, each chunk written once. A tile's core map is written
-into the map's level 0 the same way. The queue holds ``QUEUE`` items: the network waits for the
+into the map's levels the same way. The queue holds ``QUEUE`` items: the network waits for the
 writer only when the writer falls behind. The blocks that tiles have started but not finished
 (a row of tiles' bins, for bins in row order) wait on disk for a stored table
 (:mod:`pixnet.infer.spill`), in memory otherwise. The last tile of a row of tiles finishes all
@@ -45,17 +45,17 @@ class Sink:
         Rows per block (and per zarr chunk when stored).
     store
         A folder to write the arrays into as zarr (``{name}.zarr``, chunks ``(rows, cols)``); None: in memory.
-    map_level
-        The map's level 0 ``(C, h, w)`` to fill tile by tile (a numpy array or a zarr array), or None.
+    map_levels
+        The map's levels to fill tile by tile (:class:`pixnet.infer.pyramid.MapLevels`), or None.
 
     """
 
     def __init__(self, n: int, widths: dict[str, int], make: Callable, *, rows: int, cols: int, device: torch.device,
-                 store: Path | None = None, map_level=None):  # fmt: skip
+                 store: Path | None = None, map_levels=None):  # fmt: skip
         self.n, self.make, self.rows, self.device = n, make, rows, device
         self.arrays = {k: _array(store, k, (n, w) if w else (n,), (rows, cols) if w else (rows,))
                        for k, w in widths.items()}  # fmt: skip
-        self.map = map_level
+        self.map = map_levels
         self._blocks: dict[int, list] = {}  # block -> [sums (r, C) or None when pending on disk, rows filled]
         # a stored table's blocks in progress wait on disk, not in memory (pixnet.infer.spill)
         self._spill = store if store is not None and can_spill() else None
@@ -73,17 +73,19 @@ class Sink:
         """The sums ``(len(idx), C)`` of rows ``idx`` (ascending)."""
         self._put(("rows", idx, sums.detach().to("cpu", torch.float32).numpy()))
 
-    def put_map(self, y: int, x: int, core: torch.Tensor) -> None:
-        """A tile's core map ``(C, h, w)`` at map pixel ``(y, x)``."""
+    def put_map(self, y: int, x: int, core: torch.Tensor | None) -> None:
+        """A tile's core map ``(C, h, w)`` at map pixel ``(y, x)``; None for a tile without a map (it reads 0)."""
         if self.map is not None:
-            self._put(("map", y, x, core.detach().cpu().numpy()))
+            self._put(("map", y, x, None if core is None else core.detach().cpu().numpy()))
 
     def close(self) -> dict:
-        """Wait for the writes; the arrays (numpy, or zarr arrays when stored) and the map's level 0."""
+        """Wait for the writes; the arrays (numpy, or zarr arrays when stored) and the map's levels."""
         self._put(None)
         self._thread.join()
         self._close_pending()
         self._raise()
+        if self.map is not None:
+            self.map.close()
         if self._blocks:
             raise RuntimeError(f"{len(self._blocks)} blocks of rows were not filled: a tile's bins went missing.")
         return {**self.arrays, "map": self.map}
@@ -134,8 +136,7 @@ class Sink:
                 if item[0] == "rows":
                     self._rows(item[1], item[2])
                 else:
-                    _, y, x, core = item
-                    self.map[:, y : y + core.shape[1], x : x + core.shape[2]] = core.astype(self.map.dtype, copy=False)
+                    self.map.put(*item[1:])
             while self._ready and not self._stop:
                 self._write(*self._ready.popleft())
         except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
