@@ -7,7 +7,7 @@ from spatialdata.models import Image2DModel
 from pixnet.data import image_levels
 from pixnet.infer.chunklinks import scratch_array
 from pixnet.infer.mapimage import scratch_levels
-from pixnet.infer.pyramid import DIMS, MapLevels, level_chunks, level_shapes, scale_factors
+from pixnet.infer.pyramid import DIMS, MapLevels, coarsen, level_chunks, level_shapes, scale_factors
 
 
 def _spatialdata_levels(level0: np.ndarray, n: int) -> list[np.ndarray]:
@@ -78,3 +78,22 @@ def test_tiles_that_do_not_coarsen_into_whole_pixels_leave_the_pyramid_to_spatia
     for side, core in [(2000, 250), (2004, 256)]:  # tiles, or the map's side (an odd pixel trimmed at the start)
         with pytest.raises(ValueError, match="whole pixels"):
             MapLevels([np.zeros(s) for s in level_shapes((4, 2000, side), 4)], core)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, np.float64])
+@pytest.mark.parametrize("nan", [False, True])
+def test_a_tile_coarsens_to_the_bit_as_xarray_coarsens_it(dtype, nan):
+    """The fast sums give xarray's values exactly: magnitudes far apart, NaN (ignored), odd sides (trimmed)."""
+    import dask.array as da
+    import xarray as xr
+
+    rng = np.random.default_rng(3)
+    for shape in [(17, 64, 96), (3, 33, 47)]:
+        tile = (rng.standard_normal(shape) * rng.choice([1e-3, 1.0, 1e3], shape)).astype(dtype)
+        if nan:
+            tile[rng.random(shape) < 0.05] = np.nan
+        x = xr.DataArray(da.from_array(tile, chunks=(4, 16, 32)), dims=DIMS)
+        want = x.coarsen({"y": 2, "x": 2}, boundary="trim", side="right").mean().astype(dtype).data.compute()
+        got = coarsen(tile)
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
