@@ -16,7 +16,7 @@ from spatialdata.transformations import Scale, Sequence, Translation
 from .._keys import OTHER_CHANNEL, UNS_KEY
 from ..data import image_levels
 from ..model import PixNet
-from .chunklinks import forget, from_scratch, is_scratch, link_chunks, scratch_array
+from .chunklinks import forget, from_scratch, is_scratch, layout_of, link_chunks, scratch_array
 from .fingerprint import fingerprint
 from .progress import _client, compute
 from .pyramid import DIMS, MapLevels, can_coarsen, level_chunks, level_shapes, scale_factors
@@ -175,17 +175,20 @@ def _stand_in(levels: list, channels: list, *, whole: bool, parse):
 def _fill_levels(levels: list, channels: list, name: str, element: Path) -> None:
     """Link the scratch chunk files of ``levels`` into the written element's levels (``s0``, ``s1``, ...), or copy them.
 
-    A stand-in with fewer channels than the map has its arrays widened (zarr's resize: metadata
-    only) and the map's channel names written (spatialdata's ``write_channel_names``).
+    Each level's array (the stand-in's, which holds no chunk) is made again as the scratch
+    array's twin: all the map's channels, the scratch array's codecs. When the stand-in held
+    fewer channels, the map's channel names are then written (spatialdata's ``write_channel_names``).
     """
     import zarr
 
     narrow = False
     for k, level in enumerate(levels):
-        dest = zarr.open_array(str(element / f"s{k}"), mode="r+")
-        if dest.shape != level.shape:
-            narrow = True
-            dest.resize(level.shape)
+        path = str(element / f"s{k}")
+        old = zarr.open_array(path, mode="r")
+        narrow |= old.shape != level.shape
+        dest = zarr.create_array(path, shape=level.shape, chunks=old.chunks, dtype=old.dtype, fill_value=old.fill_value,
+                                 dimension_names=old.metadata.dimension_names, attributes=old.attrs.asdict(),
+                                 overwrite=True, **layout_of(level))  # fmt: skip
         if not link_chunks(level, dest):
             compute(da.store(level, dest, lock=False, compute=False), "writing map", progress=False)
     if narrow:

@@ -17,7 +17,7 @@ from spatialdata import SpatialData
 from spatialdata.models import TableModel
 
 from ..io._zarr import lazy_arrays
-from .chunklinks import forget, link_chunks
+from .chunklinks import forget, layout_of, link_chunks
 from .progress import compute
 
 ELEMENT_KINDS = {"labels": "labels", "shapes": "shapes"}
@@ -131,7 +131,7 @@ def _write_elem(func, store, key, elem, *, dataset_kwargs, iospec) -> None:
     if isinstance(elem, da.Array) and iospec.encoding_type == "array":
         # created empty, then filled without anndata's lock: each block is its own zarr chunk, so blocks
         # are encoded and written in parallel, none waiting in memory for the lock
-        func(store, key, elem[:0], dataset_kwargs={**dataset_kwargs, "chunks": elem.chunksize})
+        func(store, key, elem[:0], dataset_kwargs={**dataset_kwargs, "chunks": elem.chunksize, **layout_of(elem)})
         array = store[key]
         array.resize(elem.shape)
         if link_chunks(elem, array):  # the one pass's scratch array: its chunk files, linked, not written again
