@@ -19,8 +19,10 @@ tiles is the reference: the ratio is predict's wall time over it.
 With ``--compare`` the one-pass predict runs first (so it does not profit from the page cache
 the other warms), then the map-then-aggregate path that predict takes for reused maps and
 dask.distributed (the predict of commit 8329b6f), on the same store, model and arguments.
-``--trivial`` swaps the network for one whose forward is an average pool (what is left is the
-output pipeline: aggregation, X and layers, the writes); it reports seconds per million bins.
+``--trivial`` swaps the network for one whose forward is an average pool, seen in every channel
+(what is left is the output pipeline: aggregation, X and layers, the writes); it reports seconds
+per million bins. ``--trivial-writes``: the same network writing its map out in full (2 x 83 MB a
+tile at 250 genes), as ``--trivial`` did before 2026-12-01.
 """
 
 from __future__ import annotations
@@ -53,11 +55,13 @@ model = pixnet.PixNet(ModelConfig(genes=tuple(genes)))
 class Trivial(torch.nn.Module):  # the output pipeline alone: a map at the network's stride and channels, no work
     def __init__(self, config):
         super().__init__()
-        self.config, self.w = config, torch.nn.Parameter(torch.ones(1))
+        self.config, self.w = config, torch.nn.Parameter(torch.ones(1))  # a parameter: the network's device
 
     def forward(self, x):
         dark = torch.nn.functional.avg_pool2d(x[:, :1], self.config.map_stride)
-        return dark.repeat(1, self.config.n_outputs, 1, 1) * self.w
+        if {repeat}:  # as before 2026-12-01 (issue 17): the map written out, 2 x 83 MB a tile, a network's cost
+            return dark.repeat(1, self.config.n_outputs, 1, 1) * self.w
+        return dark.expand(-1, self.config.n_outputs, -1, -1)  # one value per pixel, seen in every channel
 
 
 net = PixNet(model.config, Trivial(model.config)) if {trivial} else model
@@ -123,6 +127,7 @@ def main() -> None:
     p.add_argument("--map", default="true", choices=["true", "false", "float16"], help="predict's map (default true)")
     p.add_argument("--compare", action="store_true", help="also time the map-then-aggregate path in the same process")
     p.add_argument("--trivial", action="store_true", help="a network whose forward does nothing: the output pipeline alone")
+    p.add_argument("--trivial-writes", action="store_true", help="the trivial network writes its map out (as before 2026-12-01)")
     args = p.parse_args()
     kw = {"full_size": True} if args.size is None else {"size_um": args.size}
     name = f"{args.size:g}" if args.size else "full"
@@ -143,7 +148,8 @@ def main() -> None:
         lazy_mb=args.lazy_mb,
         map_opt=repr({"true": True, "false": False}.get(args.map, args.map)),
         compare=args.compare,
-        trivial=args.trivial,
+        trivial=args.trivial or args.trivial_writes,
+        repeat=args.trivial_writes,
     )
     res = run_child(code)
     ratio = res["predict_s"] / res["encoder_s"]
@@ -172,7 +178,8 @@ def main() -> None:
             "lazy_mb": args.lazy_mb,
             "ratio": ratio,
             "map": args.map,
-            "trivial": args.trivial,
+            "trivial": args.trivial or args.trivial_writes,
+            "trivial_writes": args.trivial_writes,
             "s_per_million_bins_250_genes": res["predict_s"] * 1e6 / res["n_bins"] * 250 / res["n_genes"],
         },
     )

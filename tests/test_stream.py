@@ -296,6 +296,26 @@ def test_the_sink_writes_every_block_once_whatever_order_the_tiles_come_in(tmp_p
     assert not s._ready and s._ready_bytes == 0
 
 
+@pytest.mark.parametrize("width", [3, 16, 37])
+def test_the_chunk_writer_writes_what_a_plain_write_does(tmp_path, width):
+    """Rows written a chunk per value (regrouped columns, a narrower last chunk, a short last block) equal a plain write."""
+    from pixnet.infer.chunklinks import ChunkWriter, scratch_array
+
+    rng = np.random.default_rng(1)
+    n, rows, cols = 21, 8, 16
+    values = torch.from_numpy(rng.random((n, width + 1), dtype=np.float32))[:, :width]  # not contiguous, as a layer
+    plain = scratch_array(tmp_path / "plain.zarr", (n, width), (rows, cols))
+    chunked = scratch_array(tmp_path / "chunked.zarr", (n, width), (rows, cols))
+    writer = ChunkWriter(rows, cols, width)
+    for r0 in range(0, n, rows):
+        plain[r0 : r0 + rows] = values[r0 : r0 + rows].numpy()
+        writer.write(chunked, r0, values[r0 : r0 + rows])
+    writer.close()
+    np.testing.assert_array_equal(chunked[:], plain[:])
+    np.testing.assert_array_equal(chunked[:], values.numpy())
+    assert writer._loop is None
+
+
 def test_pending_blocks_on_disk_read_back_what_was_written_and_reuse_their_slots(tmp_path):
     from pixnet.infer.spill import PendingBlocks
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .chunklinks import scratch_array
+from .chunklinks import ChunkWriter, scratch_array
 from .spill import PendingBlocks, can_spill
 
 QUEUE = 3  # tiles' results waiting for the writer, at most (each up to C x tile of float32: ~66 MB at 250 genes)
@@ -56,6 +56,7 @@ class Sink:
         self.arrays = {k: _array(store, k, (n, w) if w else (n,), (rows, cols) if w else (rows,))
                        for k, w in widths.items()}  # fmt: skip
         self.map = map_levels
+        self._chunked = ChunkWriter(rows, cols, max(widths.values())) if store is not None else None
         self._blocks: dict[int, list] = {}  # block -> [sums (r, C) or None when pending on disk, rows filled]
         # a stored table's blocks in progress wait on disk, not in memory (pixnet.infer.spill)
         self._spill = store if store is not None and can_spill() else None
@@ -76,7 +77,7 @@ class Sink:
     def put_map(self, y: int, x: int, core: torch.Tensor | None) -> None:
         """A tile's core map ``(C, h, w)`` at map pixel ``(y, x)``; None for a tile without a map (it reads 0)."""
         if self.map is not None:
-            self._put(("map", y, x, None if core is None else core.detach().cpu().numpy()))
+            self._put(("map", y, x, None if core is None else core.detach().cpu()))
 
     def close(self) -> dict:
         """Wait for the writes; the arrays (numpy, or zarr arrays when stored) and the map's levels."""
@@ -135,14 +136,18 @@ class Sink:
                     continue
                 if item[0] == "rows":
                     self._rows(item[1], item[2])
-                else:
-                    self.map.put(*item[1:])
+                else:  # the network's channels-last map made (C, h, w) contiguous by torch: ~5x numpy's copy
+                    y, x, tile = item[1:]
+                    self.map.put(y, x, None if tile is None else tile.contiguous().numpy())
             while self._ready and not self._stop:
                 self._write(*self._ready.popleft())
         except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
             self._error = e
             while self._queue.get() is not None:  # let the producer finish
                 pass
+        finally:
+            if self._chunked is not None:
+                self._chunked.close()
 
     def _rows(self, idx: np.ndarray, sums: np.ndarray) -> None:
         """Copy a tile's sums into their blocks; a block whole is ready to be written."""
@@ -174,7 +179,10 @@ class Sink:
         self._ready_bytes -= sums.nbytes
         out = self.make(torch.from_numpy(sums).to(self.device))
         for name, v in out.items():
-            self.arrays[name][r0:r1] = v.cpu().numpy()
+            if self._chunked is not None and v.ndim == 2:
+                self._chunked.write(self.arrays[name], r0, v.cpu())
+            else:
+                self.arrays[name][r0:r1] = v.cpu().numpy()
         del out
         self._free.append(sums)  # written (zarr's writes are synchronous): the next block's
 

@@ -103,8 +103,12 @@ def stream_tiles(
                                                        (m + ys[i + 1] - ys[i], m + xs[j + 1] - xs[j]), mean, supersample)  # fmt: skip
         return idx, tile, weights
 
-    strip_prev = torch.zeros((n_out, m, w + m), device=device)  # bottom m rows of the tile row above; m columns of pad
+    # The window is kept channels-last ((h, w, C) in memory), as the network's output is (channels_last):
+    # its copy into the window and the weights' product read contiguous rows of C values, not a
+    # transposed copy of the tile each. One buffer serves every tile (fresh pages cost a fault each).
+    strip_prev = torch.zeros((m, w + m, n_out), device=device)  # bottom m rows of the tile row above; m columns of pad
     strip_next = torch.zeros_like(strip_prev)
+    buf = torch.empty(((m + core) * (m + core) * n_out,), device=device)
     tiles = [(i, j) for i in range(n_rows) for j in range(n_cols)]
     with ThreadPoolExecutor(1) as pool:
         pending = [pool.submit(prepare, *t) for t in tiles[:2]]
@@ -114,10 +118,10 @@ def stream_tiles(
                 pending.append(pool.submit(prepare, *tiles[k + 2]))
             th, tw = ys[i + 1] - ys[i], xs[j + 1] - xs[j]
             if j == 0:
-                left = torch.zeros((n_out, th, m), device=device)
+                left = torch.zeros((th, m, n_out), device=device)
             if tile is None and weights is None and th >= m and tw >= m:  # background: its map and halos read 0
-                left = torch.zeros((n_out, th, m), device=device)
-                strip_next[:, :, xs[j] + m : xs[j] + m + tw] = 0
+                left = torch.zeros((th, m, n_out), device=device)
+                strip_next[:, xs[j] + m : xs[j] + m + tw] = 0
                 if j == n_cols - 1:
                     strip_prev, strip_next = strip_next, strip_prev
                 yield i, j, None, idx, None
@@ -125,33 +129,31 @@ def stream_tiles(
             out = None
             if tile is not None:
                 out = _forward(net, tile, device)[:, c : c + th, c : c + tw]  # (C, th, tw)
-            window = torch.zeros((n_out, m + th, m + tw), device=device)
-            window[:, :m] = strip_prev[:, :, xs[j] : xs[j] + m + tw]
-            window[:, m:, :m] = left[:, :th]
-            if out is not None:
-                window[:, m:, m:] = out
+            window = buf[: (m + th) * (m + tw) * n_out].view(m + th, m + tw, n_out)
+            window[:m] = strip_prev[:, xs[j] : xs[j] + m + tw]
+            window[m:, :m] = left[:th]
+            window[m:, m:] = out.permute(1, 2, 0) if out is not None else 0
             sums = _apply(weights, window) if weights is not None else None
             # what the next tiles read of this window: its last m columns (the tile to the right), its last
             # m rows (the tile row below); the window's edges are whole map columns and rows, halos included
-            left = window[:, m:, tw:].clone()
-            strip_next[:, :, xs[j] + m : xs[j] + m + tw] = window[:, th:, m:]
+            left = window[m:, tw:].clone()
+            strip_next[:, xs[j] + m : xs[j] + m + tw] = window[th:, m:]
             if j == n_cols - 1:
                 strip_prev, strip_next = strip_next, strip_prev
             yield i, j, out, idx, sums
 
 
 def _apply(weights: sparse.csr_matrix, window: torch.Tensor) -> torch.Tensor:
-    """``(n, C)`` sums of the window ``(C, h, w)`` under the weights, on the window's device."""
-    c, h, w = window.shape
-    if window.device.type == "cpu":
-        flat = window.reshape(c, h * w).numpy()
-        return torch.from_numpy(np.asarray(weights @ flat.T, np.float32))
+    """``(n, C)`` sums of the window ``(h, w, C)`` (contiguous) under the weights, on the window's device."""
+    h, w, c = window.shape
+    if window.device.type == "cpu":  # the same sums, in the same order, as pixnet.infer.dense._apply's
+        return torch.from_numpy(np.asarray(weights @ window.reshape(h * w, c).numpy(), np.float32))
     wt = weights.astype(np.float32)
     with warnings.catch_warnings():  # torch's "sparse CSR support is in beta"
         warnings.simplefilter("ignore", UserWarning)
         t = torch.sparse_csr_tensor(torch.from_numpy(wt.indptr).long(), torch.from_numpy(wt.indices).long(),
                                     torch.from_numpy(wt.data), size=wt.shape, device=window.device)  # fmt: skip
-    return (t @ window.reshape(c, h * w).T).float()
+    return (t @ window.reshape(h * w, c)).float()
 
 
 def _forward(net: torch.nn.Module, tile: np.ndarray, device: torch.device) -> torch.Tensor:
