@@ -306,13 +306,43 @@ def test_the_chunk_writer_writes_what_a_plain_write_does(tmp_path, width):
     values = torch.from_numpy(rng.random((n, width + 1), dtype=np.float32))[:, :width]  # not contiguous, as a layer
     plain = scratch_array(tmp_path / "plain.zarr", (n, width), (rows, cols))
     chunked = scratch_array(tmp_path / "chunked.zarr", (n, width), (rows, cols))
-    writer = ChunkWriter(rows, cols, width)
+    writer = ChunkWriter()
     for r0 in range(0, n, rows):
         plain[r0 : r0 + rows] = values[r0 : r0 + rows].numpy()
-        writer.write(chunked, r0, values[r0 : r0 + rows])
+        writer.write(chunked, (r0, 0), values[r0 : r0 + rows])
     writer.close()
     np.testing.assert_array_equal(chunked[:], plain[:])
     np.testing.assert_array_equal(chunked[:], values.numpy())
+    assert writer._loop is None
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_the_chunk_writer_writes_tiles_over_chunks_from_several_threads(tmp_path, dtype):
+    """3-d tiles at offsets that do and do not fall on chunk edges, from threads at once: as a plain write."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pixnet.infer.chunklinks import ChunkWriter, scratch_array
+
+    rng = np.random.default_rng(2)
+    shape, chunks = (7, 45, 50), (3, 8, 16)
+    full = rng.random(shape, dtype=np.float32).astype(dtype)
+    plain = scratch_array(tmp_path / "plain.zarr", shape, chunks, dtype)
+    chunked = scratch_array(tmp_path / "chunked.zarr", shape, chunks, dtype)
+    writer = ChunkWriter()
+    tiles = [(y, x, h, w) for y, h in ((0, 16), (16, 13), (29, 16)) for x, w in ((0, 16), (16, 21), (37, 13))]
+
+    def put(tile):  # tiles that share chunks: each write reads, merges and writes them (zarr's writes do not lock)
+        y, x, h, w = tile
+        writer.write(chunked, (0, y, x), torch.from_numpy(full[:, y : y + h, x : x + w].copy()))
+
+    with ThreadPoolExecutor(3) as pool:
+        list(pool.map(put, tiles))
+    for y, x, h, w in tiles:
+        plain[:, y : y + h, x : x + w] = full[:, y : y + h, x : x + w]
+    writer.write(chunked, (2, 5, 40), torch.from_numpy(full[2:6, 5:9, 40:50].copy()))  # inside chunks, not whole
+    writer.close()
+    np.testing.assert_array_equal(chunked[:], full)
+    np.testing.assert_array_equal(plain[:], full)
     assert writer._loop is None
 
 

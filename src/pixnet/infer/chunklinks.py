@@ -16,8 +16,10 @@ array laid out as the image element's ``s0``.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
+import threading
 from pathlib import Path
 
 import dask.array as da
@@ -45,43 +47,61 @@ def scratch_array(path: Path, shape, chunks, dtype="float32", dims: tuple[str, .
 
 
 class ChunkWriter:
-    """Rows ``[r0, r0 + r)`` of 2-d scratch arrays written a whole chunk per value, all of a row of chunks at once.
+    """Values written into zarr arrays a whole chunk per value, all of a value's chunks at once.
 
     Zarr encodes a value that is exactly one chunk as it is; a value over several chunks is
-    copied, chunk by chunk, into buffers filled with the fill value first (~2/3 of a write's time
-    for a block of 32,768 rows x 250 genes). The columns are regrouped into chunk-shaped buffers,
-    reused, by torch (~5x numpy's strided copy), and the chunks written concurrently through zarr's
-    asynchronous array (``Array.async_array``), on an event loop of the calling thread.
+    copied, chunk by chunk, into buffers filled with the fill value first, on zarr's one event-loop
+    thread (~2/3 of a write's time for a block of 32,768 rows x 250 genes; a map tile
+    ``(250, 256, 256)`` spans 64 chunks). Each chunk's part is copied into a chunk-shaped buffer,
+    reused, by torch (~5x numpy's strided copy), and the parts written concurrently through zarr's
+    asynchronous array (``Array.async_array``), on an event loop of the writer's own. Writes from
+    several threads take turns. :meth:`close` closes the loop (idempotent; a later write opens a
+    new one).
     """
 
-    def __init__(self, rows: int, cols: int, width: int):
-        self.rows, self.cols = rows, cols
-        self._full = torch.empty((width // cols, rows, cols))  # the whole chunks of a row of chunks
-        self._tail = torch.empty((rows, width % cols))  # the last, narrower one
+    def __init__(self):
+        self._free: dict[tuple, list[torch.Tensor]] = {}  # chunk-shaped buffers, by shape and dtype
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
 
-    def write(self, array, r0: int, values: torch.Tensor) -> None:
-        """``array[r0 : r0 + len(values)] = values``: a zarr array chunked ``(rows, cols)``, CPU values ``(r, width)``."""
-        r, width = values.shape
-        n_full, c = width // self.cols, self.cols
-        parts = []
-        if n_full:
-            full = self._full[:n_full, :r]
-            full.copy_(values[:, : n_full * c].reshape(r, n_full, c).permute(1, 0, 2))
-            parts += [((slice(r0, r0 + r), slice(k * c, (k + 1) * c)), full[k].numpy()) for k in range(n_full)]
-        if width % c:
-            tail = self._tail[:r, : width % c]
-            tail.copy_(values[:, n_full * c :])
-            parts.append(((slice(r0, r0 + r), slice(n_full * c, width)), tail.numpy()))
-        if self._loop is None:
-            self._loop = asyncio.new_event_loop()
-        self._loop.run_until_complete(_all(array.async_array.setitem(sel, v) for sel, v in parts))
+    def write(self, array, start: tuple[int, ...], values: torch.Tensor) -> None:
+        """``array[start[0] : start[0] + values.shape[0], ...] = values`` for a zarr array and CPU ``values``."""
+        with self._lock:
+            taken, parts = [], []
+            for sel in _chunk_parts(array.chunks, start, values.shape):
+                part = values[tuple(slice(s.start - o, s.stop - o) for s, o in zip(sel, start))]
+                if not part.is_contiguous():
+                    buf = self._take(tuple(part.shape), part.dtype)
+                    taken.append(buf)
+                    part = buf.copy_(part)
+                parts.append((sel, part.numpy()))
+            if self._loop is None:
+                self._loop = asyncio.new_event_loop()
+            try:
+                self._loop.run_until_complete(_all(array.async_array.setitem(sel, v) for sel, v in parts))
+            finally:
+                for buf in taken:
+                    self._free[(tuple(buf.shape), buf.dtype)].append(buf)
 
     def close(self) -> None:
-        if self._loop is not None:
-            self._loop.run_until_complete(self._loop.shutdown_default_executor())
-            self._loop.close()
-            self._loop = None
+        with self._lock:
+            if self._loop is not None:
+                self._loop.run_until_complete(self._loop.shutdown_default_executor())
+                self._loop.close()
+                self._loop = None
+
+    def _take(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        free = self._free.setdefault((shape, dtype), [])
+        return free.pop() if free else torch.empty(shape, dtype=dtype)
+
+
+def _chunk_parts(chunks: tuple[int, ...], start: tuple[int, ...], shape: tuple[int, ...]):
+    """The selections ``(slice, ...)`` of a value ``shape`` at ``start`` cut where the array's chunks end."""
+    cuts = []
+    for c, s, n in zip(chunks, start, shape):
+        edges = [s, *range((s // c + 1) * c, s + n, c), s + n]
+        cuts.append([slice(a, b) for a, b in zip(edges[:-1], edges[1:])])
+    return itertools.product(*cuts)
 
 
 async def _all(coroutines) -> None:

@@ -56,7 +56,7 @@ class Sink:
         self.arrays = {k: _array(store, k, (n, w) if w else (n,), (rows, cols) if w else (rows,))
                        for k, w in widths.items()}  # fmt: skip
         self.map = map_levels
-        self._chunked = ChunkWriter(rows, cols, max(widths.values())) if store is not None else None
+        self._chunked = ChunkWriter() if store is not None else None
         self._blocks: dict[int, list] = {}  # block -> [sums (r, C) or None when pending on disk, rows filled]
         # a stored table's blocks in progress wait on disk, not in memory (pixnet.infer.spill)
         self._spill = store if store is not None and can_spill() else None
@@ -102,6 +102,8 @@ class Sink:
         self._queue.put(None)
         self._thread.join()
         self._close_pending()
+        if self.map is not None:
+            self.map.abort()
 
     def _close_pending(self) -> None:
         if self._pending is not None:
@@ -180,7 +182,7 @@ class Sink:
         out = self.make(torch.from_numpy(sums).to(self.device))
         for name, v in out.items():
             if self._chunked is not None and v.ndim == 2:
-                self._chunked.write(self.arrays[name], r0, v.cpu())
+                self._chunked.write(self.arrays[name], (r0, 0), v.cpu())
             else:
                 self.arrays[name][r0:r1] = v.cpu().numpy()
         del out
