@@ -9,6 +9,7 @@ import pytest
 ROOT = Path(__file__).parents[1]
 
 
+@pytest.mark.docs  # ~10 min on 2 cores: its own step of .ci/run, not the default run
 @pytest.mark.timeout(1500)
 def test_docs_build_with_warnings_as_errors_and_tutorials_execute(tmp_path):
     cmd = [
