@@ -209,3 +209,42 @@ def test_trim_hands_freed_arena_memory_back():
     if out == "no-glibc":
         pytest.skip("malloc_trim is glibc's")
     assert int(out) > 300 * 2**20  # of the 400 MB freed
+
+
+RESIDENT_CHILD = r"""
+import resource, torch
+from pixnet import _memory
+
+if _memory._mallopt() is None:
+    print("no-glibc")
+    raise SystemExit
+
+
+def faults_of_a_block_freed_and_made_again(mb=96):  # torch's, as the network's activations (numpy asks for huge pages)
+    torch.ones(mb * 2**18)  # made, touched, freed
+    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    torch.ones(mb * 2**18)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
+
+
+before = faults_of_a_block_freed_and_made_again()
+with _memory.resident():
+    with _memory.resident():  # nested: the inner end leaves the outer's settings
+        pass
+    assert _memory._DEPTH[0] == 1
+    inside = faults_of_a_block_freed_and_made_again()
+after = faults_of_a_block_freed_and_made_again()
+print(before, inside, after, _memory._DEPTH[0])
+"""
+
+
+def test_resident_keeps_freed_blocks_for_reuse_and_ends_as_it_began():
+    """Inside resident() a large block freed and made again faults no pages in; outside, each page faults again."""
+    out = subprocess.run([sys.executable, "-c", RESIDENT_CHILD], capture_output=True, text=True, check=True).stdout
+    if out.strip() == "no-glibc":
+        pytest.skip("mallopt is glibc's")
+    before, inside, after, depth = map(int, out.split())
+    pages = 96 * 2**20 // os.sysconf("SC_PAGE_SIZE")
+    assert before > pages // 2 and after > pages // 2  # glibc maps a 96 MB block afresh (over its 32 MB at most)
+    assert inside < pages // 20
+    assert depth == 0
