@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .._keys import PREDICTED_TOTAL
-from .._memory import trimmed
+from .._memory import resident
 from ..data import SlideImage
 from ..geometry import Spots
 from ..model import PixNet
@@ -101,7 +101,7 @@ def one_pass(
         tiles = stream_tiles(model, work, region, spots, tile_px=tile_px, context_px=context_px, device=device,
                              busy=busy, mean=cfg.semantics == "mean")  # fmt: skip
         try:
-            with trimmed(), torch.no_grad():
+            with resident(), torch.no_grad():  # the network's activations reused tile after tile (not faulted in)
                 for i, j, core_map, idx, sums in tqdm(tiles, total=busy.size, desc="predicting", disable=not progress,
                                                       leave=False):  # fmt: skip
                     computed[i, j] = core_map is not None

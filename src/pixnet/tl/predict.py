@@ -16,7 +16,7 @@ from spatialdata import SpatialData
 from spatialdata.models import TableModel
 
 from .._keys import ON_IMAGE, REGION_KEY, UNS_KEY, prediction_names
-from .._memory import resident
+from .._memory import trimmed
 from .._version import __version__
 from ..data import resolve_slide
 from ..data.coverage import check_coverage
@@ -158,7 +158,7 @@ def predict(
         raise ValueError(f"map must be True, False, 'float32' or 'float16', got {map!r}.")
     reuse_map = check_free(sdata, names, model, overwrite=overwrite)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    with scratch_dir(sdata) as scratch, resident():
+    with scratch_dir(sdata) as scratch, trimmed():
         if method.predict is not None:  # a baseline (pixnet.baselines): its own prediction, no map
             work = slide.working_image(cfg.um_per_px)
             x, extra = method.predict(model, work, target.spots.scaled(work.f), device=dev), {"layers": {}}
