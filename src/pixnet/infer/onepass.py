@@ -108,7 +108,6 @@ def one_pass(
                     sink.put_map(i * core, j * core, core_map)
                     if sums is not None:
                         sink.put_rows(idx, sums)
-                    del core_map, sums  # copied: not kept through the next tile's forward
             out = sink.close()
         except BaseException:
             sink.abort()

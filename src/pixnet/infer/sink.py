@@ -56,8 +56,6 @@ class Sink:
         self.arrays = {k: _array(store, k, (n, w) if w else (n,), (rows, cols) if w else (rows,))
                        for k, w in widths.items()}  # fmt: skip
         self.map = map_levels
-        if map_levels is not None:  # tiles' maps are copied into buffers of the map's dtype
-            self.map_dtype = torch.from_numpy(np.empty(0, map_levels.dtype)).dtype
         self._chunked = ChunkWriter() if store is not None else None
         self._blocks: dict[int, list] = {}  # block -> [sums (r, C) or None when pending on disk, rows filled]
         # a stored table's blocks in progress wait on disk, not in memory (pixnet.infer.spill)
@@ -67,38 +65,19 @@ class Sink:
         self._ready: collections.deque = collections.deque()  # whole blocks to write: (k, r0, r1, sums or None)
         self._ready_bytes = 0
         self._queue: queue.Queue = queue.Queue(QUEUE)
-        # buffers of tiles' results the writer has finished with, to reuse: name -> (queue, [buffers made])
-        self._free_rings = {k: (queue.Queue(), [0]) for k in ("map", "rows")}
         self._error: BaseException | None = None
         self._stop = False
         self._thread = threading.Thread(target=self._run, name="pixnet-writer", daemon=True)
         self._thread.start()
 
     def put_rows(self, idx: np.ndarray, sums: torch.Tensor) -> None:
-        """The sums ``(len(idx), C)`` of rows ``idx`` (ascending), copied into a buffer the writer hands back."""
-        n, c = sums.shape
-        buf = self._ring("rows", n * c, torch.float32)
-        rows = buf[: n * c].view(n, c)
-        rows.copy_(sums.detach())
-        self._put(("rows", idx, rows.numpy(), buf))
+        """The sums ``(len(idx), C)`` of rows ``idx`` (ascending)."""
+        self._put(("rows", idx, sums.detach().to("cpu", torch.float32).numpy()))
 
     def put_map(self, y: int, x: int, core: torch.Tensor | None) -> None:
-        """A tile's core map ``(C, h, w)`` at map pixel ``(y, x)``; None for a tile without a map (it reads 0).
-
-        The map is copied, ``(C, h, w)``-contiguous, into one of a few buffers the writer hands back
-        when it has put the tile, so the network's output is freed at once: held in the queue, it
-        split the heap that the network's activations are reused from (:func:`pixnet._memory.resident`).
-        """
-        if self.map is None:
-            return
-        if core is None:
-            self._put(("map", y, x, None))
-            return
-        c, h, w = core.shape
-        buf = self._ring("map", c * h * w, self.map_dtype)
-        tile = buf[: c * h * w].view(c, h, w)
-        tile.copy_(core.detach())  # from the channels-last output (or the GPU): torch's copy, ~5x numpy's
-        self._put(("map", y, x, tile, buf))
+        """A tile's core map ``(C, h, w)`` at map pixel ``(y, x)``; None for a tile without a map (it reads 0)."""
+        if self.map is not None:
+            self._put(("map", y, x, None if core is None else core.detach().cpu()))
 
     def close(self) -> dict:
         """Wait for the writes; the arrays (numpy, or zarr arrays when stored) and the map's levels."""
@@ -159,12 +138,9 @@ class Sink:
                     continue
                 if item[0] == "rows":
                     self._rows(item[1], item[2])
-                    self._free_rings["rows"][0].put(item[3])  # copied into its blocks: the next tile's
-                else:
-                    y, x, tile = item[1:4]
-                    self.map.put(y, x, None if tile is None else tile.numpy())
-                    if tile is not None:
-                        self._free_rings["map"][0].put(item[4])  # put (MapLevels keeps no view): the next tile's
+                else:  # the network's channels-last map made (C, h, w) contiguous by torch: ~5x numpy's copy
+                    y, x, tile = item[1:]
+                    self.map.put(y, x, None if tile is None else tile.contiguous().numpy())
             while self._ready and not self._stop:
                 self._write(*self._ready.popleft())
         except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
@@ -211,25 +187,6 @@ class Sink:
                 self.arrays[name][r0:r1] = v.cpu().numpy()
         del out
         self._free.append(sums)  # written (zarr's writes are synchronous): the next block's
-
-    def _ring(self, name: str, size: int, dtype: torch.dtype) -> torch.Tensor:
-        """A flat buffer of at least ``size`` values: one the writer has finished with, or a new one.
-
-        ``QUEUE + 2`` of each kind at most (queued, being written, being filled): tiles' results
-        handed to the writer in them are not allocated afresh, between the network's activations,
-        for every tile.
-        """
-        free, made = self._free_rings[name]
-        while True:
-            try:
-                buf = free.get(block=made[0] >= QUEUE + 2, timeout=0.5)
-            except queue.Empty:
-                self._raise()
-                if made[0] >= QUEUE + 2:
-                    continue
-                made[0] += 1
-                buf = torch.empty(0, dtype=dtype)
-            return buf if buf.numel() >= size else torch.empty(size, dtype=dtype)  # a bigger one, in its place
 
     def _buffer(self, r: int, c: int) -> np.ndarray:
         """A block's buffer: a finished block's when there is one (fresh pages cost a fault each)."""

@@ -126,7 +126,7 @@ def stream_tiles(
                     strip_prev, strip_next = strip_next, strip_prev
                 yield i, j, None, idx, None
                 continue
-            out = sums = None  # the last tile's, handed on (and copied): not kept through this forward
+            out = None
             if tile is not None:
                 out = _forward(net, tile, device)[:, c : c + th, c : c + tw]  # (C, th, tw)
             window = buf[: (m + th) * (m + tw) * n_out].view(m + th, m + tw, n_out)
