@@ -24,21 +24,21 @@ import time
 
 
 @functools.cache
+def _libc(function: str):
+    """The C library's ``function`` (ctypes), or None where it has none (not glibc)."""
+    name = ctypes.util.find_library("c")
+    try:
+        return getattr(ctypes.CDLL(name), function) if name else None
+    except (OSError, AttributeError):
+        return None
+
+
 def _malloc_trim():
-    name = ctypes.util.find_library("c")
-    try:
-        return ctypes.CDLL(name).malloc_trim if name else None
-    except (OSError, AttributeError):  # not glibc
-        return None
+    return _libc("malloc_trim")
 
 
-@functools.cache
 def _mallopt():
-    name = ctypes.util.find_library("c")
-    try:
-        return ctypes.CDLL(name).mallopt if name else None
-    except (OSError, AttributeError):  # not glibc
-        return None
+    return _libc("mallopt")
 
 
 _LOCK = threading.Lock()
