@@ -51,8 +51,9 @@ class ChunkWriter:
 
     Zarr encodes a value that is exactly one chunk as it is; a value over several chunks is
     copied, chunk by chunk, into buffers filled with the fill value first, on zarr's one event-loop
-    thread (~2/3 of a write's time for a block of 32,768 rows x 250 genes; a map tile
-    ``(250, 256, 256)`` spans 64 chunks). Each chunk's part is copied into a chunk-shaped buffer,
+    thread (~2/3 of a write's time for a block of 32,768 rows x 250 genes, whose rows of 16 genes
+    numpy copies value by value; a map tile, whose chunk rows are 1 kB runs, gained nothing:
+    ``benchmarks/RESULTS.md``). Each chunk's part is copied into a chunk-shaped buffer,
     reused, by torch (~5x numpy's strided copy), and the parts written concurrently through zarr's
     asynchronous array (``Array.async_array``), on an event loop of the writer's own. Writes from
     several threads take turns. :meth:`close` closes the loop (idempotent; a later write opens a

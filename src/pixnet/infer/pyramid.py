@@ -18,10 +18,7 @@ import threading
 
 import dask.array as da
 import numpy as np
-import torch
 import xarray as xr
-
-from .chunklinks import ChunkWriter
 
 DIMS = ("c", "y", "x")
 MAX_LEVELS = 4  # coarser levels, at most
@@ -105,13 +102,12 @@ class MapLevels:
                     for key in self._chunks_over(k, rows, cols):
                         self._count[key] = self._count.get(key, 0) + 1
         self._lock = threading.Lock()
-        self._writer = ChunkWriter()  # zarr levels: a chunk per value (a tile spans ~64 chunks)
 
     def put(self, y: int, x: int, tile: np.ndarray | None) -> None:
         """Tile ``(C, th, tw)`` at level-0 pixel ``(y, x)`` (None: a tile without a map); its coarser levels."""
         if tile is not None:
             tile = np.ascontiguousarray(tile, dtype=self.dtype)
-            self._store(0, (y, x), tile)
+            self.levels[0][:, y : y + tile.shape[1], x : x + tile.shape[2]] = tile
         for k, (rows, cols) in self._spans(y // self.core, x // self.core):
             if tile is not None:
                 tile = coarsen(tile)
@@ -126,11 +122,6 @@ class MapLevels:
         """Write the chunks still waiting (of tiles never put: they read 0)."""
         for key in list(self._waiting):
             self._write(key, self._waiting.pop(key)[0])
-        self._writer.close()
-
-    def abort(self) -> None:
-        """Stop, without writing what is waiting (after an error in the pass)."""
-        self._writer.close()
 
     def _spans(self, i: int, j: int):
         """``(k, (r0, r1), (c0, c1))``: the pixels of tile ``(i, j)`` at each coarser level (none when empty)."""
@@ -173,14 +164,4 @@ class MapLevels:
     def _write(self, key, buffer: np.ndarray) -> None:
         k, r, q = key
         ch, cw = self._chunk[k]
-        self._store(k, (r * ch, q * cw), buffer)
-
-    def _store(self, k: int, yx: tuple[int, int], values: np.ndarray) -> None:
-        """``values (C, h, w)`` into level ``k`` at pixel ``yx``: a zarr level a chunk per value."""
-        (y, x), level = yx, self.levels[k]
-        if hasattr(level, "async_array"):
-            if not values.flags.writeable:  # torch warns on read-only arrays (it does not write into them)
-                values = values.copy()
-            self._writer.write(level, (0, y, x), torch.from_numpy(values))
-        else:
-            level[:, y : y + values.shape[1], x : x + values.shape[2]] = values
+        self.levels[k][:, r * ch : r * ch + buffer.shape[1], q * cw : q * cw + buffer.shape[2]] = buffer

@@ -102,8 +102,6 @@ class Sink:
         self._queue.put(None)
         self._thread.join()
         self._close_pending()
-        if self.map is not None:
-            self.map.abort()
 
     def _close_pending(self) -> None:
         if self._pending is not None:
