@@ -138,7 +138,7 @@ def main() -> None:
     p.add_argument("--context", type=int, default=64, help="predict's context_px (its default)")
     p.add_argument("--layers", default="counts,lognorm", help="predict's layers besides X (its default); '' for X only")
     p.add_argument("--sample", type=int, default=8, help="tiles the encoder reference is timed on, at least")
-    p.add_argument("--lazy-mb", type=int, default=256, help="pixnet.io.read_zarr's in_memory_limit, MB (default 1024)")
+    p.add_argument("--lazy-mb", type=int, default=256, help="pixnet.io.read_zarr's in_memory_limit, MB (read_zarr's own default: 1024)")
     p.add_argument("--map", default="true", choices=["true", "false", "float16"], help="predict's map (default true)")
     p.add_argument("--compare", action="store_true", help="also time the map-then-aggregate path in the same process")
     p.add_argument("--trivial", action="store_true", help="a network whose forward does nothing: the output pipeline alone")
@@ -173,7 +173,7 @@ def main() -> None:
         f"{res['n_bins']:,} bins of {args.bin_size:g} um x {res['n_genes']} genes, {res['n_tiles']} tiles, on {res['device']}"
     )
     print(
-        f"predict {res['predict_s']:.0f} s, peak RSS {res['peak_rss_gb']:.2f} GB "
+        f"predict {res['predict_s']:.0f} s, peak RSS {res['peak_rss_after_predict_gb']:.2f} GB "
         f"({res['rss_before_predict_gb']:.2f} GB before predict: Python, the slide's elements and tables)"
     )
     print(f"bare encoder on the same tiles {res['encoder_s']:.0f} s; predict / encoder = {ratio:.2f} "
