@@ -169,6 +169,24 @@ def test_expectation_on_the_cpu_equals_its_torch_form():
     assert (got[200:210] == 0).all()
 
 
+def test_outputs_written_into_kept_buffers_equal_fresh_ones_and_reuse_them():
+    """A writer's X and lognorm go into the same buffers block after block (no block-sized allocation each)."""
+    from pixnet.infer.expect import outputs
+
+    rng = np.random.default_rng(1)
+    kw = {"n_genes": 40, "target_sum": 1e4, "density": True, "layers": ("counts", "lognorm")}
+    into, ptrs = {}, []
+    for n in (300, 120, 300, 500):  # a smaller last block, then one larger than the buffers (they grow)
+        lam = torch.from_numpy(rng.gamma(0.3, 0.05, (n, 41)).astype(np.float32))
+        lam[:5] = 0
+        got, want = outputs(lam, into=into, **kw), outputs(lam, **kw)
+        for k in want:
+            torch.testing.assert_close(got[k], want[k], rtol=0, atol=0)
+        ptrs.append((got["X"].data_ptr(), got["lognorm"].data_ptr()))
+    assert ptrs[0] == ptrs[1] == ptrs[2] != ptrs[3]
+    assert into["X"].data_ptr() == ptrs[3][0] and len(into["X"]) == 500
+
+
 @pytest.mark.parametrize("kind", ["square", "circle"])
 @pytest.mark.parametrize("angle", [0.0, 0.3, -1.1])
 @pytest.mark.parametrize("one_size", [True, False])

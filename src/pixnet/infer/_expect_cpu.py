@@ -29,11 +29,14 @@ def _table_t(target_sum: float) -> np.ndarray:
     return np.ascontiguousarray(_e._table(target_sum).astype(np.float32).T)
 
 
-def expected_rows(lam: np.ndarray, total: np.ndarray, *, target_sum: float) -> np.ndarray:
-    """``E[log1p(x / T * target_sum)]`` of ``lam`` ``(n, genes)`` float32 with totals ``total`` ``(n,)`` float64."""
+def expected_rows(lam: np.ndarray, total: np.ndarray, *, target_sum: float, out: np.ndarray | None = None):
+    """``E[log1p(x / T * target_sum)]`` of ``lam`` ``(n, genes)`` float32 with totals ``total`` ``(n,)`` float64.
+
+    Written into ``out`` (float32, ``lam``'s shape) when given.
+    """
     n_p, n_l = len(_e._P), len(_e._L)
     table_t = _table_t(float(target_sum))
-    out = np.empty(lam.shape, np.float32)
+    out = np.empty(lam.shape, np.float32) if out is None else out
     consts = (float(_e._L[0]), float(_e._L[-1]), float(_e._LOG_L0), float(_e._LOG_L_SPAN), n_l,
               np.float32(_e._P[1]), np.float32(_e._LOG_P1), np.float32((n_p - 2) / _e._LOG_P_SPAN), n_p)  # fmt: skip
     _kernel()(lam, np.ascontiguousarray(total, np.float64), table_t, out, *consts)

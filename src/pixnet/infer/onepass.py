@@ -79,8 +79,10 @@ def one_pass(
     stored = scratch is not None and size >= expression.TABLE_IN_MEMORY
     rows, cols = expression.TABLE_CHUNK
 
+    buffers: dict = {}  # X's and lognorm's, reused block after block (the writer thread calls make, one at a time)
+
     def make(lam: torch.Tensor) -> dict:
-        return outputs(lam, n_genes=n_genes, target_sum=cfg.target_sum, density=density, layers=layers)
+        return outputs(lam, n_genes=n_genes, target_sum=cfg.target_sum, density=density, layers=layers, into=buffers)
 
     core = tile_px // cfg.map_stride
     h, w = region[2], region[3]

@@ -26,7 +26,8 @@ import torch
 from .chunklinks import ChunkWriter, scratch_array
 from .spill import PendingBlocks, can_spill
 
-QUEUE = 3  # tiles' results waiting for the writer, at most (each up to C x tile of float32: ~66 MB at 250 genes)
+QUEUE = 2  # tiles' results waiting for the writer, at most (each up to C x tile of float32: ~66 MB at 250 genes;
+# a map and its sums make two: one tile ahead is enough, as the writer keeps pace but at the ends of tile rows)
 BACKLOG = 2**29  # bytes of whole blocks that may wait to be written while tiles' results are queued (on disk if stored)
 
 
@@ -40,7 +41,8 @@ class Sink:
     widths
         Name -> columns of every array ``make`` returns (0 for a 1-d array).
     make
-        Sums of a block of rows ``(r, C)`` (a float32 tensor on ``device``) -> ``{name: (r, width) tensor}``.
+        Sums of a block of rows ``(r, C)`` (a float32 tensor on ``device``) -> ``{name: (r, width) tensor}``;
+        called by the writer thread alone, each result written before the next call (it may reuse its buffers).
     rows
         Rows per block (and per zarr chunk when stored).
     store

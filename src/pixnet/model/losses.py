@@ -6,15 +6,19 @@ import numpy as np
 import torch
 
 
-def log_normalize(counts, totals, target_sum: float, *, log1p: bool = True):
+def log_normalize(counts, totals, target_sum: float, *, log1p: bool = True, out: torch.Tensor | None = None):
     """``log1p(counts / totals * target_sum)``, 0 where the total is 0 (as scanpy leaves empty bins).
 
     pixnet's one normalisation: of torch tensors (differentiable, for the losses) and of numpy
     arrays (in float64, for measurements and predictions: :class:`pixnet.pp.Normalization`).
     ``counts`` is ``(bins, genes)``, ``totals`` ``(bins,)``, each bin's count over all genes.
+    ``out``: a tensor of ``counts``' shape to write into, in place (torch only; not differentiable).
     """
     if isinstance(counts, torch.Tensor):
         scale = torch.where(totals > 0, target_sum / totals.clamp_min(1e-12), torch.zeros_like(totals))
+        if out is not None:
+            torch.mul(counts, scale[:, None], out=out)
+            return out.log1p_() if log1p else out
         out = counts * scale[:, None]
         return torch.log1p(out) if log1p else out
     totals = np.asarray(totals, np.float64).reshape(-1)
