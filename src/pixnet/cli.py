@@ -113,6 +113,8 @@ def _demo(args) -> None:
     from .demo import run_demo
 
     logging.getLogger("pixnet.demo").setLevel(logging.INFO)  # the demo's summary is its output
+    if args.quiet or not sys.stderr.isatty():  # no progress bar to watch: a line per epoch instead
+        logging.getLogger("pixnet.train").setLevel(logging.INFO)
     table = run_demo(Path(args.out), size_um=args.size_um, epochs=args.epochs, progress=not args.quiet)
     print("\nPrediction of held-out resolutions (model trained on 16 um bins):")
     print(table.round(3).to_string())

@@ -37,7 +37,10 @@ def run_demo(out: Path, *, size_um: float = 1000.0, epochs: int | None = None, p
         logger.info("%2d um bins: %7d bins x %d genes, median %d UMIs per bin", b, t.n_obs, t.n_vars, median)
     _total_counts_figure(sdata, out / "01_he_total_counts_8um.png")
 
-    model = tl.fit(sdata, bin_size=16, epochs=epochs or 8, progress=progress, model_dir=out / "model", overwrite=True)
+    n_vars, epochs = sdata.tables[bin_table_name(16)].n_vars, epochs or 8
+    logger.info("fitting on the 16 um bins, %d epochs: the %d genes of highest mean count of the %d measured "
+                "(fit's n_genes=250, as the paper)", epochs, min(250, n_vars), n_vars)  # fmt: skip
+    model = tl.fit(sdata, bin_size=16, epochs=epochs, progress=progress, model_dir=out / "model", overwrite=True)
     logger.info("%s", model)
     genes = [g for g in DEMO_GENES if g in model.genes][:4] or model.genes[:4]
     scores = {}
@@ -53,7 +56,7 @@ def run_demo(out: Path, *, size_um: float = 1000.0, epochs: int | None = None, p
     pl.training(model, save=out / "06_training.png", show=False)
     plt.close("all")
     table.to_csv(out / "scores.csv")
-    logger.info("figures, scores and the model are in %s/ (%.0f s)", out, time.perf_counter() - t0)
+    logger.info("done in %.0f s", time.perf_counter() - t0)
     return table
 
 

@@ -51,7 +51,7 @@ def assign(spots: Spots, shape: tuple[int, int], core: int) -> tuple[np.ndarray,
     tile = by * cols + bx
     order = np.argsort(tile, kind="stable")
     starts = np.searchsorted(tile[order], np.arange(rows * cols + 1))
-    return order, starts
+    return order.astype(np.int32) if len(order) < 2**31 else order, starts  # kept through the pass: half as big
 
 
 def stream_tiles(

@@ -219,7 +219,8 @@ def _table(x, extra: dict, slide, target, cfg, names: dict, params: dict) -> tup
     """The prediction table (TableModel) and the geometry element it annotates."""
     geom, instance_key = geometry_element(target, slide, _as_labels(target))
     obs = pd.DataFrame(index=target.obs.index)
-    obs[instance_key] = np.arange(1, len(obs) + 1) if _as_labels(target) else target.instance
+    obs[instance_key] = (np.arange(1, len(obs) + 1) if _as_labels(target)
+                         else np.arange(len(obs)) if target.instance is None else target.instance)  # fmt: skip
     obs[REGION_KEY] = pd.Categorical.from_codes(np.zeros(len(obs), np.int8), [names["geometry"]])
     table = ad.AnnData(X=x, obs=obs, layers=extra.pop("layers"))
     table.uns[UNS_KEY] = {
@@ -234,7 +235,7 @@ def _table(x, extra: dict, slide, target, cfg, names: dict, params: dict) -> tup
     # other columns join after it. Arrays, not Series: no alignment on millions of names.
     table = TableModel.parse(table, region=names["geometry"], region_key=REGION_KEY, instance_key=instance_key)
     for i, (k, v) in enumerate(target.obs.items()):
-        table.obs.insert(i, k, v.to_numpy())
+        table.obs.insert(i, k, v.to_numpy(copy=True))  # a copy: target.obs may be the measured table's columns
     for k, v in extra.items():
         table.obs[k] = np.asarray(v)
     table.var_names = list(cfg.genes)

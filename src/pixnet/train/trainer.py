@@ -9,7 +9,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, TQDMProgressBar
 
 logger = logging.getLogger(__name__)
 
@@ -27,13 +27,23 @@ class HistoryCallback(Callback):
             if key in m:
                 row[name] = float(m[key])
         self.rows.append(row)
-        logger.info("epoch %d/%d: %s", row["epoch"] + 1, trainer.max_epochs, row)
+        scores = ", ".join(f"{k.replace('_', ' ').replace('pcc', 'PCC')} {v:.4g}" for k, v in row.items()
+                           if k not in ("epoch", "step"))  # fmt: skip
+        logger.info("epoch %d/%d (step %d): %s", row["epoch"] + 1, trainer.max_epochs, row["step"], scores or "-")
 
     def state_dict(self) -> dict:  # saved in checkpoints, so a resumed run keeps its history
         return {"rows": self.rows}
 
     def load_state_dict(self, state: dict) -> None:
         self.rows = list(state.get("rows", []))
+
+
+class EpochBar(TQDMProgressBar):
+    """Lightning's progress bar, its epochs counted from 1 of ``max_epochs`` (as the history and the log count)."""
+
+    def on_train_epoch_start(self, trainer: L.Trainer, *args) -> None:
+        super().on_train_epoch_start(trainer, *args)
+        self.train_progress_bar.set_description(f"Epoch {trainer.current_epoch + 1}/{trainer.max_epochs}")
 
 
 class ResumeSampler(Callback):
@@ -102,7 +112,7 @@ def make_trainer(
         dirpath=ckpt_dir, filename="best", monitor="val_pcc" if has_val else None, mode="max",
         save_last=checkpoint_every is None, save_top_k=1, enable_version_counter=False,
     )  # fmt: skip
-    cbs = [best, *callbacks]
+    cbs = [best, *callbacks, *([EpochBar()] if progress else [])]
     if checkpoint_every is not None:
         cbs.append(ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=checkpoint_every,
                                    save_on_train_epoch_end=True, enable_version_counter=False))  # fmt: skip
