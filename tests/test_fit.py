@@ -38,6 +38,19 @@ def test_fit_keeps_lightnings_console_lines_back(sdata, capfd, caplog):
     assert "val_dataloader" not in capfd.readouterr().err
 
 
+def test_epochs_are_counted_from_one_in_the_log_and_on_the_progress_bar(sdata, capfd, caplog):
+    """The per-epoch log line and Lightning's bar say epoch k of n as the history counts them (not from 0)."""
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="pixnet.train"):
+        pixnet.tl.fit(sdata, bin_size=16, epochs=2, tiles_per_epoch=4, **{**TINY, "progress": True})
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
+    assert [line.split(" (")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"], lines
+    assert "train loss" in lines[0] and "val PCC" in lines[0], lines[0]
+    bar = "".join(capfd.readouterr())  # Lightning's bar writes to stdout
+    assert "Epoch 2/2" in bar and "Epoch 0" not in bar, bar[-500:]
+
+
 def test_same_seed_same_model(sdata):
     a = pixnet.tl.fit(sdata, bin_size=16, epochs=1, tiles_per_epoch=4, seed=5, **TINY)
     b = pixnet.tl.fit(sdata, bin_size=16, epochs=1, tiles_per_epoch=4, seed=5, **TINY)

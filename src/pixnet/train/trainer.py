@@ -10,6 +10,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks.progress.tqdm_progress import convert_inf
 
 logger = logging.getLogger(__name__)
 
@@ -39,11 +40,14 @@ class HistoryCallback(Callback):
 
 
 class EpochBar(TQDMProgressBar):
-    """Lightning's progress bar, its epochs counted from 1 of ``max_epochs`` (as the history and the log count)."""
+    """Lightning's progress bar (one bar, ``leave=False``), epochs counted from 1 of ``max_epochs`` as the log's."""
 
-    def on_train_epoch_start(self, trainer: L.Trainer, *args) -> None:
-        super().on_train_epoch_start(trainer, *args)
-        self.train_progress_bar.set_description(f"Epoch {trainer.current_epoch + 1}/{trainer.max_epochs}")
+    def on_train_epoch_start(self, trainer: L.Trainer, *_) -> None:
+        # Lightning's own sets "Epoch {current_epoch}" (from 0) and shows it: the description is set before the reset
+        bar = self.train_progress_bar
+        bar.set_description(f"Epoch {trainer.current_epoch + 1}/{trainer.max_epochs}", refresh=False)
+        bar.reset(total=convert_inf(self.total_train_batches))
+        bar.initial = 0
 
 
 class ResumeSampler(Callback):
