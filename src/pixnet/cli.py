@@ -110,20 +110,13 @@ def _evaluate(args) -> None:
 
 
 def _demo(args) -> None:
+    from ._logging import logger_levels
     from .demo import run_demo
 
     # the demo's summary is its output; with no progress bar to watch, a line per epoch too
-    loggers = [logging.getLogger("pixnet.demo")]
-    if args.quiet or not sys.stderr.isatty():
-        loggers.append(logging.getLogger("pixnet.train"))
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.INFO)
-    try:
+    names = ["pixnet.demo"] + (["pixnet.train"] if args.quiet or not sys.stderr.isatty() else [])
+    with logger_levels(dict.fromkeys(names, logging.INFO)):
         table = run_demo(Path(args.out), size_um=args.size_um, epochs=args.epochs, progress=not args.quiet)
-    finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.setLevel(level)
     print("\nPrediction of held-out resolutions (model trained on 16 um bins):")
     print(table.round(3).to_string())
     print(f"\nfigures, scores.csv and the model are in {args.out}/")

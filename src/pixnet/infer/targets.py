@@ -33,6 +33,21 @@ class Target:
     geometry: object = None  # shapes of the spots (a GeoDataFrame), or None for labels of a grid
     instance: np.ndarray | None = None  # ids of the spots in `geometry` (None: 0..n-1, made when the table is)
 
+    @property
+    def as_labels(self) -> bool:
+        """Whether the prediction annotates a labels image (a 2 um grid: millions of bins) rather than shapes."""
+        return self.grid is not None and self.grid.bin_size_um < 8 and self.geometry is None
+
+    def instance_ids(self) -> np.ndarray:
+        """``(n,)`` ids of the rows in the element they annotate.
+
+        1..n in a labels image (0 is its background); else the ids of the spots in ``geometry``, or 0..n-1.
+        """
+        n = len(self.obs)
+        if self.as_labels:
+            return np.arange(1, n + 1)
+        return np.arange(n) if self.instance is None else self.instance
+
 
 def resolve_target(slide: Slide, *, bin_size: float | None, shapes: str | None) -> Target:
     """Bins of ``bin_size`` (the measured table's, or a new grid on the array) or the shapes element ``shapes``.

@@ -153,7 +153,7 @@ def predict(
     )  # fmt: skip
     cfg, method = model.config, method_of(model.config.method)
     model = _with_views(model, tta, method)
-    names = prediction_names(key_added, target.name, labels=_as_labels(target), dense=method.predict is None)
+    names = prediction_names(key_added, target.name, labels=target.as_labels, dense=method.predict is None)
     if map not in (True, False, "float32", "float16"):
         raise ValueError(f"map must be True, False, 'float32' or 'float16', got {map!r}.")
     reuse_map = check_free(sdata, names, model, overwrite=overwrite)
@@ -171,7 +171,7 @@ def predict(
         table, geom = _table(x, extra, slide, target, cfg, names, params={
             "bin_size_um": bin_size, "shapes": shapes, "tile_px": tile_px, "context_px": context_px, "tta": tta,
             "ensemble": n_models})  # fmt: skip
-        kind = ELEMENT_KINDS["labels" if _as_labels(target) else "shapes"]
+        kind = ELEMENT_KINDS["labels" if target.as_labels else "shapes"]
         table = store_elements(sdata, names, geom, table, kind, progress)
     logger.info("predicted %d spots x %d genes in %.1f s", table.n_obs, table.n_vars, time.perf_counter() - t0)
     return table
@@ -217,10 +217,9 @@ def _dense(sdata, slide, model, target, name, reuse_map, map_dtype, layers, scra
 
 def _table(x, extra: dict, slide, target, cfg, names: dict, params: dict) -> tuple[ad.AnnData, object]:
     """The prediction table (TableModel) and the geometry element it annotates."""
-    geom, instance_key = geometry_element(target, slide, _as_labels(target))
+    geom, instance_key = geometry_element(target, slide)
     obs = pd.DataFrame(index=target.obs.index)
-    obs[instance_key] = (np.arange(1, len(obs) + 1) if _as_labels(target)
-                         else np.arange(len(obs)) if target.instance is None else target.instance)  # fmt: skip
+    obs[instance_key] = target.instance_ids()
     obs[REGION_KEY] = pd.Categorical.from_codes(np.zeros(len(obs), np.int8), [names["geometry"]])
     table = ad.AnnData(X=x, obs=obs, layers=extra.pop("layers"))
     table.uns[UNS_KEY] = {
@@ -252,11 +251,6 @@ def _with_views(model: PixNet, tta: int, method) -> PixNet:
     if method.predict is not None:
         raise ValueError(f"tta applies to dense maps; the {model.config.method!r} baseline has none. Use tta=1.")
     return PixNet(model.config, DihedralTTA(model.module, views=tta), model.training)
-
-
-def _as_labels(target) -> bool:
-    """2 um grids (millions of bins) are written as labels; everything else as shapes."""
-    return target.grid is not None and target.grid.bin_size_um < 8 and target.geometry is None
 
 
 def _covers(stored: dict, region: tuple[int, int, int, int], spots_map) -> bool:

@@ -12,6 +12,8 @@ import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.callbacks.progress.tqdm_progress import convert_inf
 
+from .._logging import logger_levels
+
 logger = logging.getLogger(__name__)
 
 
@@ -77,19 +79,14 @@ def quiet_lightning():
     that configured logging sees each line twice), and even with ``progress=False``. pixnet logs
     the device and precision itself (:func:`make_trainer`). Levels are restored afterwards.
     """
-    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(max(lg.getEffectiveLevel(), logging.WARNING))
-    try:
-        with warnings.catch_warnings():  # torch >= 2.10 deprecates a class Lightning's pytree helper still uses
-            warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
-            # val_fraction=0 trains without validation on purpose
-            warnings.filterwarnings("ignore", message=r".*`validation_step` but have no `val_dataloader`")
-            yield
-    finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.setLevel(level)
+    names = ("lightning.pytorch", "lightning.fabric")
+    levels = {name: max(logging.getLogger(name).getEffectiveLevel(), logging.WARNING) for name in names}
+    with logger_levels(levels), warnings.catch_warnings():
+        # torch >= 2.10 deprecates a class Lightning's pytree helper still uses
+        warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
+        # val_fraction=0 trains without validation on purpose
+        warnings.filterwarnings("ignore", message=r".*`validation_step` but have no `val_dataloader`")
+        yield
 
 
 def make_trainer(
