@@ -7,7 +7,9 @@ change the cost, so the model is untrained). In the same process the bare encode
 a sample of the same tiles (every k-th of those that hold bins, at least 8), and its time per tile times the number of
 tiles is the reference: the ratio is predict's wall time over it. The encoder runs under the allocator settings
 predict runs under (``pixnet._memory.resident``), and, for results before 2026-12-01, under glibc's own
-(``encoder_plain_s``, ``ratio_plain``), each sampled tile both ways one after the other.
+(``encoder_plain_s``, ``ratio_plain``), each sampled tile both ways one after the other. The whole network
+(encoder, decoder and head, channels-last as predict runs it) is timed on the same tiles too (``network_s``,
+``ratio_network``): predict / encoder cannot fall below network / encoder, whatever the outputs cost.
 
     python benchmarks/predict.py                 # full size (6.5 mm capture area), CPU here, GPU when there is one
     python benchmarks/predict.py --size 2000
@@ -101,13 +103,19 @@ from pixnet._memory import resident
 import contextlib
 
 
-def timed(t, ctx):
+# the whole network (encoder, decoder, head) as predict runs it (pixnet.infer.stream: channels-last): the floor of
+# predict / encoder when the outputs cost nothing
+import copy
+network = copy.deepcopy(model.module).to(device, memory_format=torch.channels_last).eval()
+
+
+def timed(t, ctx, module=encoder):
     if device.type == "cuda":
         torch.cuda.synchronize()
     with ctx:
         t1 = time.perf_counter()
         with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            encoder(t)
+            module(t)
         if device.type == "cuda":
             torch.cuda.synchronize()
         return time.perf_counter() - t1
@@ -115,16 +123,22 @@ def timed(t, ctx):
 
 # each sampled tile twice: under predict's allocator settings (pixnet._memory.resident, the reference since
 # 2026-12-01) and under glibc's own (the reference before), one after the other, so that load drifts alike
-times, plain = [], []
+times, plain, whole = [], [], []
 for y, x in tiles[::k]:
     tile = np.array(work.read((y0 + y) * cfg.map_stride - {context}, (x0 + x) * cfg.map_stride - {context}, side, side))
     t = torch.from_numpy(tile).to(device).permute(2, 0, 1)[None].float() / 255.0
     times.append(timed(t, resident()))
     plain.append(timed(t, contextlib.nullcontext()))
-encoder_s = float(np.mean(times[1:] if len(times) > 2 else times)) * len(tiles)  # the first warms up
-encoder_plain_s = float(np.mean(plain[1:] if len(plain) > 2 else plain)) * len(tiles)
+    whole.append(timed(t.contiguous(memory_format=torch.channels_last), resident(), network))
+
+
+def total(v):
+    return float(np.mean(v[1:] if len(v) > 2 else v)) * len(tiles)  # the first warms up
+
+
+encoder_s, encoder_plain_s, network_s = total(times), total(plain), total(whole)
 print(json.dumps({{"device": str(device), "n_bins": table.n_obs, "n_genes": table.n_vars, "n_tiles": len(tiles), "n_blocks": busy.size,
-                  "sampled_tiles": len(times), "predict_s": predict_s, "encoder_s": encoder_s, "encoder_plain_s": encoder_plain_s, "rss_before_predict_gb": rss_before_gb,
+                  "sampled_tiles": len(times), "predict_s": predict_s, "encoder_s": encoder_s, "encoder_plain_s": encoder_plain_s, "network_s": network_s, "rss_before_predict_gb": rss_before_gb,
                   "peak_rss_after_predict_gb": peak_after_predict_gb, "old_predict_s": old_s,
                   "max_abs_diff_x": max_abs_diff_x if old_s is not None else None}}))
 """
@@ -179,6 +193,8 @@ def main() -> None:
     print(f"bare encoder on the same tiles {res['encoder_s']:.0f} s; predict / encoder = {ratio:.2f} "
           f"(encoder under glibc's own allocator settings {res['encoder_plain_s']:.0f} s: "
           f"{res['predict_s'] / res['encoder_plain_s']:.2f})")
+    print(f"the whole network alone on the same tiles {res['network_s']:.0f} s ({res['network_s'] / res['encoder_s']:.2f}x the "
+          f"encoder); predict / network = {res['predict_s'] / res['network_s']:.2f}")
     per_m = 1e6 / res["n_bins"] * 250 / res["n_genes"]  # per million bins x 250 genes
     print(f"one pass: {res['predict_s'] * per_m:.1f} s per million bins x 250 genes (map={args.map})")
     if res["old_predict_s"] is not None:
@@ -195,6 +211,7 @@ def main() -> None:
             "lazy_mb": args.lazy_mb,
             "ratio": ratio,
             "ratio_plain": res["predict_s"] / res["encoder_plain_s"],
+            "ratio_network": res["predict_s"] / res["network_s"],
             "map": args.map,
             "trivial": args.trivial or args.trivial_writes,
             "trivial_writes": args.trivial_writes,

@@ -97,3 +97,43 @@ def test_a_tile_coarsens_to_the_bit_as_xarray_coarsens_it(dtype, nan):
         got = coarsen(tile)
         assert got.dtype == want.dtype
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("stored", [False, True])
+def test_the_networks_channels_last_tiles_give_the_levels_planar_tiles_give(tmp_path, dtype, stored):
+    """Tiles handed over as the network makes them (crops of a channels-last map, one with NaN) give every level
+    to the bit as (C, h, w) numpy tiles do; the kept buffers are overwritten tile after tile without harm."""
+    import torch
+
+    rng = np.random.default_rng(5)
+    core, n = 16, 3
+    shape = (7, 152, 200)  # edge tiles cut short
+    level0 = (rng.standard_normal(shape) * rng.choice([1e-3, 1.0, 1e3], shape)).astype(np.float32)
+    level0[:, 20:22, 40:43] = np.nan  # a tile that coarsens through xarray (NaN ignored)
+    shapes = level_shapes(shape, n)
+
+    def pyramid(name):
+        if stored:
+            return MapLevels([scratch_array(tmp_path / f"{name}{k}.zarr", s, level_chunks((3, 24, 40), s), dtype)
+                              for k, s in enumerate(shapes)], core)  # fmt: skip
+        return MapLevels([np.zeros(s, dtype) for s in shapes], core)
+
+    planar, network = pyramid("p"), pyramid("n")
+    for i in range(-(-shape[1] // core)):
+        for j in range(-(-shape[2] // core)):
+            tile = level0[:, i * core : (i + 1) * core, j * core : (j + 1) * core]
+            c, th, tw = tile.shape
+            # the network's output: (1, C, th + 2m, tw + 2m) channels-last, its core cropped (rows apart)
+            out = torch.full((1, th + 6, tw + 6, c), -1.0).permute(0, 3, 1, 2)[0]
+            out[:, 3 : 3 + th, 3 : 3 + tw] = torch.from_numpy(tile)
+            crop = out[:, 3 : 3 + th, 3 : 3 + tw]
+            assert not crop.is_contiguous() and crop.permute(1, 2, 0).stride(2) == 1
+            planar.put(i * core, j * core, tile.copy())
+            network.put(i * core, j * core, crop)
+    planar.close()
+    network.close()
+    for want, got in zip(planar.levels, network.levels):
+        np.testing.assert_array_equal(np.asarray(got[:]), np.asarray(want[:]))
+    # float32 took the channels-last path (a tile's rows, then each level made planar); float16 numpy's own
+    assert set(getattr(network._local, "buffers", {})) == ({"rows", *range(n + 1)} if dtype == np.float32 else set())

@@ -604,3 +604,17 @@ def test_a_zarr_image_is_read_straight_from_zarr_with_the_values_of_dask(tmp_pat
     assert zarr_source(data) is not None
     assert zarr_source(data.rechunk((3, 64, 64))) is None and zarr_source(data + 0) is None
     assert zarr_source(np.asarray(data)) is None
+
+
+def test_a_read_at_the_images_own_scale_is_its_pixels_channels_last_and_white_outside():
+    """SlideImage.read moves (c, y, x) into (y, x, c) pixel for pixel; the window past the image's edges is white."""
+    from spatialdata.models import Image2DModel
+
+    rng = np.random.default_rng(11)
+    img = rng.integers(0, 255, size=(3, 40, 50), dtype=np.uint8)
+    work = pixnet.data.SlideImage(Image2DModel.parse(img, dims=("c", "y", "x")), cs="global", cs_um_per_px=1.0,
+                                  work_um_per_px=1.0)  # fmt: skip
+    got = work.read(-5, 30, 20, 30)  # rows -5..15, columns 30..60: 5 rows above, 10 columns right of the image
+    want = np.full((20, 30, 3), 255, np.uint8)
+    want[5:, :20] = np.moveaxis(img[:, :15, 30:], 0, -1)
+    np.testing.assert_array_equal(got, want)

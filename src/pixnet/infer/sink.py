@@ -138,9 +138,8 @@ class Sink:
                     continue
                 if item[0] == "rows":
                     self._rows(item[1], item[2])
-                else:  # the network's channels-last map made (C, h, w) contiguous by torch: ~5x numpy's copy
-                    y, x, tile = item[1:]
-                    self.map.put(y, x, None if tile is None else tile.contiguous().numpy())
+                else:  # the network's map as it is (channels-last): the pyramid coarsens it in that layout
+                    self.map.put(*item[1:])
             while self._ready and not self._stop:
                 self._write(*self._ready.popleft())
         except BaseException as e:  # noqa: BLE001 - handed to the caller's thread

@@ -9,7 +9,7 @@ import anndata as ad
 import numpy as np
 from scipy import sparse
 
-from .._arrays import in_memory
+from .._arrays import in_memory, table_of_checked_names
 from .._keys import UNS_KEY
 from ..model.losses import log_normalize as _log_normalize
 
@@ -52,8 +52,8 @@ def log_normalize(
         raise KeyError(f"Genes not in the table: {missing[:10]}.")
     sub = x[:, idx]
     counts = sub.toarray() if sparse.issparse(sub) else np.asarray(sub)
-    out = ad.AnnData(
-        norm.apply(counts, totals),
+    out = table_of_checked_names(
+        X=norm.apply(counts, totals),
         obs=adata.obs.copy(),
         var=adata.var.iloc[idx].copy(),
         obsm=dict(adata.obsm),

@@ -15,6 +15,7 @@ import torch
 from spatialdata import SpatialData
 from spatialdata.models import TableModel
 
+from .._arrays import table_of_checked_names
 from .._keys import ON_IMAGE, REGION_KEY, UNS_KEY, prediction_names
 from .._memory import trimmed
 from .._version import __version__
@@ -221,7 +222,8 @@ def _table(x, extra: dict, slide, target, cfg, names: dict, params: dict) -> tup
     obs = pd.DataFrame(index=target.obs.index)
     obs[instance_key] = target.instance_ids()
     obs[REGION_KEY] = pd.Categorical.from_codes(np.zeros(len(obs), np.int8), [names["geometry"]])
-    table = ad.AnnData(X=x, obs=obs, layers=extra.pop("layers"))
+    # the names are the measured table's, the shapes table's or a new grid's barcodes (unique as made)
+    table = table_of_checked_names(X=x, obs=obs, layers=extra.pop("layers"))
     table.uns[UNS_KEY] = {
         "model": cfg.to_dict(), "map": names.get("map"), "source_table": target.source_table, "target": target.name,
         **params, "normalization": {"target_sum": cfg.target_sum, "log1p": cfg.log1p}, "pixnet_version": __version__,
