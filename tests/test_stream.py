@@ -169,6 +169,25 @@ def test_expectation_on_the_cpu_equals_its_torch_form():
     assert (got[200:210] == 0).all()
 
 
+def test_the_cpu_expectation_cut_into_parts_run_side_by_side_gives_the_same_values(monkeypatch):
+    """Rows cut into parts on several threads (uneven, into an out array, strided input) equal one pass, to the bit."""
+    from pixnet.infer import _expect_cpu
+
+    rng = np.random.default_rng(4)
+    lam = rng.gamma(0.3, 0.05, (5003, 41)).astype(np.float32)
+    lam[:50] = 0
+    genes, total = lam[:, :40], lam.sum(1, dtype=np.float64)  # genes: rows 41 values apart
+    monkeypatch.setattr(_expect_cpu, "_parts", lambda n: 1)
+    want = _expect_cpu.expected_rows(genes, total, target_sum=1e4)
+    monkeypatch.setattr(_expect_cpu, "_parts", lambda n: 3)
+    out = np.full(genes.shape, np.nan, np.float32)
+    got = _expect_cpu.expected_rows(genes, total, target_sum=1e4, out=out)
+    assert got is out
+    np.testing.assert_array_equal(got, want)
+    monkeypatch.undo()
+    assert _expect_cpu._parts(100) == 1 and 1 <= _expect_cpu._parts(10**6) <= 8
+
+
 def test_outputs_written_into_kept_buffers_equal_fresh_ones_and_reuse_them():
     """A writer's X and lognorm go into the same buffers block after block (no block-sized allocation each)."""
     from pixnet.infer.expect import outputs
@@ -184,7 +203,33 @@ def test_outputs_written_into_kept_buffers_equal_fresh_ones_and_reuse_them():
             torch.testing.assert_close(got[k], want[k], rtol=0, atol=0)
         ptrs.append((got["X"].data_ptr(), got["lognorm"].data_ptr()))
     assert ptrs[0] == ptrs[1] == ptrs[2] != ptrs[3]
-    assert into["X"].data_ptr() == ptrs[3][0] and len(into["X"]) == 500
+    assert into["X"].data_ptr() == ptrs[3][0] and into["X"].numel() == 500 * 40
+
+
+def test_kept_buffers_are_reused_and_grow_and_pooled_arrays_come_back_by_shape_and_dtype():
+    """infer.buffers: one buffer per name, made larger or anew (dtype) when needed; a pool gives back what it got."""
+    from pixnet.infer.buffers import Pool, kept
+
+    store: dict = {}
+    a = kept(store, "x", (3, 4))
+    assert a.shape == (3, 4) and a.is_contiguous() and a.dtype == torch.float32
+    b = kept(store, "x", (2, 5))  # fewer values: the same memory, another shape
+    assert b.data_ptr() == a.data_ptr() and b.shape == (2, 5)
+    c = kept(store, "x", (4, 4))  # more: made larger, and kept
+    assert c.data_ptr() != a.data_ptr() and kept(store, "x", (1, 16)).data_ptr() == c.data_ptr()
+    assert kept(store, "x", (4, 4), torch.float64).dtype == torch.float64 and store["x"].numel() == 16
+    assert kept(store, "y", (2,)).data_ptr() != kept(store, "x", (2,)).data_ptr()
+
+    pool = Pool(np.empty)
+    x, y = pool.take((4, 3), np.dtype(np.float32)), pool.take((4, 3), np.dtype(np.float32))
+    assert x is not y and x.dtype == np.float32
+    pool.give(x)
+    assert pool.take((4, 3), np.dtype(np.float32)) is x
+    assert pool.take((4, 3), np.dtype(np.float64)) is not y and pool.take((3, 4), np.dtype(np.float32)) is not y
+    tpool = Pool(lambda shape, dtype: torch.empty(shape, dtype=dtype))
+    t = tpool.take((2, 2), torch.float16)
+    tpool.give(t)
+    assert tpool.take([2, 2], torch.float16) is t
 
 
 @pytest.mark.parametrize("kind", ["square", "circle"])

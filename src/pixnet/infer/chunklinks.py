@@ -25,6 +25,8 @@ from pathlib import Path
 import dask.array as da
 import torch
 
+from .buffers import Pool
+
 logger = logging.getLogger(__name__)
 # lz4 over bit-shuffled values: a prediction's float32 arrays take 0.66-0.73 of their size at ~600 MB/s a core,
 # where zarr's default (zstd, level 0) takes 0.82-0.86 at ~270 MB/s (benchmarks/RESULTS.md); a core zarr v3 codec
@@ -61,7 +63,7 @@ class ChunkWriter:
     """
 
     def __init__(self):
-        self._free: dict[tuple, list[torch.Tensor]] = {}  # chunk-shaped buffers, by shape and dtype
+        self._pool = Pool(lambda shape, dtype: torch.empty(shape, dtype=dtype))  # chunk-shaped buffers
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
 
@@ -72,7 +74,7 @@ class ChunkWriter:
             for sel in _chunk_parts(array.chunks, start, values.shape):
                 part = values[tuple(slice(s.start - o, s.stop - o) for s, o in zip(sel, start))]
                 if not part.is_contiguous():
-                    buf = self._take(tuple(part.shape), part.dtype)
+                    buf = self._pool.take(part.shape, part.dtype)
                     taken.append(buf)
                     part = buf.copy_(part)
                 parts.append((sel, part.numpy()))
@@ -82,7 +84,7 @@ class ChunkWriter:
                 self._loop.run_until_complete(_all(array.async_array.setitem(sel, v) for sel, v in parts))
             finally:
                 for buf in taken:
-                    self._free[(tuple(buf.shape), buf.dtype)].append(buf)
+                    self._pool.give(buf)
 
     def close(self) -> None:
         with self._lock:
@@ -90,10 +92,6 @@ class ChunkWriter:
                 self._loop.run_until_complete(self._loop.shutdown_default_executor())
                 self._loop.close()
                 self._loop = None
-
-    def _take(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-        free = self._free.setdefault((shape, dtype), [])
-        return free.pop() if free else torch.empty(shape, dtype=dtype)
 
 
 def _chunk_parts(chunks: tuple[int, ...], start: tuple[int, ...], shape: tuple[int, ...]):

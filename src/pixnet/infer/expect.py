@@ -16,6 +16,7 @@ import torch
 
 from ..model.losses import log_normalize
 from ..pp import _expectation as _e
+from .buffers import kept
 
 ERROR_BOUND = 5e-3  # absolute, in log1p units (values reach ~9 for target_sum 1e4)
 _TABLES: dict = {}
@@ -100,10 +101,5 @@ def outputs(lam: torch.Tensor, *, n_genes: int, target_sum: float, density: bool
 
 
 def _buffer(into: dict | None, name: str, like: torch.Tensor) -> torch.Tensor | None:
-    """``into[name]``'s first ``len(like)`` rows (made, or made larger, to hold ``like``); None without ``into``."""
-    if into is None:
-        return None
-    buf = into.get(name)
-    if buf is None or len(buf) < len(like) or buf.shape[1:] != like.shape[1:] or buf.device != like.device:
-        buf = into[name] = torch.empty(like.shape, dtype=torch.float32, device=like.device)
-    return buf[: len(like)]
+    """A float32 tensor shaped as ``like`` over ``into[name]``, kept between calls; None without ``into``."""
+    return None if into is None else kept(into, name, tuple(like.shape), device=like.device)

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 import xarray as xr
 
+from .buffers import kept
+
 DIMS = ("c", "y", "x")
 MAX_LEVELS = 4  # coarser levels, at most
 SIDE = 2**MAX_LEVELS  # the map's sides are multiples of this (pixnet.infer.dense.map_region): each level halves exactly
@@ -152,7 +154,7 @@ class MapLevels:
         if self.dtype != np.float32 or tile.dtype != torch.float32 or hwc.stride(2) != 1 or hwc.stride(1) != len(tile):
             return None
         if not hwc.is_contiguous():
-            hwc = self._buffer("rows", hwc.numel()).view(hwc.shape).copy_(hwc)
+            hwc = self._kept("rows", hwc.shape).copy_(hwc)
         return hwc
 
     def _planar(self, hwc: torch.Tensor, k: int) -> np.ndarray:
@@ -161,17 +163,12 @@ class MapLevels:
         A 2-d transposed copy into pages already mapped: ~2.5x torch's copy of the 3-d view into a fresh tensor.
         """
         h, w, c = hwc.shape
-        out = self._buffer(k, hwc.numel()).view(c, h * w)
-        out.copy_(hwc.reshape(h * w, c).t())
+        out = self._kept(k, (c, h * w)).copy_(hwc.reshape(h * w, c).t())
         return out.view(c, h, w).numpy()
 
-    def _buffer(self, key, n: int) -> torch.Tensor:
-        """``n`` float32 values of this thread's buffer ``key``, kept from tile to tile (made larger when needed)."""
-        buffers = self._local.__dict__.setdefault("buffers", {})
-        buf = buffers.get(key)
-        if buf is None or buf.numel() < n:
-            buf = buffers[key] = torch.empty(n, dtype=torch.float32)
-        return buf[:n]
+    def _kept(self, key, shape) -> torch.Tensor:
+        """A float32 tensor of ``shape`` over this thread's buffer ``key``, kept from tile to tile."""
+        return kept(self._local.__dict__.setdefault("buffers", {}), key, tuple(shape))
 
     def __setitem__(self, key: tuple[slice, slice, slice], tile: np.ndarray) -> None:
         """``da.store``'s writes: a block of the map (all its channels, one tile) at ``key``."""

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .buffers import Pool
 from .chunklinks import ChunkWriter, scratch_array
 from .spill import PendingBlocks, can_spill
 
@@ -63,7 +64,7 @@ class Sink:
         # a stored table's blocks in progress wait on disk, not in memory (pixnet.infer.spill)
         self._spill = store if store is not None and can_spill() else None
         self._pending: PendingBlocks | None = None
-        self._free: list[np.ndarray] = []  # buffers of written blocks, reused
+        self._pool = Pool(np.empty)  # blocks' buffers (rows x C), given back once written
         self._ready: collections.deque = collections.deque()  # whole blocks to write: (k, r0, r1, sums or None)
         self._ready_bytes = 0
         self._queue: queue.Queue = queue.Queue(QUEUE)
@@ -185,15 +186,11 @@ class Sink:
             else:
                 self.arrays[name][r0:r1] = v.cpu().numpy()
         del out
-        self._free.append(sums)  # written (zarr's writes are synchronous): the next block's
+        self._pool.give(sums if sums.base is None else sums.base)  # written (zarr's writes are synchronous)
 
     def _buffer(self, r: int, c: int) -> np.ndarray:
-        """A block's buffer: a finished block's when there is one (fresh pages cost a fault each)."""
-        while self._free:
-            buf = self._free.pop()
-            if buf.shape == (self.rows, c):
-                return buf[:r]
-        return np.empty((self.rows, c), np.float32)[:r]
+        """A block's ``r`` rows of ``c`` sums: a written block's buffer when there is one (fresh pages fault)."""
+        return self._pool.take((self.rows, c), np.dtype(np.float32))[:r]
 
 
 def _array(store: Path | None, name: str, shape, chunks, dtype=np.float32):
