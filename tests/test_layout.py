@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1] / "src" / "pixnet"
-LEAVES = {"_keys", "_arrays", "_cache", "_memory", "_version"}  # import nothing of pixnet's packages
+LEAVES = {"_keys", "_arrays", "_cache", "_logging", "_memory", "_version"}  # import nothing of pixnet's packages
 
 # What each package may import of pixnet (besides the leaves); each arrow points one way.
 ALLOWED = {
@@ -52,6 +52,13 @@ def _third_party(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
             out.add(node.module.split(".")[0])
     return out
+
+
+def test_the_leaves_import_nothing_of_pixnets_packages():
+    for leaf in sorted(LEAVES):
+        path = ROOT / f"{leaf}.py"
+        assert path.exists(), f"LEAVES names pixnet.{leaf}, which does not exist"
+        assert {u for u, _ in _imports(path)} <= LEAVES, f"pixnet.{leaf} imports {sorted(_imports(path))}"
 
 
 @pytest.mark.parametrize("package", sorted(ALLOWED))
