@@ -18,14 +18,18 @@ WORK = HERE / "_work"
 
 
 def run_child(code: str, timeout: float = 7200) -> dict:
-    """Run Python ``code`` in a fresh interpreter; it prints one JSON line last. Adds its peak RSS (GB) and wall time."""
+    """Run Python ``code`` in a fresh interpreter; it prints one JSON line last.
+
+    Adds its peak RSS (GB), wall time and, on Linux, ``cpu_steal_pct``: the share of the machine's
+    CPU time the hypervisor gave to others while it ran (a virtual machine's timings drift with it).
+    """
     wrapped = (
         code
         + "\nimport resource, json, sys\nprint('@@' + json.dumps({'peak_rss_gb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))\n"
     )
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), _cpu_times()
     out = subprocess.run([sys.executable, "-c", wrapped], capture_output=True, text=True, timeout=timeout)
-    wall = time.perf_counter() - t0
+    wall, cpu1 = time.perf_counter() - t0, _cpu_times()
     if out.returncode != 0:
         raise RuntimeError(f"child failed:\n{out.stderr[-3000:]}")
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{") or ln.startswith("@@")]
@@ -33,7 +37,18 @@ def run_child(code: str, timeout: float = 7200) -> dict:
     for ln in lines:
         res.update(json.loads(ln.lstrip("@")))
     res["wall_s"] = wall
+    if cpu0 and cpu1 and sum(cpu1) > sum(cpu0):
+        res["cpu_steal_pct"] = round(100 * (cpu1[7] - cpu0[7]) / (sum(cpu1) - sum(cpu0)), 1)
     return res
+
+
+def _cpu_times() -> list[int] | None:
+    """The machine's CPU times (``/proc/stat``'s first line: user, nice, system, idle, iowait, irq, softirq, steal...)."""
+    try:
+        with open("/proc/stat") as f:
+            return [int(v) for v in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
 
 
 @contextlib.contextmanager

@@ -197,6 +197,8 @@ def main() -> None:
           f"encoder); predict / network = {res['predict_s'] / res['network_s']:.2f}")
     per_m = 1e6 / res["n_bins"] * 250 / res["n_genes"]  # per million bins x 250 genes
     print(f"one pass: {res['predict_s'] * per_m:.1f} s per million bins x 250 genes (map={args.map})")
+    if "cpu_steal_pct" in res:
+        print(f"the host gave {res['cpu_steal_pct']}% of the machine's CPU time to others during the run")
     if res["old_predict_s"] is not None:
         print(f"map-then-aggregate path: {res['old_predict_s']:.1f} s ({res['old_predict_s'] * per_m:.1f} s per million "
               f"bins x 250 genes), {res['old_predict_s'] / res['predict_s']:.2f}x the one pass; its / encoder = "

@@ -37,3 +37,14 @@ def test_encoders_real_tissue_and_frozen_cache_record_through_common(bench, tmp_
     encoders_real_tissue.write_record(folder=tmp_path, tag="unit", fit={"epochs": 1}, wall_s=1.0, rows=rows)
     line = json.loads((tmp_path / "encoders_real_tissue.jsonl").read_text())
     assert line["rows"] == rows and line["tag"] == "unit" and "threads" in line["machine"]
+
+
+def test_a_child_run_reports_its_peak_memory_wall_time_and_the_hosts_steal(bench):
+    import os
+
+    from _common import run_child
+
+    res = run_child('import json\nprint(json.dumps({"x": 1}))')
+    assert res["x"] == 1 and res["peak_rss_gb"] > 0 and res["wall_s"] > 0
+    if os.path.exists("/proc/stat"):
+        assert 0 <= res["cpu_steal_pct"] <= 100

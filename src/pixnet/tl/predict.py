@@ -117,9 +117,11 @@ def predict(
     layers
         Which layers to write besides ``X`` (each costs as much as ``X`` on disk).
     map
-        Write the map image: ``True`` (float32), ``"float16"`` (half the disk, values to ~1e-3
-        relative; a later predict that reuses it reads those), or ``False`` (the table only: the
-        fastest; the bins' values are the same, they never come from the stored map).
+        Write the map image: ``True`` (float32), ``"float16"`` (half the disk; values to 5e-4
+        relative, and to 3e-8 absolute below 6e-5, half precision's smallest normal number,
+        where faint genes' expected counts per 2 um pixel often lie; a later predict that reuses
+        the map reads those), or ``False`` (the table only: the fastest; the bins' values are the
+        same, they never come from the stored map).
     image, slide_um_per_px
         The H&E image and its micrometres per pixel, if :mod:`pixnet.io` did not record them
         (the name :func:`pixnet.tl.fit` gives it; ``fit``'s ``um_per_px`` is the working resolution).
