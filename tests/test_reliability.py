@@ -1,4 +1,5 @@
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -127,9 +128,47 @@ def test_a_predict_killed_mid_write_leaves_the_store_intact(tmp_path, slide_dir,
     assert again.tables["square_016um"].n_obs == full.tables["square_016um"].n_obs
     level0 = pixnet.data.image_levels(again.images["earlier_map"])[0]
     assert np.isfinite(level0.data.compute()).all()
-    # and the interrupted prediction can simply be run again
+    # the killed run's working folders are left beside the store, named after it
+    left = sorted(p.name for p in tmp_path.glob(".pixnet-*"))
+    assert left and all(f"-{proc.pid}-" in name for name in left), left
+    # and the interrupted prediction can simply be run again: it removes them
     pixnet.tl.predict(again, model=trained, bin_size=16, progress=False)
     assert "pixnet_map" in sd.read_zarr(store).images
+    assert not list(tmp_path.glob(".pixnet-*"))
+
+
+def test_working_folders_of_processes_gone_are_swept_and_no_others(tmp_path, caplog):
+    """Folders named for a process of this host that no longer runs go; this process's, another host's, other names stay."""
+    from pixnet.infer import scratch
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = int(gone.stdout)
+    host = scratch._host()
+    mine = scratch.scratch_folder(tmp_path, "pixnet_map")
+    assert mine.name.startswith(f".pixnet-pixnet_map-{host}-{os.getpid()}-")
+    (mine / "chunk").write_bytes(b"x" * 10)
+    names = {
+        "dead": f".pixnet-pixnet_map-{host}-{dead}-ab12_xyz",
+        "dead_dashed": f".pixnet-my-key-square_008um-{host}-{dead}-q9w8e7r6",
+        "kept_previous": f".pixnet-pixnet_square_016um-{host}-{dead}-zz99zz99",
+        "other_host": f".pixnet-pixnet_map-{'0' * 8 if host != '0' * 8 else '1' * 8}-{dead}-abcdefgh",
+        "old_style": ".pixnet-scratch-gvzeeuv8",
+        "not_ours": ".pixnet-notes",
+    }
+    for name in names.values():
+        (tmp_path / name / "level0.zarr").mkdir(parents=True)
+        (tmp_path / name / "level0.zarr" / "c0").write_bytes(b"y" * 1000)
+    (tmp_path / names["kept_previous"] / "previous").mkdir()
+    with caplog.at_level(logging.INFO, logger="pixnet.infer.scratch"):
+        removed = scratch.sweep(tmp_path)
+        scratch.sweep(tmp_path)  # the kept folder's warning is said once
+    assert sorted(p.name for p in removed) == sorted([names["dead"], names["dead_dashed"]])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [mine.name, names["kept_previous"], names["other_host"], names["old_style"], names["not_ours"]]
+    )
+    assert (mine / "chunk").read_bytes() == b"x" * 10
+    assert "removed 2 working folders" in caplog.text
+    assert caplog.text.count("previous") == 1 and names["kept_previous"] in caplog.text
 
 
 _BIG_IMAGE = """

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import shutil
-import tempfile
 from pathlib import Path
 
 import dask.array as da
@@ -20,6 +19,7 @@ from .chunklinks import forget, from_scratch, is_scratch, layout_of, link_chunks
 from .fingerprint import fingerprint
 from .progress import _client, compute
 from .pyramid import DIMS, MapLevels, can_coarsen, level_chunks, level_shapes, scale_factors
+from .scratch import scratch_folder
 from .store import replace_element
 
 IN_MEMORY_LIMIT = 4 * 2**30  # bytes of map kept in memory when the sdata is not backed
@@ -56,7 +56,7 @@ def map_element(
     chunks = map_chunks(dmap.chunks, dmap.shape[0])
     if sdata.is_backed():
         # The levels are computed once into a scratch store, and the element made from them.
-        scratch = Path(tempfile.mkdtemp(prefix=f".pixnet-{name}-", dir=Path(sdata.path).parent))
+        scratch = scratch_folder(Path(sdata.path).parent, name)
         try:
             # the pyramid made tile by tile too (dmap's blocks are the tiles), where they are computed in this
             # process: a dask.distributed worker would put them into its own copy of the MapLevels

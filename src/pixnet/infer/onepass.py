@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +30,7 @@ from .dense import _splits
 from .expect import outputs
 from .mapimage import IN_MEMORY_LIMIT, check_map_size, map_chunks, publish_map, scratch_levels
 from .pyramid import MapLevels
+from .scratch import scratch_folder
 from .sink import Sink
 from .stream import footprint, stream_tiles
 
@@ -91,7 +91,7 @@ def one_pass(
         dtype = MAP_DTYPES[map_dtype]
         chunks = map_chunks(((c_out,), _splits(h, core), _splits(w, core)), c_out)
         if sdata.is_backed():  # its pyramid made in the pass too (pixnet.infer.pyramid)
-            map_dir = Path(tempfile.mkdtemp(prefix=f".pixnet-{map_name}-", dir=Path(sdata.path).parent))
+            map_dir = scratch_folder(Path(sdata.path).parent, map_name)
             map_levels = MapLevels(scratch_levels(map_dir, (c_out, h, w), chunks, dtype, core), core)
         else:
             check_map_size(c_out * h * w * np.dtype(dtype).itemsize)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +18,7 @@ from spatialdata.models import TableModel
 from ..io._zarr import lazy_arrays
 from .chunklinks import forget, layout_of, link_chunks
 from .progress import compute
+from .scratch import scratch_folder
 
 ELEMENT_KINDS = {"labels": "labels", "shapes": "shapes"}
 STRING_SLICE = 2**18  # obs names written at a time (a few MB): zarr encodes a string array whole otherwise
@@ -30,7 +30,7 @@ def scratch_dir(sdata: SpatialData):
     if not sdata.is_backed():
         yield None
         return
-    path = Path(tempfile.mkdtemp(prefix=".pixnet-scratch-", dir=Path(sdata.path).parent))
+    path = scratch_folder(Path(sdata.path).parent, "scratch")
     try:
         yield path
     finally:
@@ -71,7 +71,7 @@ def replace_element(sdata: SpatialData, name: str, element, kind: str, *, consol
 
 
 def _write_atomically(store: Path, name: str, element, kind: str, after=None) -> None:
-    staging = Path(tempfile.mkdtemp(prefix=f".pixnet-{name}-", dir=store.parent))
+    staging = scratch_folder(store.parent, name)
     try:
         if kind == "tables":
             _write_table(staging / "element.zarr", name, element)
