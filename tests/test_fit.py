@@ -51,6 +51,34 @@ def test_epochs_are_counted_from_one_in_the_log_and_on_the_progress_bar(sdata, c
     assert "Epoch 2/2" in bar and "Epoch 0" not in bar, bar[-500:]
 
 
+def test_epoch_lines_start_a_line_of_their_own_above_the_progress_bar(sdata, monkeypatch):
+    """With the root logger writing to the console (as ``logging.basicConfig`` sets it), an epoch's line is not glued to the bar."""
+    import io
+    import logging
+    import re
+    import sys
+
+    out = io.StringIO()  # stdout and stderr in one stream, as a terminal or `> log 2>&1` shows them
+    monkeypatch.setattr(sys, "stdout", out)
+    monkeypatch.setattr(sys, "stderr", out)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [handler])
+    level = root.level
+    root.setLevel(logging.INFO)
+    try:
+        pixnet.tl.fit(sdata, bin_size=16, epochs=2, tiles_per_epoch=4, **{**TINY, "progress": True})
+    finally:
+        root.setLevel(level)
+    text = out.getvalue()
+    starts = [m.start() for m in re.finditer(r"INFO pixnet\.train\.trainer: epoch \d/2", text)]
+    assert len(starts) == 2, text[-2000:]
+    assert all(text[i - 1] in "\r\n" for i in starts), [text[i - 80 : i + 40] for i in starts]
+    assert "Epoch 2/2" in text  # the bar was there
+    assert root.handlers == [handler]  # the console handler is back after fit
+
+
 def test_same_seed_same_model(sdata):
     a = pixnet.tl.fit(sdata, bin_size=16, epochs=1, tiles_per_epoch=4, seed=5, **TINY)
     b = pixnet.tl.fit(sdata, bin_size=16, epochs=1, tiles_per_epoch=4, seed=5, **TINY)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 import warnings
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.callbacks.progress.tqdm_progress import convert_inf
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from .._logging import logger_levels
 
@@ -78,10 +80,17 @@ def quiet_lightning():
     at INFO, through a handler of its own that also propagates to the root logger (so a notebook
     that configured logging sees each line twice), and even with ``progress=False``. pixnet logs
     the device and precision itself (:func:`make_trainer`). Levels are restored afterwards.
+
+    pixnet's own lines (an epoch's scores) go above the progress bar, not onto its end: when the
+    root logger writes to the console, its handler writes through tqdm meanwhile (tqdm's
+    ``logging_redirect_tqdm``; without such a handler nothing is redirected, so nothing new shows).
     """
     names = ("lightning.pytorch", "lightning.fabric")
     levels = {name: max(logging.getLogger(name).getEffectiveLevel(), logging.WARNING) for name in names}
-    with logger_levels(levels), warnings.catch_warnings():
+    console = any(isinstance(h, logging.StreamHandler) and h.stream in (sys.stdout, sys.stderr)
+                  for h in logging.root.handlers)  # fmt: skip
+    redirect = logging_redirect_tqdm() if console else contextlib.nullcontext()
+    with logger_levels(levels), warnings.catch_warnings(), redirect:
         # torch >= 2.10 deprecates a class Lightning's pytree helper still uses
         warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
         # val_fraction=0 trains without validation on purpose
