@@ -126,6 +126,35 @@ def test_save_load_round_trip(tmp_path):
     model.save(tmp_path / "m", overwrite=True)
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_saved_folders_take_the_permissions_mkdir_gives(tmp_path, umask):
+    """A saved model, an encoder's warm start and a demo slide are readable as the user's umask says, not 0700."""
+    import os
+    import stat
+
+    from pixnet.datasets import visium_hd_demo
+    from pixnet.model._atomic import aside, publish_dir
+
+    before = os.umask(umask)
+    try:
+        (tmp_path / "plain").mkdir()
+        want = stat.S_IMODE((tmp_path / "plain").stat().st_mode)
+        assert want == 0o777 & ~umask
+        model = PixNet(ModelConfig(genes=GENES, decoder_hidden=16))
+        for overwrite in (False, True):
+            model.save(tmp_path / "m", overwrite=overwrite)
+            assert stat.S_IMODE((tmp_path / "m").stat().st_mode) == want
+        tmp = aside(tmp_path / "encoder")  # as pixnet.tl.pretrain writes its encoder
+        (tmp / "config.json").write_text("{}")
+        publish_dir(tmp, tmp_path / "encoder")
+        assert stat.S_IMODE((tmp_path / "encoder").stat().st_mode) == want
+        slide = visium_hd_demo(tmp_path / "slide", size_um=100, seed=1)
+        assert stat.S_IMODE(slide.stat().st_mode) == want
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["encoder", "m", "plain", "slide"]  # nothing left aside
+    finally:
+        os.umask(before)
+
+
 def test_config_refuses_other_versions():
     d = ModelConfig(genes=GENES).to_dict()
     d["format_version"] = 99

@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import secrets
 import shutil
-import tempfile
 from pathlib import Path
 
 import h5py
@@ -116,7 +117,8 @@ def visium_hd_demo(
         if not overwrite:
             raise FileExistsError(f"{path} exists and holds another slide; pass overwrite=True or another path.")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=path.parent))
+    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}-{secrets.token_hex(4)}")
+    tmp.mkdir()  # as mkdir makes folders (the user's umask): it becomes the slide's (mkdtemp's are 0700)
     try:
         _write_slide(tmp, params)
         write_json(tmp / MANIFEST_FILE, params)

@@ -3,8 +3,20 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 from pathlib import Path
+
+
+def aside(dest: Path) -> Path:
+    """A new empty folder beside ``dest`` to write it in, made as ``mkdir`` makes one.
+
+    Its permissions are the user's umask's, as they stay once it is :func:`publish_dir`'d
+    (``tempfile.mkdtemp`` makes folders only their owner may read).
+    """
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}-{secrets.token_hex(4)}")
+    tmp.mkdir()
+    return tmp
 
 
 def publish_dir(tmp: Path, dest: Path) -> None:

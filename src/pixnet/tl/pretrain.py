@@ -6,7 +6,6 @@ import json
 import logging
 import math
 import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from spatialdata import SpatialData
 from tqdm.auto import tqdm
 
 from ..data import resolve_slide, resolve_table, spot_diameter_um, table_spots, working_resolution
-from ..model._atomic import publish_dir
+from ..model._atomic import aside, publish_dir
 from ..model.encoder import build_encoder, resolve_encoder, timm_model
 from ..model.simsiam import SimSiam, augment
 
@@ -137,7 +136,7 @@ def save_encoder(encoder: torch.nn.Module, spec: dict, out: Path, *, meta: dict,
     from safetensors.torch import save_file
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = aside(out)
     try:
         state = {k: v.detach().cpu().contiguous() for k, v in timm_model(encoder).state_dict().items()}
         save_file(state, str(tmp / "model.safetensors"))
@@ -158,7 +157,7 @@ def save_encoder(encoder: torch.nn.Module, spec: dict, out: Path, *, meta: dict,
 
 
 def _resolution(sdatas, slides, um_per_px, tile_px) -> tuple[float, int]:
-    """fit's working resolution and tile for the slides' recorded spots, or 0.5 um/px and 256 px without."""
+    """Fit's working resolution and tile for the slides' recorded spots, or 0.5 um/px and 256 px without."""
     try:
         tables = [resolve_table(s, bin_size=None, table=None, default=16) for s in sdatas]
         spots = [table_spots(sl.sdata, t, sl.cs).spots for sl, t in zip(slides, tables)]
