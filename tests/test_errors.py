@@ -514,6 +514,20 @@ CASES = [
     ),
     (
         "tl",
+        "predict: a negative context_px",
+        lambda c: _predict(c.sdata(), c, context_px=-32),
+        ValueError,
+        "context_px one >= 0",
+    ),
+    (
+        "tl",
+        "predict: a layer it cannot write",
+        lambda c: _predict(c.sdata(), c, layers=("counts", "raw")),
+        ValueError,
+        "Unknown layers",
+    ),
+    (
+        "tl",
         "evaluate: before predict",
         lambda c: pixnet.tl.evaluate(c.sdata(), bin_size=16),
         KeyError,

@@ -38,8 +38,10 @@ def test_map(predicted, trained, tmp_path):
 def test_scores_and_training(predicted, trained, tmp_path):
     pixnet.pl.scores(predicted, bin_size=8, save=tmp_path / "s.png", show=False)
     _written(tmp_path / "s.png")
-    pixnet.pl.training(trained, save=tmp_path / "t.png", show=False)
+    axes = pixnet.pl.training(trained, save=tmp_path / "t.png", show=False)
     _written(tmp_path / "t.png")
+    x = axes[1].lines[0].get_xdata()  # epochs from 1, as the log counts them ("epoch 1/n")
+    assert list(x) == list(range(1, len(trained.history) + 1))
 
 
 def test_plot_errors(predicted):

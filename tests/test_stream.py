@@ -102,6 +102,36 @@ def test_map_is_optional_and_may_be_half_precision(monkeypatch, sdata, model):
         pixnet.tl.predict(sdata, key_added="bad", map="int8", **kw)
 
 
+def test_a_stored_map_is_reused_only_for_the_tiles_it_was_made_with(sdata, model):
+    """The context changes a map's values: another tile_px or context_px recomputes it (overwrite) or is refused."""
+    kw = {"model": model, "bin_size": 16, "progress": False}
+    zero = pixnet.tl.predict(sdata, tile_px=128, context_px=0, **kw)
+    assert zero.uns["pixnet"]["map"] == "pixnet_map"
+    with pytest.raises(ValueError, match="context_px = \\[128, 0\\]"):
+        pixnet.tl.predict(sdata, shapes="_square_016um", tile_px=128, context_px=32, **kw | {"bin_size": None})
+    again = pixnet.tl.predict(sdata, tile_px=128, context_px=32, overwrite=True, **kw)
+    fresh = pixnet.tl.predict(sdata.subset(["_full_image", "_square_016um", "square_016um"]), tile_px=128,
+                              context_px=32, **kw)  # fmt: skip
+    _same(again, fresh)  # made again with the context asked for, not the stored context-0 map's values
+    assert again.uns["pixnet"]["context_px"] == 32
+    assert sdata.attrs["pixnet"]["maps"]["pixnet_map"]["tiling"] == [128, 32]
+    none = pixnet.tl.predict(sdata, tile_px=128, context_px=32, map=False, key_added="none", **kw)
+    assert none.uns["pixnet"]["map"] is None and "none_map" not in sdata.images  # no map written, none recorded
+
+
+def test_tiles_and_contexts_the_map_cannot_be_cut_from_are_refused(sdata):
+    """Whole numbers only, a context that is a multiple of the map's stride (else its pixels shift), before any work."""
+    cfg = ModelConfig(genes=tuple(f"g{i}" for i in range(6)), map_stride=64)
+    m = PixNet(cfg, _Conv(cfg))
+    for tile_px, context_px, match in [(128, 32, "map_stride \\(64\\)"), (0, 32, "whole number"),
+                                       (128.0, 32, "whole number"), (True, 32, "whole number"),
+                                       (128, -32, "whole number")]:  # fmt: skip
+        with pytest.raises(ValueError, match=match):
+            pixnet.tl.predict(sdata, model=m, bin_size=16, tile_px=tile_px, context_px=context_px, progress=False)
+    assert "pixnet_square_016um" not in sdata.tables
+    pixnet.tl.predict(sdata, model=m, bin_size=16, tile_px=128, context_px=64, progress=False)
+
+
 def test_spots_wider_than_a_tile_take_the_map_path(monkeypatch, sdata, model):
     xy = sdata.tables["square_016um"].obsm["spatial"][::50]
     sdata.shapes["big"] = ShapesModel.parse(xy, geometry=0, radius=np.full(len(xy), 60.0),
@@ -253,9 +283,14 @@ def test_compiled_spot_weights_equal_the_reference_bit_for_bit(kind, angle, one_
             assert w.dtype == g.dtype and np.array_equal(w, g)
 
 
-@pytest.mark.parametrize(("old_um", "new_um"), [(2, 8), (2, 16), (8, 16), (2, 5), (8, 2), (16, 8)])
-def test_a_new_grid_over_the_measured_bins_is_the_one_the_pairs_gave(old_um, new_um):
-    """infer.targets._bins_over (keys, chunks: bounded memory) keeps exactly the bins the set of pairs kept."""
+@pytest.mark.parametrize(("old_um", "new_um"), [(2, 8), (2, 16), (8, 16), (2, 5), (2, 3), (2, 2), (8, 2), (16, 8),
+                                                 (2, 1), (8, 3), (16, 5)])  # fmt: skip
+def test_a_new_grid_over_the_measured_bins_is_every_bin_centred_on_one(old_um, new_um):
+    """infer.targets._bins_over (keys, chunks: bounded memory) keeps every new bin whose centre is in a measured bin.
+
+    Finer grids than the measured one included: each measured bin then holds several new bins
+    (a 1 um grid over 2 um bins kept one in four when only the measured bins' corners were looked at).
+    """
     from pixnet.geometry import BinGrid
     from pixnet.infer.targets import _bins_over
 
@@ -263,22 +298,41 @@ def test_a_new_grid_over_the_measured_bins_is_the_one_the_pairs_gave(old_um, new
     c, s = np.cos(angle) * px, np.sin(angle) * px
     old = BinGrid(np.array([[c, -s, 300.5], [s, c, 120.25], [0, 0, 1]]), float(old_um), 0.25)
     rng = np.random.default_rng(old_um * 100 + new_um)
-    rr, cc = np.meshgrid(np.arange(-3, 180), np.arange(-5, 150), indexing="ij")
-    tissue = ((rr - 80) ** 2 + (cc - 70) ** 2 < 60**2) & (rng.random(rr.shape) > 0.1)  # a disc with holes
+    rr, cc = np.meshgrid(np.arange(-3, 90), np.arange(-5, 75), indexing="ij")
+    tissue = ((rr - 40) ** 2 + (cc - 35) ** 2 < 30**2) & (rng.random(rr.shape) > 0.1)  # a disc with holes
     rows, cols = rr[tissue], cc[tissue]
     grid = old.rescale(new_um)
 
-    measured = set(zip(rows.tolist(), cols.tolist()))  # the former code, pairs in a set
-    corners = old.corners(rows, cols).reshape(-1, 2)
-    cand = np.unique(np.stack(grid.index_of(corners[:, 0], corners[:, 1]), 1), axis=0)
-    centre = grid.centres(cand[:, 0], cand[:, 1])
-    keep = np.array([p in measured for p in zip(*(a.tolist() for a in old.index_of(centre[:, 0], centre[:, 1])))])
-    want = cand[keep & (cand >= 0).all(1)]
+    # by definition: every bin of the new grid over the area, kept when its centre lies in a measured bin
+    measured = set(zip(rows.tolist(), cols.tolist()))
+    n = int(np.ceil(95 * old_um / new_um)) + 3
+    nr, nc = np.meshgrid(np.arange(-n, n), np.arange(-n, n), indexing="ij")
+    nr, nc = nr.ravel(), nc.ravel()
+    centre = grid.centres(nr, nc)
+    inside = np.array([p in measured for p in zip(*(a.tolist() for a in old.index_of(centre[:, 0], centre[:, 1])))])
+    keep = inside & (nr >= 0) & (nc >= 0)
+    want = np.stack([nr[keep], nc[keep]], 1)
     want = want[np.lexsort((want[:, 1], want[:, 0]))]
 
     got_r, got_c = _bins_over(old, grid, rows, cols, chunk=1000)
     assert len(want) > 20
     assert np.array_equal(np.stack([got_r, got_c], 1), want)
+    if new_um < old_um and old_um % new_um == 0:  # the finer grid tiles the measured bins: (old / new)^2 each
+        assert len(want) >= 0.9 * len(rows) * (old_um // new_um) ** 2
+
+
+def test_a_new_grid_covers_the_measured_bins_whatever_was_predicted_before(sdata, model):
+    """1 um bins on 2 um measured bins: four to each; a new grid is made from the measured tables, not predictions."""
+    kw = {"model": model, "tile_px": 128, "context_px": 32, "progress": False, "layers": (), "map": False}
+    first = pixnet.tl.predict(sdata, bin_size=3, key_added="first", **kw)
+    fine = pixnet.tl.predict(sdata, bin_size=1, key_added="fine", **kw)
+    again = pixnet.tl.predict(sdata, bin_size=3, key_added="again", **kw)
+    np.testing.assert_array_equal(again.obs_names, first.obs_names)
+    np.testing.assert_array_equal(pixnet.tl.predict(sdata, bin_size=1, key_added="fine2", **kw).obs_names, fine.obs_names)
+    two = pixnet.tl.predict(sdata, bin_size=2, key_added="two", **kw)  # the measured 2 um bins
+    assert fine.n_obs == 4 * two.n_obs  # each 2 um bin holds four 1 um bins (their centres are inside it)
+    total = fine.obs["predicted_total_counts"].sum() / two.obs["predicted_total_counts"].sum()
+    assert abs(total - 1) < 0.01, total  # the same tissue: the same expected counts
 
 
 def test_membership_by_binary_search_is_numpys_isin():

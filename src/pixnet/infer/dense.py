@@ -48,6 +48,27 @@ def map_region(
     return int(lo[1]), int(lo[0]), int(size[1]), int(size[0])
 
 
+def check_tiles(tile_px, context_px, map_stride: int) -> None:
+    """Refuse a tile side or context (model input pixels) the network cannot cut a map from exactly.
+
+    Both are whole numbers, multiples of 32 (the encoder's coarsest stride) and of the model's
+    ``map_stride`` (else the map's pixels shift with the context); the side is at least 32, the context 0 or more.
+    """
+
+    def whole(v) -> bool:
+        return isinstance(v, int | np.integer) and not isinstance(v, bool)
+
+    if not (whole(tile_px) and whole(context_px)) or tile_px < 32 or context_px < 0:
+        raise ValueError(
+            f"tile_px must be a whole number >= 32 and context_px one >= 0 (got {tile_px!r}, {context_px!r})."
+        )
+    if tile_px % 32 or context_px % 32 or tile_px % map_stride or context_px % map_stride:
+        raise ValueError(
+            f"tile_px and context_px must be multiples of 32 and of the model's map_stride ({map_stride}) "
+            f"(got {tile_px}, {context_px})."
+        )
+
+
 def dense_map(
     model: PixNet,
     image: SlideImage,
@@ -63,8 +84,7 @@ def dense_map(
     Blocks where ``busy`` (see :func:`occupied_blocks`) is False are not computed: they read 0.
     """
     s = model.config.map_stride
-    if tile_px % 32 or context_px % 32 or tile_px % s:
-        raise ValueError(f"tile_px and context_px must be multiples of 32 (got {tile_px}, {context_px}).")
+    check_tiles(tile_px, context_px, s)
     y0, x0, h, w = region
     core = tile_px // s
     chunks = ((model.config.n_outputs,), _splits(h, core), _splits(w, core))

@@ -46,12 +46,14 @@ def map_chunks(blocks: tuple[tuple[int, ...], ...], n_channels: int) -> tuple[in
 
 
 def map_element(
-    sdata, name: str, dmap: da.Array, model: PixNet, region, f_map: float, cs: str, *, computed, progress: bool
+    sdata, name: str, dmap: da.Array, model: PixNet, region, f_map: float, cs: str, *, computed, tiling,
+    progress: bool,
 ) -> da.Array:
     """Compute the map, add it to ``sdata`` as a multiscale image, and return its level 0 (lazy).
 
     ``computed``: ``(busy, core)``, the blocks of side ``core`` that were computed (the others
-    are 0), recorded so that the map is reused only for spots inside them.
+    are 0), recorded so that the map is reused only for spots inside them; ``tiling``:
+    ``(tile_px, context_px)`` it was computed with (:func:`publish_map`).
     """
     chunks = map_chunks(dmap.chunks, dmap.shape[0])
     if sdata.is_backed():
@@ -71,14 +73,14 @@ def map_element(
             else:
                 compute(da.store(dmap.rechunk(chunks), levels[0], lock=False, compute=False), "computing map", progress)
             levels = [from_scratch(a) for a in levels]
-            publish_map(sdata, name, levels, model, region, f_map, cs, computed=computed, chunks=chunks)
+            publish_map(sdata, name, levels, model, region, f_map, cs, computed=computed, tiling=tiling, chunks=chunks)
         finally:
             forget(scratch)
             shutil.rmtree(scratch, ignore_errors=True)
     else:
         check_map_size(dmap.size * 4)
         arr = compute(dmap, "computing map", progress)
-        publish_map(sdata, name, arr, model, region, f_map, cs, computed=computed, chunks=chunks)
+        publish_map(sdata, name, arr, model, region, f_map, cs, computed=computed, tiling=tiling, chunks=chunks)
     return level0(sdata.images[name])
 
 
@@ -110,13 +112,14 @@ def check_map_size(size: int) -> None:
 
 
 def publish_map(sdata, name: str, levels, model: PixNet, region, f_map: float, cs: str, *,
-                computed, chunks) -> None:  # fmt: skip
+                computed, tiling, chunks) -> None:  # fmt: skip
     """Add a computed map to ``sdata`` as the multiscale image ``name`` (written when backed).
 
     ``levels``: its level 0 ``(C, h, w)`` (spatialdata makes the coarser ones), or a list of all
     its levels as :class:`pixnet.infer.pyramid.MapLevels` made them. ``computed``: ``(busy, core)``,
     the blocks of side ``core`` that were computed (the others read 0), recorded so that the map
-    is reused only for spots inside them.
+    is reused only for spots inside them. ``tiling``: ``(tile_px, context_px)`` it was computed
+    with, recorded so that it is reused only for the same (the context changes a map's values).
     """
     levels = list(levels) if isinstance(levels, list | tuple) else [levels]
     cfg = model.config
@@ -145,7 +148,7 @@ def publish_map(sdata, name: str, levels, model: PixNet, region, f_map: float, c
     busy, core = computed
     maps[name] = {
         "model": fingerprint(model), "region": [int(v) for v in region], "core": int(core),
-        "computed": np.asarray(busy, bool).tolist(),
+        "computed": np.asarray(busy, bool).tolist(), "tiling": [int(v) for v in tiling],
     }  # fmt: skip
     sdata.attrs[UNS_KEY] = {**sdata.attrs.get(UNS_KEY, {}), "maps": maps}
 
@@ -198,8 +201,12 @@ def _fill_levels(levels: list, channels: list, name: str, element: Path) -> None
         names.write_channel_names(name)
 
 
-def check_free(sdata: SpatialData, names: dict, model: PixNet, *, overwrite: bool) -> dict | None:
-    """Refuse to replace elements unless ``overwrite``; return a reusable map made by the same model."""
+def check_free(sdata: SpatialData, names: dict, model: PixNet, *, overwrite: bool, tiling) -> dict | None:
+    """Refuse to replace elements unless ``overwrite``; return a reusable map: the same model's, the same ``tiling``.
+
+    ``tiling``: ``(tile_px, context_px)``. A map of the same model made with other tiles is
+    replaced with ``overwrite``, else refused (its values differ with the context).
+    """
     for kind in ("table", "geometry"):
         if names[kind] in sdata and not overwrite:
             raise ValueError(
@@ -209,8 +216,14 @@ def check_free(sdata: SpatialData, names: dict, model: PixNet, *, overwrite: boo
     if name is None or name not in sdata:
         return None
     info = sdata.attrs.get(UNS_KEY, {}).get("maps", {}).get(name, {})
-    if info.get("model") == fingerprint(model):
+    same = info.get("model") == fingerprint(model)
+    if same and info.get("tiling") == [int(v) for v in tiling]:
         return {"array": level0(sdata.images[name]), **info, "region": tuple(info["region"])}
+    if same and not overwrite:
+        raise ValueError(
+            f"{name!r} exists, made by this model with tile_px, context_px = {info.get('tiling', 'unrecorded')}; "
+            "pass those to reuse it, overwrite=True to make it again, or another key_added."
+        )
     if not overwrite:
         raise ValueError(f"{name!r} exists and was made by another model; pass overwrite=True or another key_added.")
     return None

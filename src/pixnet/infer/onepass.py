@@ -118,7 +118,8 @@ def one_pass(
             levels = out["map"].levels
             if map_dir is not None:
                 levels = [from_scratch(a) for a in levels]  # their chunk files are linked
-            publish_map(sdata, map_name, levels, model, region, f_map, cs, computed=(computed, core), chunks=chunks)
+            publish_map(sdata, map_name, levels, model, region, f_map, cs, computed=(computed, core),
+                        tiling=(tile_px, context_px), chunks=chunks)  # fmt: skip
     finally:
         if map_dir is not None:
             forget(map_dir)

@@ -28,7 +28,7 @@ from .._memory import trim
 from ..data import SlideImage
 from ..geometry import Spots
 from ..model import PixNet
-from .dense import _splits, window_weights
+from .dense import _splits, check_tiles, window_weights
 
 logger = logging.getLogger(__name__)
 
@@ -75,8 +75,7 @@ def stream_tiles(
     float32 on ``device``. Every spot is in exactly one tile's ``idx``.
     """
     s, cfg = model.config.map_stride, model.config
-    if tile_px % 32 or context_px % 32 or tile_px % s:
-        raise ValueError(f"tile_px and context_px must be multiples of 32 (got {tile_px}, {context_px}).")
+    check_tiles(tile_px, context_px, s)
     y0, x0, h, w = region
     core, c = tile_px // s, context_px // s
     m = footprint(spots)

@@ -85,9 +85,14 @@ def _table_target(slide: Slide, name: str) -> Target:
 
 
 def _new_grid(slide: Slide, bin_size: float, name: str) -> Target:
-    """A new grid of ``bin_size`` bins on the slide's Visium HD array, over the measured tissue."""
+    """A new grid of ``bin_size`` bins on the slide's Visium HD array, over the measured tissue.
+
+    The array's grid and the tissue are the finest measured table's (not a prediction's table).
+    """
     sdata = slide.sdata
-    grids = [(g, sdata.tables[t]) for t in sdata.tables if (g := _grid_or_none(sdata, t, slide.cs)) is not None]
+    # the measured bins' grids: a prediction's table (a new grid itself) would make the next grid depend on it
+    measured = [t for t in sdata.tables if "model" not in sdata.tables[t].uns.get(UNS_KEY, {})]
+    grids = [(g, sdata.tables[t]) for t in measured if (g := _grid_or_none(sdata, t, slide.cs)) is not None]
     if not grids:
         return _image_grid(slide, bin_size, name)
     old, ref = min(grids, key=lambda kv: kv[0].bin_size_um)
@@ -105,17 +110,30 @@ def _new_grid(slide: Slide, bin_size: float, name: str) -> Target:
 def _bins_over(old: BinGrid, grid: BinGrid, rows: np.ndarray, cols: np.ndarray, *, chunk: int = 2**20):
     """Rows and columns of ``grid``'s bins centred on a measured bin ``(rows, cols)`` of ``old``, in row order.
 
-    Candidates are the new bins that a measured bin's corners fall in, kept when their centre lies
-    in a measured bin. Bins are handled ``chunk`` at a time and pairs as one int64 key each: 8 um
-    bins over a whole slide's 8.2M 2 um bins took +0.6 GB and 18 s (the whole new grid), where a
-    set of pairs and all corners at once took +3.4 GB and 90 s (``benchmarks/RESULTS.md``); 7 s
-    with the centres' keys looked up by :func:`_member` (23 s with ``np.isin``, 2026-12-02).
+    The two grids share their axes (``old.rescale``): a measured bin spans a box of ``grid``'s
+    coordinates, and the new bins whose centres fall in it (with a margin for rounding) are the
+    candidates, kept when their centre lies in a measured bin (as ``old.index_of`` rounds it).
+    Finer or coarser, every such bin is found: several per measured bin when ``grid`` is finer,
+    none for most when it is coarser. Bins are handled ``chunk`` at a time and pairs as one int64
+    key each (a set of pairs over 8.2M bins took +3.4 GB and 90 s; ``benchmarks/RESULTS.md``), and
+    the centres' keys looked up by :func:`_member` (``np.isin`` took 15 s of it, 2026-12-02).
     """
     measured = _key(rows, cols)
+    inv = np.linalg.inv(grid.affine)
+    span = int(np.ceil(old.side_px / grid.side_px)) + 2  # new bins a measured bin spans along an axis, at most
+    step = max(1, chunk // span**2)
     cand = []
-    for s in range(0, len(rows), chunk):
-        corners = old.corners(rows[s : s + chunk], cols[s : s + chunk]).reshape(-1, 2)
-        cand.append(np.unique(_key(*grid.index_of(corners[:, 0], corners[:, 1]))))
+    for s in range(0, len(rows), step):
+        xy = old.corners(rows[s : s + step], cols[s : s + step])  # (n, 4, 2)
+        c = inv[0, 0] * xy[..., 0] + inv[0, 1] * xy[..., 1] + inv[0, 2]  # in grid's columns and rows
+        r = inv[1, 0] * xy[..., 0] + inv[1, 1] * xy[..., 1] + inv[1, 2]
+        c0, c1 = np.ceil(c.min(1) - 1e-6).astype(np.int64), np.floor(c.max(1) + 1e-6).astype(np.int64)
+        r0, r1 = np.ceil(r.min(1) - 1e-6).astype(np.int64), np.floor(r.max(1) + 1e-6).astype(np.int64)
+        k = np.arange(span)
+        cc, rr = c0[:, None] + k, r0[:, None] + k  # (n, span) each, valid up to c1 and r1
+        ok = (rr <= r1[:, None])[:, :, None] & (cc <= c1[:, None])[:, None, :]
+        keys = _key(np.broadcast_to(rr[:, :, None], ok.shape)[ok], np.broadcast_to(cc[:, None, :], ok.shape)[ok])
+        cand.append(np.unique(keys))
     keys = np.unique(np.concatenate(cand)) if cand else np.zeros(0, np.int64)  # sorted: by row, then column
     rr, cc = keys >> 32, (keys & 0xFFFFFFFF) - 2**31
     centre = grid.centres(rr, cc)

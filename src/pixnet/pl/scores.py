@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 from spatialdata import SpatialData
 
 from ..model import PixNet
@@ -54,7 +55,7 @@ def training(model: PixNet, *, show: bool | None = None, save: str | Path | None
     h = model.history
     if not h:
         raise ValueError("This model has no training history (it was not trained with pixnet.tl.fit).")
-    epochs = [r["epoch"] for r in h]
+    epochs = [r["epoch"] + 1 for r in h]  # from 1, as the log and the progress bar count them
     fig, axes = panels(2, ncols=2, size=4.0)
     for key, label in (("train_loss", "train"), ("val_loss", "validation")):
         ys = [r.get(key, np.nan) for r in h]
@@ -63,5 +64,7 @@ def training(model: PixNet, *, show: bool | None = None, save: str | Path | None
     axes[0].legend(frameon=False)
     axes[1].plot(epochs, [r.get("val_pcc", np.nan) for r in h], marker="o", ms=3, color="C2")
     axes[1].set(xlabel="epoch", ylabel="PCC@M", title="validation PCC")
+    for a in axes:
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     return finish(fig, axes, show=show, save=save)

@@ -21,7 +21,7 @@ from .._memory import trimmed
 from .._version import __version__
 from ..data import resolve_slide
 from ..data.coverage import check_coverage
-from ..infer.dense import aggregate_lazy, dense_map, map_region, occupied_blocks
+from ..infer.dense import aggregate_lazy, check_tiles, dense_map, map_region, occupied_blocks
 from ..infer.expression import expression_arrays
 from ..infer.geometry import geometry_element
 from ..infer.mapimage import check_free, map_element
@@ -35,6 +35,7 @@ from ..model.tta import DihedralTTA
 from ._models import find_model
 
 logger = logging.getLogger(__name__)
+LAYERS = ("counts", "lognorm")  # what predict can write besides X
 
 
 def predict(
@@ -109,9 +110,10 @@ def predict(
         Prefix of the written elements.
     overwrite
         Replace elements of the same names (otherwise an error). A map made by the same model
-        is reused without recomputing.
+        with the same ``tile_px`` and ``context_px`` is reused without recomputing.
     tile_px, context_px
-        Tile side and the context around it, in the model's input pixels (multiples of 32).
+        Tile side and the context around it, in the model's input pixels (multiples of 32 and of
+        the model's ``map_stride``).
     device
         ``"cuda"``, ``"cpu"``...; by default a GPU when there is one.
     layers
@@ -155,11 +157,14 @@ def predict(
         f"prediction's obs[{ON_IMAGE!r}]; pixnet.tl.evaluate leaves them out."
     )  # fmt: skip
     cfg, method = model.config, method_of(model.config.method)
+    if method.predict is None:
+        check_tiles(tile_px, context_px, cfg.map_stride)
+    layers = _check_layers(layers)
     model = _with_views(model, tta, method)
     names = prediction_names(key_added, target.name, labels=target.as_labels, dense=method.predict is None)
     if map not in (True, False, "float32", "float16"):
         raise ValueError(f"map must be True, False, 'float32' or 'float16', got {map!r}.")
-    reuse_map = check_free(sdata, names, model, overwrite=overwrite)
+    reuse_map = check_free(sdata, names, model, overwrite=overwrite, tiling=(tile_px, context_px))
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     with scratch_dir(sdata) as scratch, trimmed():
         if method.predict is not None:  # a baseline (pixnet.baselines): its own prediction, no map
@@ -171,7 +176,8 @@ def predict(
                               scratch, opts)  # fmt: skip
         if cov.n_off:
             extra[ON_IMAGE] = cov.on
-        table, geom = _table(x, extra, slide, target, cfg, names, params={
+        written = names.get("map") if map and method.predict is None else None  # map=False: none of this call's
+        table, geom = _table(x, extra, slide, target, cfg, names, written, params={
             "bin_size_um": bin_size, "shapes": shapes, "tile_px": tile_px, "context_px": context_px, "tta": tta,
             "ensemble": n_models})  # fmt: skip
         kind = ELEMENT_KINDS["labels" if target.as_labels else "shapes"]
@@ -212,14 +218,14 @@ def _dense(sdata, slide, model, target, name, reuse_map, map_dtype, layers, scra
                          device=opts["device"], busy=busy)  # fmt: skip
         if name is not None:
             dmap = map_element(sdata, name, dmap, model, region, f_map, slide.cs, computed=(busy, core),
-                               progress=opts["progress"])  # fmt: skip
+                               tiling=(opts["tile_px"], opts["context_px"]), progress=opts["progress"])  # fmt: skip
     spots_map = spots_map.scaled(1.0, (region[1], region[0]))  # one copy of the centres at a time
     lam = aggregate_lazy(dmap, spots_map, mean=cfg.semantics == "mean")
     return expression_arrays(lam, cfg, layers, scratch=scratch, progress=opts["progress"])
 
 
-def _table(x, extra: dict, slide, target, cfg, names: dict, params: dict) -> tuple[ad.AnnData, object]:
-    """The prediction table (TableModel) and the geometry element it annotates."""
+def _table(x, extra: dict, slide, target, cfg, names: dict, map_name, params: dict) -> tuple[ad.AnnData, object]:
+    """The prediction table (TableModel) and the geometry element it annotates (``map_name``: its map, or None)."""
     geom, instance_key = geometry_element(target, slide)
     obs = pd.DataFrame(index=target.obs.index)
     obs[instance_key] = target.instance_ids()
@@ -227,7 +233,7 @@ def _table(x, extra: dict, slide, target, cfg, names: dict, params: dict) -> tup
     # the names are the measured table's, the shapes table's or a new grid's barcodes (unique as made)
     table = table_of_checked_names(X=x, obs=obs, layers=extra.pop("layers"))
     table.uns[UNS_KEY] = {
-        "model": cfg.to_dict(), "map": names.get("map"), "source_table": target.source_table, "target": target.name,
+        "model": cfg.to_dict(), "map": map_name, "source_table": target.source_table, "target": target.name,
         **params, "normalization": {"target_sum": cfg.target_sum, "log1p": cfg.log1p}, "pixnet_version": __version__,
         "coordinate_system": slide.cs, "um_per_px": slide.um_per_px,
         "X": "expected log1p(counts / total * target_sum) under Poisson counting noise at this bin size",
@@ -244,6 +250,15 @@ def _table(x, extra: dict, slide, target, cfg, names: dict, params: dict) -> tup
     table.var_names = list(cfg.genes)
     table.obsm["spatial"] = np.asarray(target.spatial)
     return table, geom
+
+
+def _check_layers(layers) -> tuple[str, ...]:
+    """The layers asked for, as a tuple (a single name is one layer); unknown names refused."""
+    layers = (layers,) if isinstance(layers, str) else tuple(layers)
+    unknown = [k for k in layers if k not in LAYERS]
+    if unknown:
+        raise ValueError(f"Unknown layers {unknown}: layers is a tuple of {LAYERS} (or () for X only).")
+    return layers
 
 
 def _with_views(model: PixNet, tta: int, method) -> PixNet:
