@@ -31,8 +31,14 @@ def test_compare(predicted, trained, tmp_path):
 
 
 def test_map(predicted, trained, tmp_path):
-    pixnet.pl.map(predicted, trained.genes[:2], save=tmp_path / "m.png", show=False)
+    axes = pixnet.pl.map(predicted, trained.genes[:2], save=tmp_path / "m.png", show=False)
     _written(tmp_path / "m.png")
+    # each panel's colour bar lies under it (beside it, its label ran into the next panel), in the map's units
+    fig = axes[0].figure
+    bars = [a for a in fig.axes if a not in axes]
+    assert len(bars) == 2 and all(b.get_xlabel() == "expected counts per map pixel" for b in bars)
+    for a, b in zip(axes, bars):
+        assert b.get_position().y1 <= a.get_position().y0 + 1e-6
 
 
 def test_scores_and_training(predicted, trained, tmp_path):

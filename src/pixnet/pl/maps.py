@@ -46,11 +46,23 @@ def map(
         raise KeyError(f"Genes not in the map: {missing}.")
     attrs = sdata.attrs.get(UNS_KEY, {})
     cs = attrs.get("coordinate_system", "global")
+    # the colour bar under each panel, labelled with the map's units: beside it, its label ran into the next panel
+    bar = {"loc": "bottom", "label": _units(sdata, name)}
     fig, axes = panels(len(genes), ncols=ncols, size=panel_size, ax=ax)
     for a, g in zip(axes, genes):
         pl = sdata.pl
         if attrs.get("image") in sdata.images:
             pl = pl.render_images(attrs["image"]).pl
-        pl.render_images(name, channel=g, cmap=cmap, alpha=alpha).pl.show(ax=a, coordinate_systems=cs, title=g)
+        pl = pl.render_images(name, channel=g, cmap=cmap, alpha=alpha, colorbar_params=bar).pl
+        pl.show(ax=a, coordinate_systems=cs, title=g)
         a.set_axis_off()
     return finish(fig, axes, show=show, save=save)
+
+
+def _units(sdata: SpatialData, name: str) -> str:
+    """What the map's values are, from the model that made it (as :func:`pixnet.tl.predict` documents them)."""
+    tables = [t for t in sdata.tables.values() if t.uns.get(UNS_KEY, {}).get("map") == name]
+    semantics = tables[0].uns[UNS_KEY].get("model", {}).get("semantics") if tables else None
+    if semantics == "density":
+        return "expected counts per map pixel"
+    return "log-normalised expression" if semantics == "mean" else ""
