@@ -117,7 +117,8 @@ def _demo(args) -> None:
     names = ["pixnet.demo"] + (["pixnet.train"] if args.quiet or not sys.stderr.isatty() else [])
     with logger_levels(dict.fromkeys(names, logging.INFO)):
         table = run_demo(Path(args.out), size_um=args.size_um, epochs=args.epochs, progress=not args.quiet)
-    print("\nPrediction of held-out resolutions (model trained on 16 um bins):")
+    print("\nPrediction at bin sizes the model was not trained on (it was fitted on this slide's 16 um bins;")
+    print("PCC@F, PCC@S, PCC@M: first quartile, median and mean of the per-gene Pearson correlations):")
     print(table.round(3).to_string())
     print(f"\nfigures, scores.csv and the model are in {args.out}/")
 
