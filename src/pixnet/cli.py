@@ -159,8 +159,8 @@ def parser() -> argparse.ArgumentParser:
     e.set_defaults(func=_evaluate)
 
     d = sub.add_parser("demo", help="fit and predict on the synthetic Visium HD slide, writing figures")
-    d.add_argument("--out", default="demo_output")
-    d.add_argument("--size-um", type=float, default=1000.0)
+    d.add_argument("--out", default="demo_output", help="folder for the figures, scores.csv and the model")
+    d.add_argument("--size-um", type=float, default=1000.0, help="side of the synthetic capture area (um)")
     d.add_argument("--epochs", type=int, default=None, help="default: the demo's short schedule")
     d.set_defaults(func=_demo)
     return p
