@@ -140,14 +140,22 @@ def test_saved_folders_take_the_permissions_mkdir_gives(tmp_path, umask):
         (tmp_path / "plain").mkdir()
         want = stat.S_IMODE((tmp_path / "plain").stat().st_mode)
         assert want == 0o777 & ~umask
+        want_file = 0o666 & ~umask
         model = PixNet(ModelConfig(genes=GENES, decoder_hidden=16))
         for overwrite in (False, True):
             model.save(tmp_path / "m", overwrite=overwrite)
             assert stat.S_IMODE((tmp_path / "m").stat().st_mode) == want
+            # safetensors writes its file 0600: it too is readable as the umask says
+            assert {f.name: stat.S_IMODE(f.stat().st_mode) for f in (tmp_path / "m").iterdir()} == dict.fromkeys(
+                ["model.safetensors", "config.json", "training.json"], want_file
+            )
         tmp = aside(tmp_path / "encoder")  # as pixnet.tl.pretrain writes its encoder
         (tmp / "config.json").write_text("{}")
+        (tmp / "model.safetensors").write_bytes(b"0")
+        os.chmod(tmp / "model.safetensors", 0o600)
         publish_dir(tmp, tmp_path / "encoder")
         assert stat.S_IMODE((tmp_path / "encoder").stat().st_mode) == want
+        assert stat.S_IMODE((tmp_path / "encoder" / "model.safetensors").stat().st_mode) == want_file
         slide = visium_hd_demo(tmp_path / "slide", size_um=100, seed=1)
         assert stat.S_IMODE(slide.stat().st_mode) == want
         assert sorted(p.name for p in tmp_path.iterdir()) == ["encoder", "m", "plain", "slide"]  # nothing left aside

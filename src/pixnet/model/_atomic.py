@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import stat
 from pathlib import Path
 
 
@@ -20,7 +21,18 @@ def aside(dest: Path) -> Path:
 
 
 def publish_dir(tmp: Path, dest: Path) -> None:
-    """Move the finished folder ``tmp`` to ``dest``, replacing an existing ``dest`` (callers check ``overwrite``)."""
+    """Move the finished folder ``tmp`` to ``dest``, replacing an existing ``dest`` (callers check ``overwrite``).
+
+    Its files first take the permissions a new file gets here (the user's umask): safetensors
+    writes its file readable by its owner alone.
+    """
+    probe = tmp / ".mode"
+    probe.touch()
+    mode = stat.S_IMODE(probe.stat().st_mode)
+    probe.unlink()
+    for f in tmp.iterdir():
+        if f.is_file() and not f.is_symlink():
+            os.chmod(f, mode)
     if dest.exists():
         old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
         os.replace(dest, old)
