@@ -178,6 +178,25 @@ def _circles_without_radius(c):
     _fit(s, table="t", bin_size=None, genes=None)
 
 
+def _with_shapes(c, shapes):
+    s = c.sdata()
+    s.shapes["x"] = shapes
+    return _predict(s, c, bin_size=None, shapes="x")
+
+
+def _empty_polygon(c):
+    import geopandas as gpd
+    import shapely
+
+    gdf = gpd.GeoDataFrame(geometry=[shapely.box(100, 100, 200, 200), shapely.Polygon()])
+    _with_shapes(c, ShapesModel.parse(gdf, transformations={"global": Identity()}))
+
+
+def _circle_nan_centre(c):
+    xy = np.array([[150.0, 150.0], [np.nan, 150.0]])
+    _with_shapes(c, ShapesModel.parse(xy, geometry=0, radius=np.full(2, 20.0), transformations={"global": Identity()}))
+
+
 def _unknown_shapes(c):
     _predict(c.sdata(), c, bin_size=None, shapes="nope")
 
@@ -503,6 +522,8 @@ CASES = [
         "exactly one",
     ),
     ("tl", "predict: an unknown shapes element", _unknown_shapes, KeyError, "No shapes element"),
+    ("tl", "predict: shapes holding an empty polygon", _empty_polygon, ValueError, "1 with an empty polygon"),
+    ("tl", "predict: a circle whose centre is NaN", _circle_nan_centre, ValueError, "1 with non-finite coordinates"),
     ("tl", "predict: a key_added that already exists", _key_exists, ValueError, "overwrite=True"),
     ("tl", "predict: a SpatialData without an image", _no_image, ValueError, "no image"),
     (

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import re
 
 import anndata as ad
 import numpy as np
@@ -404,3 +405,74 @@ def test_visium_reports_a_spot_diameter_that_fits_neither(tmp_path, caplog):
         sdata = pixnet.io.visium(outs, fullres_image_file="image.tif")
     assert "S1" in sdata.shapes  # the prefix names the elements, as spatialdata-io does
     assert "neither 55 um" in caplog.text
+
+
+_POLYGONS = {
+    "no geometry (None)": None,
+    "an empty polygon": shapely.Polygon(),
+    "non-finite coordinates": shapely.Polygon([(0, 0), (np.nan, 0), (5, 5)]),
+    "zero area": shapely.Polygon([(0, 0), (2, 2), (4, 4)]),  # on a line: make_valid collapses it
+}
+_CIRCLES = {  # (centre, radius)
+    "no geometry (None)": (None, 3.0),
+    "an empty point": (shapely.Point(), 3.0),
+    "non-finite coordinates": (shapely.Point(np.inf, 4), 3.0),
+    "a radius that is not a positive finite number": (shapely.Point(4, 4), np.nan),
+}
+
+
+@pytest.mark.parametrize("reason", list(_POLYGONS) + [f"circle: {r}" for r in _CIRCLES] + ["circle: radius 0"])
+def test_shapes_that_cover_no_pixel_are_refused_by_name(reason):
+    # Each way a shape can cover no pixel, alone among good shapes: one ValueError naming the reason and the shape
+    # (it gave a broadcast or index error, "outside the image", or a silent 0 before).
+    from geopandas import GeoDataFrame
+
+    from pixnet.data import shapes_to_spots
+
+    good = [
+        shapely.box(10, 10, 20, 20),
+        shapely.MultiPolygon([shapely.box(30, 30, 35, 35), shapely.box(40, 40, 45, 45)]),
+    ]
+    if reason.startswith("circle"):
+        key = reason.removeprefix("circle: ")
+        point, radius = _CIRCLES.get(key, (shapely.Point(4, 4), 0.0))
+        gdf = GeoDataFrame({"radius": [2.0, radius, 2.0]}, geometry=[shapely.Point(1, 1), point, shapely.Point(9, 9)])
+        key = "a radius that is not a positive finite number" if key == "radius 0" else key
+    else:
+        key = reason
+        gdf = GeoDataFrame(geometry=[good[0], _POLYGONS[reason], good[1]])
+    gdf.index = ["cell_a", "cell_bad", "cell_c"]
+    with pytest.raises(
+        ValueError,
+        match=rf"Shapes element 'x': of its 3 shapes, 1 with {re.escape(key)} \(e\.g\. \['cell_bad'\]\).*Drop them",
+    ) as err:
+        shapes_to_spots(gdf, np.eye(3), what="Shapes element 'x'")
+    fix = re.search(r"Drop them first \((.*)\) and parse", str(err.value)).group(1)
+    kept = eval(fix, {"np": np, "shapely": shapely, "gdf": gdf})  # the message's own fix, as the user would run it
+    assert list(kept.index) == ["cell_a", "cell_c"]
+    ok = shapes_to_spots(kept, np.eye(3), what="Shapes element 'x'")
+    assert len(ok) == 2 and np.isfinite(ok.centres).all()
+
+
+def test_shapes_with_several_faults_name_each_and_invalid_polygons_are_repaired(caplog):
+    from geopandas import GeoDataFrame
+
+    from pixnet.data import shapes_to_spots
+    from pixnet.geometry import spot_weights
+
+    gdf = GeoDataFrame(geometry=[None, shapely.Polygon(), shapely.Polygon(), shapely.box(0, 0, 4, 4)])
+    with pytest.raises(
+        ValueError, match=r"1 with no geometry \(None\).*; 2 with an empty polygon \(e\.g\. \['1', '2'\]\)"
+    ):
+        shapes_to_spots(gdf, np.eye(3))
+    # a ring that crosses itself (a bow tie): repaired as shapely.make_valid repairs it, with a warning
+    bowtie = shapely.Polygon([(0, 0), (8, 8), (8, 0), (0, 8)])
+    assert not bowtie.is_valid
+    scale = np.array([[2.0, 0, 1], [0, 2.0, 3], [0, 0, 1]])  # the affine still applies after the repair
+    with caplog.at_level(logging.WARNING, logger="pixnet"):
+        spots = shapes_to_spots(GeoDataFrame(geometry=[bowtie, shapely.box(0, 0, 4, 4)]), scale)
+    assert "1 of 2 polygons are invalid" in caplog.text and "Self-intersection" in caplog.text
+    repaired = shapely.affinity.affine_transform(shapely.make_valid(bowtie), [2, 0, 0, 2, 1, 3])
+    assert spots.polygons[0].equals(repaired) and np.isclose(spots.polygons[0].area, 4 * 32.0)
+    s, _, w = spot_weights(spots, (40, 40))
+    assert abs(w[s == 0].sum() - 4 * 32.0) < 0.05 * 4 * 32  # the two triangles' area (supersampled), not 0

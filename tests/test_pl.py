@@ -1,4 +1,5 @@
 import matplotlib.pyplot as plt
+import numpy as np
 import pytest
 
 import pixnet
@@ -55,3 +56,25 @@ def test_plot_errors(predicted):
         pixnet.pl.expression(predicted, ["NOPE"], bin_size=8, show=False)
     with pytest.raises(KeyError, match="run pixnet.tl.predict"):
         pixnet.pl.expression(predicted, ["A"], bin_size=16, show=False)
+
+
+@pytest.mark.parametrize(
+    ("semantics", "label"),
+    [
+        ("density", "expected counts per map pixel"),
+        ("sum", "log-normalised expression per map pixel (summed over a spot)"),
+        ("mean", "log-normalised expression"),
+    ],
+)
+def test_the_maps_units_follow_the_semantics_of_the_model_that_made_it(semantics, label):
+    # every semantics gets its label ("sum" maps had an empty one)
+    import anndata as ad
+    from spatialdata import SpatialData
+
+    from pixnet._keys import UNS_KEY
+    from pixnet.pl.maps import _units
+
+    table = ad.AnnData(np.zeros((1, 1), np.float32))
+    table.uns[UNS_KEY] = {"map": "run_map", "model": {"semantics": semantics}}
+    assert _units(SpatialData(tables={"t": table}), "run_map") == label
+    assert _units(SpatialData(tables={"t": table}), "other_map") == ""  # no table records that map

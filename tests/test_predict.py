@@ -406,3 +406,16 @@ def test_shapes_are_found_by_their_table_name(sdata, trained):
     assert scores.name == "pixnet_cell_segmentations" and np.isfinite(scores["PCC@M"])
     with pytest.raises(KeyError, match="No shapes element 'nuclei'"):
         pixnet.tl.predict(sdata, model=trained, shapes="nuclei", progress=False)
+
+
+def test_progress_bars_name_the_prediction_they_belong_to(sdata, trained, capsys):
+    # Two predictions in a row: each bar says which table it fills ("predicting" alone did not). The 2 um one
+    # aggregates the map the 8 um one stored (same model): a bar of the other path, named too.
+    for size, bar in ((8, "predicting"), (2, "aggregating")):
+        pixnet.tl.predict(sdata, model=trained, bin_size=size, progress=True)
+        assert f"pixnet_square_00{size}um: {bar}" in capsys.readouterr().err
+    pixnet.tl.predict(sdata, model=trained, bin_size=8, key_added="other", map=False, progress=True)
+    assert "other_square_008um: predicting" in capsys.readouterr().err
+    from pixnet.infer.progress import describe
+
+    assert describe("x") == "x"  # the label ends with the call

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import anndata as ad
@@ -16,6 +17,8 @@ from .._arrays import in_memory
 from .._keys import ARRAY_COL, ARRAY_ROW, UNS_KEY, bin_size_of
 from ..geometry import BinGrid, Spots
 from .image import element_to_cs
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -64,7 +67,9 @@ def table_spots(sdata: SpatialData, table_name: str, cs: str) -> TableSpots:
             "shapes (circles, squares, polygons) or Visium HD bins (a table with array_row, array_col and "
             "obsm['spatial'])."
         )
-    return TableSpots(table, shapes_to_spots(_annotated(element, table, table_name, region), to_cs), region, None)
+    spots = shapes_to_spots(_annotated(element, table, table_name, region), to_cs,
+                            what=f"Shapes element {region!r} of table {table_name!r}")  # fmt: skip
+    return TableSpots(table, spots, region, None)
 
 
 def _annotated(element: GeoDataFrame, table: ad.AnnData, table_name: str, region: str) -> GeoDataFrame:
@@ -141,10 +146,24 @@ def _centres(sdata: SpatialData, table: ad.AnnData, take: np.ndarray, cs: str) -
     return None
 
 
-def shapes_to_spots(gdf: GeoDataFrame, to_cs: np.ndarray) -> Spots:
-    """Circles (points with a ``radius`` column) or polygons, mapped by the affine ``to_cs``."""
+def shapes_to_spots(gdf: GeoDataFrame, to_cs: np.ndarray, *, what: str = "The shapes element") -> Spots:
+    """Circles (points with a ``radius`` column) or polygons, mapped by the affine ``to_cs``.
+
+    Invalid polygons (a ring that crosses itself, as segmentation tools sometimes write) are
+    repaired with :func:`shapely.make_valid`, with a warning; the element itself is not changed.
+
+    Raises
+    ------
+    ValueError
+        Geometries that are missing, empty, of zero area or with non-finite coordinates, circles
+        without a positive finite ``radius``, or kinds other than points and (multi)polygons:
+        they cover no pixel, so nothing can be predicted or learnt for them. ``what`` names the
+        element in the message.
+
+    """
     geom = gdf.geometry.to_numpy()
-    kinds = set(shapely.get_type_id(geom).tolist())
+    names = gdf.index.to_numpy()
+    kinds = set(shapely.get_type_id(geom[~shapely.is_missing(geom)]).tolist())
     linear, shift = to_cs[:2, :2], to_cs[:2, 2]
     if kinds == {0}:  # points: circles with a radius column
         if "radius" not in gdf.columns:
@@ -152,14 +171,64 @@ def shapes_to_spots(gdf: GeoDataFrame, to_cs: np.ndarray) -> Spots:
                 "Point shapes need a 'radius' column to be spots; make circles with "
                 "spatialdata.models.ShapesModel.parse(xy, geometry=0, radius=...)."
             )
-        xy = shapely.get_coordinates(geom) @ linear.T + shift
+        radius = gdf["radius"].to_numpy(np.float64)
+        xy = np.full((len(geom), 2), np.nan)  # NaN where missing or empty: rows stay aligned
+        coords, index = shapely.get_coordinates(geom, return_index=True)
+        xy[index] = coords
+        _refuse(what, names, {
+            "no geometry (None)": shapely.is_missing(geom),
+            "an empty point": shapely.is_empty(geom),
+            "non-finite coordinates": ~np.isfinite(xy).all(1),
+            "a radius that is not a positive finite number": ~(np.isfinite(radius) & (radius > 0)),
+        }, fix=_CIRCLE_FIX)  # fmt: skip
         scale = np.sqrt(abs(np.linalg.det(linear)))
-        return Spots("circle", xy, gdf["radius"].to_numpy(np.float64) * scale)
+        return Spots("circle", xy @ linear.T + shift, radius * scale)
     if not kinds <= {3, 6}:
-        raise ValueError(f"Spots must be circles or polygons; found geometry types {sorted(kinds)}.")
+        found = sorted(shapely.GeometryType(k).name for k in kinds)
+        raise ValueError(f"{what}: spots must be circles (points with a radius) or polygons; found {found}.")
+    _refuse(what, names, {
+        "no geometry (None)": shapely.is_missing(geom),
+        "an empty polygon": shapely.is_empty(geom),
+        "non-finite coordinates": _non_finite(geom),
+    }, fix=_POLYGON_FIX)  # fmt: skip
+    invalid = ~shapely.is_valid(geom)
+    if invalid.any():
+        logger.warning(
+            "%s: %d of %d polygons are invalid (e.g. %r: %s); pixnet uses shapely.make_valid's repair of them.",
+            what, int(invalid.sum()), len(geom), names[invalid][0], shapely.is_valid_reason(geom[invalid][0]),
+        )  # fmt: skip
+        geom = geom.copy()
+        geom[invalid] = shapely.make_valid(geom[invalid], method="structure", keep_collapsed=False)
+    _refuse(what, names, {"zero area": ~(shapely.area(geom) > 0)}, fix=_POLYGON_FIX)
     polys = shapely.transform(geom, lambda c: c @ linear.T + shift)
     centres = shapely.get_coordinates(shapely.centroid(polys))
     return Spots("polygon", centres, None, 0.0, polys)
+
+
+# what the message tells the user to run: tests/test_io_spots.py runs it on every form refused
+_CIRCLE_FIX = (
+    "gdf[np.isfinite(gdf.geometry.x) & np.isfinite(gdf.geometry.y) & np.isfinite(gdf.radius) & (gdf.radius > 0)]"
+)
+_POLYGON_FIX = "gdf[gdf.area > 0]"  # NaN for None and non-finite rings; 0 for empty, collapsed and bow-tie rings
+
+
+def _non_finite(geom: np.ndarray) -> np.ndarray:
+    """Per geometry: whether any of its coordinates is NaN or infinite."""
+    xy, index = shapely.get_coordinates(geom, return_index=True)
+    out = np.zeros(len(geom), bool)
+    out[index[~np.isfinite(xy).all(1)]] = True
+    return out
+
+
+def _refuse(what: str, names: np.ndarray, problems: dict[str, np.ndarray], fix: str) -> None:
+    """Raise one ValueError naming every problem found (``{reason: mask}`` over the shapes)."""
+    found = [(reason, mask) for reason, mask in problems.items() if mask.any()]
+    if found:
+        lines = "; ".join(f"{int(m.sum())} with {why} (e.g. {[str(n) for n in names[m][:3]]})" for why, m in found)
+        raise ValueError(
+            f"{what}: of its {len(names)} shapes, {lines}. Such a shape covers no pixel, so pixnet can neither "
+            f"predict nor learn its expression. Drop them first ({fix}) and parse the element again."
+        )
 
 
 def table_counts(table: ad.AnnData, genes: list[str], *, other: bool) -> tuple[sparse.csr_matrix, np.ndarray]:

@@ -29,6 +29,7 @@ from .chunklinks import forget, from_scratch
 from .dense import _splits
 from .expect import outputs
 from .mapimage import IN_MEMORY_LIMIT, check_map_size, map_chunks, publish_map, scratch_levels
+from .progress import describe
 from .pyramid import MapLevels
 from .scratch import scratch_folder
 from .sink import Sink
@@ -104,8 +105,8 @@ def one_pass(
                              busy=busy, mean=cfg.semantics == "mean")  # fmt: skip
         try:
             with resident(), torch.no_grad():  # the network's activations reused tile after tile (not faulted in)
-                for i, j, core_map, idx, sums in tqdm(tiles, total=busy.size, desc="predicting", disable=not progress,
-                                                      leave=False):  # fmt: skip
+                bar = tqdm(tiles, total=busy.size, desc=describe("predicting"), disable=not progress, leave=False)
+                for i, j, core_map, idx, sums in bar:
                     computed[i, j] = core_map is not None
                     sink.put_map(i * core, j * core, core_map)
                     if sums is not None:

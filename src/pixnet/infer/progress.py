@@ -2,11 +2,33 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
 import dask
 from dask.callbacks import Callback
 from tqdm.auto import tqdm
 
 from .._memory import trimmed
+
+_LABEL: ContextVar[str | None] = ContextVar("pixnet_progress_label", default=None)
+
+
+@contextmanager
+def labelled(label: str) -> Iterator[None]:
+    """Progress bars opened inside name ``label`` first (``"square_008um: predicting"``): which call they belong to."""
+    token = _LABEL.set(label)
+    try:
+        yield
+    finally:
+        _LABEL.reset(token)
+
+
+def describe(desc: str) -> str:
+    """``desc`` under the current :func:`labelled` label."""
+    label = _LABEL.get()
+    return desc if label is None else f"{label}: {desc}"
 
 
 class _Tqdm(Callback):
@@ -16,9 +38,8 @@ class _Tqdm(Callback):
         self.bar = None
 
     def _start_state(self, dsk, state):
-        self.bar = tqdm(
-            total=sum(len(state[k]) for k in ("ready", "waiting", "running", "finished")), desc=self.desc, leave=False
-        )
+        total = sum(len(state[k]) for k in ("ready", "waiting", "running", "finished"))
+        self.bar = tqdm(total=total, desc=describe(self.desc), leave=False)
 
     def _posttask(self, key, result, dsk, state, worker_id):
         self.bar.update(1)

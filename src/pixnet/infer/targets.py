@@ -221,7 +221,8 @@ def _shapes_target(slide: Slide, shapes: str) -> Target:
         obs = pd.DataFrame(index=ts.table.obs_names.copy())
         instance = ts.table.obs[get_table_keys(ts.table)[2]].to_numpy()
         return Target(name, ts.spots, obs, ts.spots.centres, None, source, geometry, instance)
-    spots = shapes_to_spots(gdf, element_to_cs(gdf, slide.cs, f"Shapes element {shapes!r}"))
+    what = f"Shapes element {shapes!r}"
+    spots = shapes_to_spots(gdf, element_to_cs(gdf, slide.cs, what), what=what)
     obs = pd.DataFrame(index=pd.Index(gdf.index.astype(str)))
     return Target(name, spots, obs, spots.centres, None, None, geometry, gdf.index.to_numpy())
 

@@ -65,4 +65,6 @@ def _units(sdata: SpatialData, name: str) -> str:
     semantics = tables[0].uns[UNS_KEY].get("model", {}).get("semantics") if tables else None
     if semantics == "density":
         return "expected counts per map pixel"
+    if semantics == "sum":  # the paper's Eq. 5: a spot's value is the sum of the map over it
+        return "log-normalised expression per map pixel (summed over a spot)"
     return "log-normalised expression" if semantics == "mean" else ""

@@ -26,7 +26,7 @@ from ..infer.expression import expression_arrays
 from ..infer.geometry import geometry_element
 from ..infer.mapimage import check_free, map_element
 from ..infer.onepass import can_stream, one_pass
-from ..infer.progress import _client
+from ..infer.progress import _client, labelled
 from ..infer.store import ELEMENT_KINDS, scratch_dir, store_elements
 from ..infer.targets import resolve_target
 from ..model import PixNet, method_of
@@ -166,7 +166,7 @@ def predict(
         raise ValueError(f"map must be True, False, 'float32' or 'float16', got {map!r}.")
     reuse_map = check_free(sdata, names, model, overwrite=overwrite, tiling=(tile_px, context_px))
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    with scratch_dir(sdata) as scratch, trimmed():
+    with scratch_dir(sdata) as scratch, trimmed(), labelled(names["table"]):  # its bars name the table made
         if method.predict is not None:  # a baseline (pixnet.baselines): its own prediction, no map
             work = slide.working_image(cfg.um_per_px)
             x, extra = method.predict(model, work, target.spots.scaled(work.f), device=dev), {"layers": {}}
