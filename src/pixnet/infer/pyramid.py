@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import xarray as xr
 
+from ._levels_cpu import planar_levels
 from .buffers import kept
 
 DIMS = ("c", "y", "x")
@@ -76,22 +77,6 @@ def coarsen(tile: np.ndarray) -> np.ndarray:
     return top
 
 
-def coarsen_channels_last(tile: torch.Tensor) -> torch.Tensor | None:
-    """``(h, w, C)`` float32 -> ``(h // 2, w // 2, C)``: :func:`coarsen`'s values, to the bit; None where it differs.
-
-    The same sums in the same order, ``(a00 + a01) + (a10 + a11)`` over 4, on the network's map in
-    its own layout: a 2 x 2 block's channels are four contiguous runs, not four strided reads
-    (~4x faster than :func:`coarsen` on a 256 x 256 tile of 250 channels). None for odd sides and
-    NaN, which :func:`coarsen` leaves to xarray (and, to be safe, +inf with -inf: their sum is NaN too).
-    """
-    h, w, _ = tile.shape
-    if h % 2 or w % 2 or tile.dtype != torch.float32 or torch.isnan(tile.sum()):  # a sum: ~6x faster than isnan
-        return None
-    top = tile[0::2, 0::2] + tile[0::2, 1::2]
-    top += tile[1::2, 0::2] + tile[1::2, 1::2]
-    return top.div_(4)
-
-
 class MapLevels:
     """The map's levels ``[(C, h, w), (C, h // 2, w // 2), ...]`` (numpy or zarr arrays) filled tile by tile.
 
@@ -121,54 +106,44 @@ class MapLevels:
                     for key in self._chunks_over(k, rows, cols):
                         self._count[key] = self._count.get(key, 0) + 1
         self._lock = threading.Lock()
-        self._local = threading.local()  # each putting thread's buffers for the (C, h, w) copies of a tile's levels
+        self._local = threading.local()  # each putting thread's buffers for a tile's (C, h, w) levels
 
     def put(self, y: int, x: int, tile: np.ndarray | torch.Tensor | None) -> None:
         """Tile ``(C, th, tw)`` at level-0 pixel ``(y, x)`` (None: a tile without a map); its coarser levels.
 
         ``tile``: numpy, or a CPU tensor. A float32 tensor laid out channels-last (the network's map,
-        ``(th, tw, C)`` in memory) is coarsened in that layout (:func:`coarsen_channels_last`) and each
-        level made ``(C, h, w)`` in a buffer kept for the next tile.
+        ``(th, tw, C)`` in memory) is made planar and coarsened by compiled loops
+        (:func:`pixnet.infer._levels_cpu.planar_levels`) into buffers kept for the next tile.
         """
-        hwc = None
+        planar = None
         if isinstance(tile, torch.Tensor):
-            hwc = self._channels_last(tile)
-            tile = tile.contiguous().numpy() if hwc is None else self._planar(hwc, 0)
+            planar = self._planar_levels(tile)
+            tile = tile.contiguous().numpy() if planar is None else planar[0]
         if tile is not None:
             tile = np.ascontiguousarray(tile, dtype=self.dtype)
             self.levels[0][:, y : y + tile.shape[1], x : x + tile.shape[2]] = tile
         for k, (rows, cols) in self._spans(y // self.core, x // self.core):
-            if hwc is not None and (hwc := coarsen_channels_last(hwc)) is not None:
-                tile = self._planar(hwc, k)
+            if planar is not None:
+                tile = planar[k]
             elif tile is not None:
                 tile = coarsen(tile)
             for key in self._chunks_over(k, rows, cols):
                 self._add(key, rows, cols, tile)
 
-    def _channels_last(self, tile: torch.Tensor) -> torch.Tensor | None:
-        """A float32 tile ``(C, th, tw)`` laid out channels-last as a contiguous ``(th, tw, C)``; else None.
+    def _planar_levels(self, tile: torch.Tensor) -> list[np.ndarray] | None:
+        """Every level of a float32 CPU tile laid out channels-last, planar; None for other tiles and for NaN.
 
-        A crop of the network's map (rows of ``tw * C`` values apart) is copied row by row into a kept buffer.
+        NaN (and +inf with -inf, whose sum is NaN) go to :func:`coarsen`, which leaves them to xarray.
         """
         hwc = tile.permute(1, 2, 0)
-        if self.dtype != np.float32 or tile.dtype != torch.float32 or hwc.stride(2) != 1 or hwc.stride(1) != len(tile):
+        if (self.dtype != np.float32 or tile.dtype != torch.float32 or tile.device.type != "cpu"
+                or hwc.stride(2) != 1 or torch.isnan(hwc.sum())):  # fmt: skip  # a sum: ~6x faster than isnan
             return None
-        if not hwc.is_contiguous():
-            hwc = self._kept("rows", hwc.shape).copy_(hwc)
-        return hwc
-
-    def _planar(self, hwc: torch.Tensor, k: int) -> np.ndarray:
-        """``(h, w, C)`` -> ``(C, h, w)`` in a kept buffer for level ``k`` (overwritten by the next tile).
-
-        A 2-d transposed copy into pages already mapped: ~2.5x torch's copy of the 3-d view into a fresh tensor.
-        """
-        h, w, c = hwc.shape
-        out = self._kept(k, (c, h * w)).copy_(hwc.reshape(h * w, c).t())
-        return out.view(c, h, w).numpy()
-
-    def _kept(self, key, shape) -> torch.Tensor:
-        """A float32 tensor of ``shape`` over this thread's buffer ``key``, kept from tile to tile."""
-        return kept(self._local.__dict__.setdefault("buffers", {}), key, tuple(shape))
+        c, h, w = tile.shape
+        buffers = self._local.__dict__.setdefault("buffers", {})
+        levels = [kept(buffers, k, (c, h >> k, w >> k)).numpy() for k in range(len(self.levels))]
+        planar_levels(hwc.numpy(), levels)
+        return levels
 
     def __setitem__(self, key: tuple[slice, slice, slice], tile: np.ndarray) -> None:
         """``da.store``'s writes: a block of the map (all its channels, one tile) at ``key``."""
