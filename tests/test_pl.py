@@ -43,8 +43,12 @@ def test_map(predicted, trained, tmp_path):
 
 
 def test_scores_and_training(predicted, trained, tmp_path):
-    pixnet.pl.scores(predicted, bin_size=8, save=tmp_path / "s.png", show=False)
+    hist, _ = pixnet.pl.scores(predicted, bin_size=8, save=tmp_path / "s.png", show=False)
     _written(tmp_path / "s.png")
+    pcc = predicted.tables["pixnet_square_008um"].var["pcc"].dropna()
+    labels = [t.get_text() for t in hist.get_legend().get_texts()]  # each line says which summary it marks
+    assert labels == [f"PCC@F (first quartile) {pcc.quantile(0.25):.3f}", f"PCC@S (median) {pcc.median():.3f}",
+                      f"PCC@M (mean) {pcc.mean():.3f}"]  # fmt: skip
     axes = pixnet.pl.training(trained, save=tmp_path / "t.png", show=False)
     _written(tmp_path / "t.png")
     x = axes[1].lines[0].get_xdata()  # epochs from 1, as the log counts them ("epoch 1/n")

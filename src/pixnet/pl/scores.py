@@ -30,8 +30,11 @@ def scores(
     pcc = table.var["pcc"].dropna().sort_values()
     fig, axes = panels(2, ncols=2, size=4.5)
     axes[0].hist(pcc.to_numpy(), bins=30, color="0.4")
-    for q, ls in ((pcc.quantile(0.25), ":"), (pcc.median(), "--"), (pcc.mean(), "-")):
-        axes[0].axvline(q, color="C3", ls=ls)
+    marks = (("PCC@F (first quartile)", pcc.quantile(0.25), ":"), ("PCC@S (median)", pcc.median(), "--"),
+             ("PCC@M (mean)", pcc.mean(), "-"))  # fmt: skip
+    for label, q, ls in marks:
+        axes[0].axvline(q, color="C3", ls=ls, label=f"{label} {q:.3f}")
+    axes[0].legend(frameon=False, fontsize=8, loc="upper left")
     axes[0].set(
         xlabel="PCC across bins",
         ylabel="genes",
