@@ -77,7 +77,11 @@ def one_pass(
     layers = tuple(layers) if density else ()
     widths = {"X": n_genes if density else c_out, **({"total": 0} if density else {}), **dict.fromkeys(layers, n_genes)}
     size = n * n_genes * 4 * (1 + len(layers))
-    stored = scratch is not None and size >= expression.TABLE_IN_MEMORY
+    # With a backed sdata the rows go to scratch arrays as the pass makes them (the page cache, not this process's
+    # memory: the 8 um table's X, 0.5 GB for a whole slide, used to grow beside the network's working set); a table
+    # under TABLE_IN_MEMORY is read back whole once the pass is done, a larger one stays lazy
+    stored = scratch is not None
+    lazy = stored and size >= expression.TABLE_IN_MEMORY
     rows, cols = expression.TABLE_CHUNK
 
     buffers: dict = {}  # X's and lognorm's, reused block after block (the writer thread calls make, one at a time)
@@ -127,7 +131,9 @@ def one_pass(
             shutil.rmtree(map_dir, ignore_errors=True)
 
     def table_array(a):
-        return from_scratch(a) if stored else a
+        if not stored:
+            return a
+        return from_scratch(a) if lazy else a[:]
 
     x = table_array(out["X"])
     extra = {"layers": {k: table_array(out[k]) for k in layers}}
