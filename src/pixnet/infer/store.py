@@ -104,8 +104,21 @@ def _write_table(path: Path, name: str, table: AnnData) -> None:
         SpatialData(tables={name: _stand_in(table)}).write(path, consolidate_metadata=False)
     group = zarr.open_group(str(path / "tables"), mode="r+")
     attrs = dict(group[name].attrs)
-    write_dispatched(group, name, table, callback=_write_elem)
+    with _unsharded():
+        write_dispatched(group, name, table, callback=_write_elem)
     group[name].attrs.update(attrs)
+
+
+def _unsharded():
+    """Keep anndata's zarr v3 arrays unsharded, as now (the scratch arrays' layout: their chunk files are linked).
+
+    Said explicitly: left unset, anndata warns on every array that sharding will become its default.
+    """
+    import anndata
+
+    if not hasattr(anndata.settings, "auto_shard_zarr_v3"):  # anndata before that setting: unsharded, silent
+        return contextlib.nullcontext()
+    return anndata.settings.override(auto_shard_zarr_v3=False)
 
 
 def _stand_in(table: AnnData) -> AnnData:
