@@ -74,7 +74,7 @@ def _fit(args) -> None:
     genes = args.genes.split(",") if args.genes else None
     model = tl.fit(
         sdata, bin_size=args.bin_size, genes=genes, n_genes=args.n_genes, epochs=args.epochs, seed=args.seed,
-        checkpoint_dir=args.checkpoint_dir, accelerator=args.accelerator, progress=not args.quiet,
+        checkpoint_dir=args.checkpoint_dir, accelerator=args.accelerator, progress=args.progress,
     )  # fmt: skip
     model.save(args.out, overwrite=args.overwrite)
     print(f"saved {model} to {args.out}")
@@ -95,7 +95,7 @@ def _predict(args) -> None:
 
         sdata = spatialdata.read_zarr(out)
     table = tl.predict(
-        sdata, model=model, bin_size=args.bin_size, key_added=args.key_added, overwrite=True, progress=not args.quiet
+        sdata, model=model, bin_size=args.bin_size, key_added=args.key_added, overwrite=True, progress=args.progress
     )
     name = prediction_table(args.key_added, bin_table_name(args.bin_size))
     print(f"wrote {table.n_obs} x {table.n_vars} predictions to {out} (table {name})")
@@ -114,9 +114,9 @@ def _demo(args) -> None:
     from .demo import run_demo
 
     # the demo's summary is its output; with no progress bar to watch, a line per epoch too
-    names = ["pixnet.demo"] + (["pixnet.train"] if args.quiet or not sys.stderr.isatty() else [])
+    names = ["pixnet.demo"] + ([] if args.progress else ["pixnet.train"])
     with logger_levels(dict.fromkeys(names, logging.INFO)):
-        table = run_demo(Path(args.out), size_um=args.size_um, epochs=args.epochs, progress=not args.quiet)
+        table = run_demo(Path(args.out), size_um=args.size_um, epochs=args.epochs, progress=args.progress)
     print("\nPrediction at bin sizes the model was not trained on (it was fitted on this slide's 16 um bins;")
     print("PCC@F, PCC@S, PCC@M: first quartile, median and mean of the per-gene Pearson correlations):")
     print(table.round(3).to_string())
@@ -126,7 +126,9 @@ def _demo(args) -> None:
 def parser() -> argparse.ArgumentParser:
     """The argument parser of the ``pixnet`` command."""
     p = argparse.ArgumentParser(prog="pixnet", description="Spatially dense gene expression from H&E images.")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress bars (the default when stderr is not a terminal)"
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log more")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -169,6 +171,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     args = parser().parse_args(argv)
+    # bars redraw a line with carriage returns: in a log file (a batch job, `> log 2>&1`) they are noise
+    args.progress = not args.quiet and sys.stderr.isatty()
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
