@@ -163,6 +163,26 @@ def test_a_large_backed_table_streams_to_the_store(tmp_path, monkeypatch, sdata,
     assert not list(tmp_path.glob(".pixnet-*"))  # no scratch left beside the store
 
 
+def test_a_small_backed_table_is_written_once_then_read_whole(tmp_path, monkeypatch, sdata, model):
+    """Under the in-memory limit too the scratch chunks are linked into the store (not read, encoded, written again)."""
+    from pixnet.infer import store
+
+    path = _backed(tmp_path, sdata)
+    kw = {"model": model, "bin_size": 8, "tile_px": 128, "context_px": 32, "progress": False}
+    ref = pixnet.tl.predict(sdata, key_added="ref", **kw)  # in memory: no scratch, no store
+    linked = []
+    link = store.link_chunks
+    monkeypatch.setattr(store, "link_chunks", lambda elem, dest: linked.append(link(elem, dest)) or linked[-1])
+    backed = sd.read_zarr(path)
+    got = pixnet.tl.predict(backed, key_added="small", **kw)
+    assert linked == [True] * 3  # X and both layers
+    assert isinstance(got.X, np.ndarray) and all(isinstance(v, np.ndarray) for v in got.layers.values())
+    assert got is backed.tables["small_square_008um"]
+    _same(got, ref)
+    _same(sd.read_zarr(path).tables["small_square_008um"], ref)
+    assert not list(tmp_path.glob(".pixnet-*"))
+
+
 def test_fast_expectation_is_within_its_bound_of_the_exact_one():
     from scipy import stats
 

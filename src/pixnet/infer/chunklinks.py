@@ -110,11 +110,17 @@ async def _all(coroutines) -> None:
 def layout_of(elem) -> dict:
     """Keyword arguments of zarr's ``create_array`` that encode chunks as ``elem``'s scratch array does (or none).
 
-    An array created with them (and the same shape, chunks, dtype) can take the scratch array's
+    An array created with them (and the same shape, chunks (:func:`chunks_of`), dtype) can take the scratch array's
     chunk files (:func:`link_chunks`).
     """
     source = _SOURCES.get(getattr(elem, "name", None))
     return {} if source is None else {"compressors": source.compressors}
+
+
+def chunks_of(elem: da.Array) -> tuple[int, ...]:
+    """The chunks of ``elem``'s scratch array, else its blocks' (those of an array under a chunk are smaller)."""
+    source = _SOURCES.get(elem.name)
+    return elem.chunksize if source is None else tuple(source.chunks)
 
 
 def from_scratch(array) -> da.Array:

@@ -67,21 +67,19 @@ def one_pass(
     """``(X, extra)`` as :func:`pixnet.infer.expression.expression_arrays` gives them; writes the map if ``map_name``.
 
     ``spots`` are in map pixels relative to ``region``'s origin. ``X`` and the layers are numpy
-    arrays, or, above :data:`pixnet.infer.expression.TABLE_IN_MEMORY` with a backed sdata, dask
-    arrays read from zarr arrays in ``scratch`` (chunks :data:`~pixnet.infer.expression.TABLE_CHUNK`), whose
-    chunk files the table's write links rather than copies (:mod:`pixnet.infer.chunklinks`).
+    arrays, or, with a backed sdata (``scratch`` given), dask arrays read from zarr arrays in
+    ``scratch`` (chunks :data:`~pixnet.infer.expression.TABLE_CHUNK`), whose chunk files the table's
+    write links rather than copies (:mod:`pixnet.infer.chunklinks`).
     """
     cfg = model.config
     n, n_genes, c_out = len(spots), len(cfg.genes), cfg.n_outputs
     density = cfg.semantics == "density"
     layers = tuple(layers) if density else ()
     widths = {"X": n_genes if density else c_out, **({"total": 0} if density else {}), **dict.fromkeys(layers, n_genes)}
-    size = n * n_genes * 4 * (1 + len(layers))
     # With a backed sdata the rows go to scratch arrays as the pass makes them (the page cache, not this process's
-    # memory: the 8 um table's X, 0.5 GB for a whole slide, used to grow beside the network's working set); a table
-    # under TABLE_IN_MEMORY is read back whole once the pass is done, a larger one stays lazy
+    # memory: the 8 um table's X, 0.5 GB for a whole slide, used to grow beside the network's working set), and the
+    # table's write links their chunk files (pixnet.infer.store reads a table under TABLE_IN_MEMORY back after it)
     stored = scratch is not None
-    lazy = stored and size >= expression.TABLE_IN_MEMORY
     rows, cols = expression.TABLE_CHUNK
 
     buffers: dict = {}  # X's and lognorm's, reused block after block (the writer thread calls make, one at a time)
@@ -131,9 +129,7 @@ def one_pass(
             shutil.rmtree(map_dir, ignore_errors=True)
 
     def table_array(a):
-        if not stored:
-            return a
-        return from_scratch(a) if lazy else a[:]
+        return from_scratch(a) if stored else a
 
     x = table_array(out["X"])
     extra = {"layers": {k: table_array(out[k]) for k in layers}}

@@ -16,7 +16,8 @@ from spatialdata import SpatialData
 from spatialdata.models import TableModel
 
 from ..io._zarr import lazy_arrays
-from .chunklinks import forget, layout_of, link_chunks
+from . import expression
+from .chunklinks import chunks_of, forget, layout_of, link_chunks
 from .progress import compute
 from .scratch import scratch_folder
 
@@ -39,14 +40,26 @@ def scratch_dir(sdata: SpatialData):
 
 
 def store_elements(sdata: SpatialData, names: dict, geometry, table, kind: str, progress: bool):
-    """Add geometry and table to ``sdata``; write them to its store when it is backed."""
+    """Add geometry and table to ``sdata``; write them to its store when it is backed.
+
+    A table written from dask arrays (the one pass's scratch arrays, or a large prediction) is then
+    read from the store: whole, when its ``X`` and layers take less than
+    :data:`pixnet.infer.expression.TABLE_IN_MEMORY`; lazily otherwise.
+    """
     replace_element(sdata, names["geometry"], geometry, kind, consolidate=False)  # the table's write consolidates
     replace_element(sdata, names["table"], table, "tables")
     table = sdata.tables[names["table"]]
-    if sdata.is_backed() and isinstance(table.X, da.Array):  # read lazily from the store, not from the scratch
+    if sdata.is_backed() and isinstance(table.X, da.Array):  # read from the store, not from the scratch
         import zarr
 
-        table.X, layers = lazy_arrays(zarr.open_group(str(Path(sdata.path) / "tables" / names["table"]), mode="r"))
+        group = zarr.open_group(str(Path(sdata.path) / "tables" / names["table"]), mode="r")
+        arrays = [group["X"], *(group["layers"][k] for k in table.layers)]
+        if sum(a.nbytes for a in arrays) < expression.TABLE_IN_MEMORY:  # written once (its chunks linked), then loaded
+            table.X = arrays[0][:]
+            for k, a in zip(table.layers, arrays[1:]):
+                table.layers[k] = a[:]
+            return table
+        table.X, layers = lazy_arrays(group)
         for k, v in layers.items():
             table.layers[k] = v
     return table
@@ -144,7 +157,7 @@ def _write_elem(func, store, key, elem, *, dataset_kwargs, iospec) -> None:
     if isinstance(elem, da.Array) and iospec.encoding_type == "array":
         # created empty, then filled without anndata's lock: each block is its own zarr chunk, so blocks
         # are encoded and written in parallel, none waiting in memory for the lock
-        func(store, key, elem[:0], dataset_kwargs={**dataset_kwargs, "chunks": elem.chunksize, **layout_of(elem)})
+        func(store, key, elem[:0], dataset_kwargs={**dataset_kwargs, "chunks": chunks_of(elem), **layout_of(elem)})
         array = store[key]
         array.resize(elem.shape)
         if link_chunks(elem, array):  # the one pass's scratch array: its chunk files, linked, not written again
