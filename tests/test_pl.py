@@ -1,6 +1,7 @@
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
+import spatialdata as sd
 
 import pixnet
 
@@ -20,20 +21,31 @@ def _written(path):
 def test_expression(predicted, trained, tmp_path):
     axes = pixnet.pl.expression(predicted, trained.genes[:3], bin_size=2, save=tmp_path / "e.png", show=False)
     assert len(axes) == 3 and axes[0].get_title() == trained.genes[0]
+    assert axes[0].figure.get_suptitle() == "predicted, 2 um bins"  # which prediction the figure shows
     _written(tmp_path / "e.png")
     fig, ax = plt.subplots()
     assert pixnet.pl.expression(predicted, trained.genes[0], bin_size=8, ax=ax, show=False, layer="counts") is ax
+    assert fig.get_suptitle() == ""  # the user's own figure: not titled
 
 
 def test_compare(predicted, trained, tmp_path):
     axes = pixnet.pl.compare(predicted, trained.genes[:2], bin_size=8, save=tmp_path / "c.png", show=False)
     assert axes.shape == (2, 2) and "PCC" in axes[1, 0].get_title()
+    assert axes[0, 0].figure.get_suptitle() == "measured (top) and predicted (bottom), 8 um bins"
     _written(tmp_path / "c.png")
 
 
 def test_map(predicted, trained, tmp_path):
     axes = pixnet.pl.map(predicted, trained.genes[:2], save=tmp_path / "m.png", show=False)
     _written(tmp_path / "m.png")
+    assert [(a.get_title(), a.title.get_style()) for a in axes] == [(g, "italic") for g in trained.genes[:2]]
+    # low values transparent (the H&E shows, no dark slab over the glass), high ones at alpha
+    image = axes[0].get_images()[-1]
+    assert image.cmap(0.0)[3] == 0.0 and image.cmap(1.0)[3] == pytest.approx(0.85)
+    # the panel spans the map where its transformation puts it (spatialdata's extent of the element)
+    ext = sd.get_extent(predicted.images["pixnet_map"], coordinate_system="global")
+    x0, x1 = axes[0].get_xlim()
+    assert x0 < ext["x"][0] < x0 + 0.05 * (x1 - x0) and x1 - 0.05 * (x1 - x0) < ext["x"][1] < x1
     # each panel's colour bar lies under it (beside it, its label ran into the next panel), in the map's units
     fig = axes[0].figure
     bars = [a for a in fig.axes if a not in axes]
@@ -49,6 +61,11 @@ def test_scores_and_training(predicted, trained, tmp_path):
     labels = [t.get_text() for t in hist.get_legend().get_texts()]  # each line says which summary it marks
     assert labels == [f"PCC@F (first quartile) {pcc.quantile(0.25):.3f}", f"PCC@S (median) {pcc.median():.3f}",
                       f"PCC@M (mean) {pcc.mean():.3f}"]  # fmt: skip
+    assert hist.get_title() == "per-gene PCC, 8 um bins"
+    # the mean drawn first and widest, each line its own colour: a median equal to the mean does not hide it
+    mean, median, first = hist.lines
+    assert mean.get_linewidth() > median.get_linewidth() and len({mean.get_color(), median.get_color(),
+                                                                  first.get_color()}) == 3  # fmt: skip
     axes = pixnet.pl.training(trained, save=tmp_path / "t.png", show=False)
     _written(tmp_path / "t.png")
     x = axes[1].lines[0].get_xdata()  # epochs from 1, as the log counts them ("epoch 1/n")

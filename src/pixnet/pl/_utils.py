@@ -55,6 +55,14 @@ def prediction_table(sdata: SpatialData, *, bin_size, shapes, key, key_added: st
     return name
 
 
+def rows_label(table) -> str:
+    """What a prediction's rows are, for a title: ``"8 um bins"``, or the shapes' element name."""
+    info = table.uns.get(UNS_KEY, {})
+    if info.get("bin_size_um") is not None:
+        return f"{float(info['bin_size_um']):g} um bins"
+    return str(info.get("shapes") or info.get("target") or "")
+
+
 def values(table, genes, layer: str | None) -> np.ndarray:
     """Dense values of ``genes`` (columns) from ``X`` or a layer."""
     missing = [g for g in genes if g not in table.var_names]

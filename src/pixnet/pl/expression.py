@@ -12,7 +12,7 @@ from .._arrays import in_memory
 from .._keys import UNS_KEY
 from ..model.losses import pearson_per_gene
 from ..pp import Normalization
-from ._utils import background, draw, finish, limits, panels, prediction_table, values
+from ._utils import background, draw, finish, limits, panels, prediction_table, rows_label, values
 
 
 def expression(
@@ -75,6 +75,8 @@ def expression(
         art = draw(a, sdata, table, col, cmap=cmap, vmin=vmin, vmax=vmx, alpha=alpha if on_image else 1.0)
         a.set_title(g, style="italic")
         fig.colorbar(art, ax=a, shrink=0.7, label=unit)
+    if ax is None:  # a figure of its own says which prediction it shows (the user's axes are theirs to title)
+        fig.suptitle(f"predicted, {rows_label(table)}")
     return finish(fig, axes, show=show, save=save)
 
 
@@ -126,5 +128,6 @@ def compare(
         axes[0, j].set_title(f"{g}\nmeasured", style="italic")
         axes[1, j].set_title(f"{g}\npredicted, PCC {r:.2f}", style="italic")
         fig.colorbar(art, ax=axes[:, j], shrink=0.6, label="log-normalised")
+    fig.suptitle(f"measured (top) and predicted (bottom), {rows_label(pred)}")
     finish(fig, axes.ravel(), show=show, save=save)
     return axes

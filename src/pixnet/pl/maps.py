@@ -1,15 +1,20 @@
-"""The dense map over the H&E, through spatialdata-plot."""
+"""The dense map over the H&E, low values fading to transparent."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
 
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.colors import ListedColormap, Normalize
+from matplotlib.transforms import Affine2D
 from spatialdata import SpatialData
 
 from .._keys import UNS_KEY, map_image
 from ..data import image_levels
-from ._utils import finish, panels
+from ..data.image import element_to_cs
+from ._utils import background, finish, limits, panels
 
 
 def map(
@@ -18,45 +23,84 @@ def map(
     *,
     key_added: str = "pixnet",
     cmap: str = "magma",
-    alpha: float = 0.7,
+    alpha: float = 0.85,
+    vmax: str | float = "p99",
+    max_px: int = 2000,
     ncols: int = 3,
     panel_size: float = 5.0,
     ax=None,
     show: bool | None = None,
     save: str | Path | None = None,
 ):
-    """The dense expression map of ``genes`` (``{key_added}_map``) overlaid on the H&E with spatialdata-plot.
+    """The dense expression map of ``genes`` (``{key_added}_map``) over the H&E, one panel per gene.
 
-    The same element opens in napari-spatialdata, channel by gene.
+    The colour map fades from transparent at 0 to ``alpha`` at a quarter of ``vmax``: the tissue
+    shows where a gene is low, and the glass beside the tissue (predicted too, since the tiles
+    reach it) is not covered by a dark slab. Drawn with matplotlib from the pyramid level of at
+    most ``max_px`` pixels a side (spatialdata-plot 0.4 replaces a colour map's alpha with one
+    value for images). The same element opens in spatialdata-plot and napari-spatialdata, channel by gene.
+
+    Parameters
+    ----------
+    sdata
+        The slide, after :func:`pixnet.tl.predict` with a dense model.
+    genes
+        Gene names (channels of the map).
+    key_added
+        The prediction's key: the map is ``{key_added}_map``.
+    cmap, alpha, vmax
+        Colour map, opacity of high values, upper colour limit (``"p99"``: each gene's 99th percentile).
+    max_px
+        Longest side of the map level drawn.
+    ncols, panel_size
+        Layout.
+    ax, show, save
+        As in scanpy: draw into ``ax``; show the figure; save it to this path.
 
     Returns
     -------
     The axes (one per gene).
 
     """
-    import spatialdata_plot  # noqa: F401 - registers the .pl accessor
-
     genes = [genes] if isinstance(genes, str) else list(genes)
     name = map_image(key_added)
     if name not in sdata.images:
         raise KeyError(f"No map {name!r}: run pixnet.tl.predict(sdata, ...) with a dense model first.")
-    channels = list(image_levels(sdata.images[name])[0].coords["c"].values)
+    levels = image_levels(sdata.images[name])
+    channels = list(levels[0].coords["c"].values)
     missing = [g for g in genes if g not in channels]
     if missing:
         raise KeyError(f"Genes not in the map: {missing}.")
-    attrs = sdata.attrs.get(UNS_KEY, {})
-    cs = attrs.get("coordinate_system", "global")
-    # the colour bar under each panel, labelled with the map's units: beside it, its label ran into the next panel
-    bar = {"loc": "bottom", "label": _units(sdata, name)}
+    cs = sdata.attrs.get(UNS_KEY, {}).get("coordinate_system", "global")
+    to_cs = element_to_cs(levels[0], cs, f"The map {name!r}")
+    level = next((lv for lv in levels if max(lv.sizes["y"], lv.sizes["x"]) <= max_px), levels[-1])
+    h, w = levels[0].sizes["y"], levels[0].sizes["x"]
+    corners = np.array([[0, 0, 1], [w, 0, 1], [0, h, 1], [w, h, 1]], float) @ to_cs.T
+    lo, hi = corners[:, :2].min(0), corners[:, :2].max(0)
+    pad = 0.02 * (hi - lo).max()
     fig, axes = panels(len(genes), ncols=ncols, size=panel_size, ax=ax)
     for a, g in zip(axes, genes):
-        pl = sdata.pl
-        if attrs.get("image") in sdata.images:
-            pl = pl.render_images(attrs["image"]).pl
-        pl = pl.render_images(name, channel=g, cmap=cmap, alpha=alpha, colorbar_params=bar).pl
-        pl.show(ax=a, coordinate_systems=cs, title=g)
+        background(a, sdata)
+        v = np.asarray(level.sel(c=g).data, np.float32)
+        norm = Normalize(*limits(v, vmax))
+        # level 0's pixel edges (0..w, 0..h), whatever level is drawn, then the map's transformation to cs
+        art = a.imshow(v, extent=(0, w, h, 0), cmap=_fading(cmap, alpha), norm=norm, interpolation="antialiased",
+                       transform=Affine2D(to_cs) + a.transData)  # fmt: skip
+        a.set_xlim(lo[0] - pad, hi[0] + pad)
+        a.set_ylim(hi[1] + pad, lo[1] - pad)
+        a.set_aspect("equal")
         a.set_axis_off()
+        a.set_title(g, style="italic")  # gene names in italics, as the other figures
+        # the colour bar under each panel, labelled with the map's units: beside it, its label ran into the next panel
+        fig.colorbar(art, ax=a, location="bottom", shrink=0.8, pad=0.04, label=_units(sdata, name))
     return finish(fig, axes, show=show, save=save)
+
+
+def _fading(cmap: str, alpha: float, ramp: float = 0.25) -> ListedColormap:
+    """``cmap`` whose opacity rises from 0 at its low end to ``alpha`` at ``ramp`` of its range."""
+    colors = plt.get_cmap(cmap)(np.linspace(0, 1, 256))
+    colors[:, 3] = alpha * np.clip(np.linspace(0, 1, 256) / ramp, 0, 1)
+    return ListedColormap(colors, name=f"{cmap}_fading")
 
 
 def _units(sdata: SpatialData, name: str) -> str:

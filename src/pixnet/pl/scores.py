@@ -9,7 +9,7 @@ from matplotlib.ticker import MaxNLocator
 from spatialdata import SpatialData
 
 from ..model import PixNet
-from ._utils import finish, panels, prediction_table
+from ._utils import finish, panels, prediction_table, rows_label
 
 
 def scores(
@@ -30,16 +30,14 @@ def scores(
     pcc = table.var["pcc"].dropna().sort_values()
     fig, axes = panels(2, ncols=2, size=4.5)
     axes[0].hist(pcc.to_numpy(), bins=30, color="0.4")
-    marks = (("PCC@F (first quartile)", pcc.quantile(0.25), ":"), ("PCC@S (median)", pcc.median(), "--"),
-             ("PCC@M (mean)", pcc.mean(), "-"))  # fmt: skip
-    for label, q, ls in marks:
-        axes[0].axvline(q, color="C3", ls=ls, label=f"{label} {q:.3f}")
-    axes[0].legend(frameon=False, fontsize=8, loc="upper left")
-    axes[0].set(
-        xlabel="PCC across bins",
-        ylabel="genes",
-        title=f"PCC@M {pcc.mean():.3f}  (F {pcc.quantile(0.25):.3f}, S {pcc.median():.3f})",
-    )
+    # distinct colours, the mean drawn first and widest: when the median equals the mean, both lines still show
+    marks = (("PCC@M (mean)", pcc.mean(), "-", "C3", 2.5), ("PCC@S (median)", pcc.median(), "--", "C1", 1.5),
+             ("PCC@F (first quartile)", pcc.quantile(0.25), ":", "C0", 1.5))  # fmt: skip
+    for label, q, ls, color, lw in marks:
+        axes[0].axvline(q, color=color, ls=ls, lw=lw, label=f"{label} {q:.3f}")
+    lines, labels = axes[0].get_legend_handles_labels()
+    axes[0].legend(lines[::-1], labels[::-1], frameon=False, fontsize=8, loc="upper left")  # F, S, M: low to high
+    axes[0].set(xlabel="PCC across bins", ylabel="genes", title=f"per-gene PCC, {rows_label(table)}")
     ends = (
         np.concatenate([pcc.iloc[:n_top].to_numpy(), pcc.iloc[-n_top:].to_numpy()])
         if len(pcc) > 2 * n_top
