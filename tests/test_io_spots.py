@@ -407,10 +407,15 @@ def test_visium_reports_a_spot_diameter_that_fits_neither(tmp_path, caplog):
     assert "neither 55 um" in caplog.text
 
 
+def _nan_polygon():
+    with np.errstate(invalid="ignore"):  # shapely's ufunc warns of the NaN it is given (on purpose here)
+        return shapely.Polygon([(0, 0), (np.nan, 0), (5, 5)])
+
+
 _POLYGONS = {
     "no geometry (None)": None,
     "an empty polygon": shapely.Polygon(),
-    "non-finite coordinates": shapely.Polygon([(0, 0), (np.nan, 0), (5, 5)]),
+    "non-finite coordinates": _nan_polygon(),
     "zero area": shapely.Polygon([(0, 0), (2, 2), (4, 4)]),  # on a line: make_valid collapses it
 }
 _CIRCLES = {  # (centre, radius)

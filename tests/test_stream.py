@@ -183,6 +183,27 @@ def test_a_small_backed_table_is_written_once_then_read_whole(tmp_path, monkeypa
     assert not list(tmp_path.glob(".pixnet-*"))
 
 
+def test_a_new_grids_labels_written_into_a_store_without_labels_are_read_back(tmp_path, sdata, model):
+    """A store with no labels group: the new grid's labels become an element readers see, listed as OME labels."""
+    import warnings
+
+    import zarr
+
+    path = _backed(tmp_path, sdata)
+    assert not (path / "labels").exists()
+    backed = sd.read_zarr(path)
+    t = pixnet.tl.predict(backed, model=model, bin_size=4, key_added="new", tile_px=128, context_px=32, progress=False)
+    region = t.uns["spatialdata_attrs"]["region"]
+    assert region == "new_square_004um_labels" and region in backed.labels
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        again = sd.read_zarr(path)
+    assert not [w for w in caught if "annotating" in str(w.message)]  # "...which is not present in the SpatialData"
+    got, want = (pixnet.data.image_levels(s.labels[region])[0] for s in (again, backed))
+    np.testing.assert_array_equal(np.asarray(got.data), np.asarray(want.data))
+    assert zarr.open_group(str(path / "labels"), mode="r").attrs["ome"]["labels"] == [region]
+
+
 def test_fast_expectation_is_within_its_bound_of_the_exact_one():
     from scipy import stats
 

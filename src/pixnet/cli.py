@@ -90,7 +90,10 @@ def _predict(args) -> None:
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it, or choose another --out.")
     if not sdata.is_backed() or Path(sdata.path).resolve() != out.resolve():
-        sdata.write(out, overwrite=args.overwrite)  # the prediction then streams into the store
+        from .infer.store import unsharded
+
+        with unsharded():  # anndata's zarr layout of today, said (else it warns of sharding on every table)
+            sdata.write(out, overwrite=args.overwrite)  # the prediction then streams into the store
         import spatialdata
 
         sdata = spatialdata.read_zarr(out)

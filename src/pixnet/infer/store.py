@@ -93,13 +93,33 @@ def _write_atomically(store: Path, name: str, element, kind: str, after=None) ->
             SpatialData(**{kind: {name: element}}).write(staging / "element.zarr", consolidate_metadata=False)
         if after is not None:
             after(staging / "element.zarr" / kind / name)
+        _require_group(store, staging / "element.zarr", kind, name)
         target = store / kind / name
-        target.parent.mkdir(exist_ok=True)
         if target.exists():
             os.rename(target, staging / "previous")
         os.rename(staging / "element.zarr" / kind / name, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _require_group(store: Path, staged: Path, kind: str, name: str) -> None:
+    """The store's ``kind`` group (``labels``, ...) exists as a zarr group, and lists ``name`` if it is labels.
+
+    A folder alone is no group: a store written without labels would hold the new labels element
+    unseen by readers (spatialdata's read_zarr warned that the table annotates a missing element).
+    OME-NGFF readers (napari, ome-zarr) find labels by the group's ``ome.labels`` list, as the
+    staged store's own group lists them.
+    """
+    import zarr
+
+    root = zarr.open_group(str(store), mode="r+", use_consolidated=False)
+    group = root.require_group(kind)
+    listed = zarr.open_group(str(staged / kind), mode="r").attrs.get("ome", {}).get("labels")
+    if listed is None:
+        return
+    ome = dict(group.attrs.get("ome", {}))
+    if name not in ome.get("labels", []):
+        group.attrs["ome"] = {**ome, "labels": [*ome.get("labels", []), name]}
 
 
 def _write_table(path: Path, name: str, table: AnnData) -> None:
@@ -117,12 +137,12 @@ def _write_table(path: Path, name: str, table: AnnData) -> None:
         SpatialData(tables={name: _stand_in(table)}).write(path, consolidate_metadata=False)
     group = zarr.open_group(str(path / "tables"), mode="r+")
     attrs = dict(group[name].attrs)
-    with _unsharded():
+    with unsharded():
         write_dispatched(group, name, table, callback=_write_elem)
     group[name].attrs.update(attrs)
 
 
-def _unsharded():
+def unsharded():
     """Keep anndata's zarr v3 arrays unsharded, as now (the scratch arrays' layout: their chunk files are linked).
 
     Said explicitly: left unset, anndata warns on every array that sharding will become its default.
