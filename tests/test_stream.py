@@ -204,6 +204,20 @@ def test_a_new_grids_labels_written_into_a_store_without_labels_are_read_back(tm
     assert zarr.open_group(str(path / "labels"), mode="r").attrs["ome"]["labels"] == [region]
 
 
+def test_the_gpus_window_sums_equal_the_cpus():
+    """The sparse product a GPU runs (torch's CSR), here on the CPU, against scipy's that the CPU runs."""
+    from scipy import sparse
+
+    from pixnet.infer.stream import _apply, _apply_torch
+
+    rng = np.random.default_rng(0)
+    weights = sparse.random(300, 40 * 50, density=0.01, format="csr", random_state=1, dtype=np.float64)
+    window = torch.from_numpy(rng.gamma(1.0, 1.0, (40, 50, 7)).astype(np.float32))
+    got, want = _apply_torch(weights, window), _apply(weights, window)
+    assert got.dtype == want.dtype == torch.float32 and got.shape == (300, 7)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
 def test_fast_expectation_is_within_its_bound_of_the_exact_one():
     from scipy import stats
 

@@ -147,6 +147,12 @@ def _apply(weights: sparse.csr_matrix, window: torch.Tensor) -> torch.Tensor:
     h, w, c = window.shape
     if window.device.type == "cpu":  # the same sums, in the same order, as pixnet.infer.dense._apply's
         return torch.from_numpy(np.asarray(weights @ window.reshape(h * w, c).numpy(), np.float32))
+    return _apply_torch(weights, window)
+
+
+def _apply_torch(weights: sparse.csr_matrix, window: torch.Tensor) -> torch.Tensor:
+    """:func:`_apply` by torch's sparse product, on any device (a GPU's; tested on the CPU against scipy's)."""
+    h, w, c = window.shape
     wt = weights.astype(np.float32)
     with warnings.catch_warnings():  # torch's "sparse CSR support is in beta"
         warnings.simplefilter("ignore", UserWarning)
