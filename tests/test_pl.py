@@ -99,3 +99,27 @@ def test_the_maps_units_follow_the_semantics_of_the_model_that_made_it(semantics
     table.uns[UNS_KEY] = {"map": "run_map", "model": {"semantics": semantics}}
     assert _units(SpatialData(tables={"t": table}), "run_map") == label
     assert _units(SpatialData(tables={"t": table}), "other_map") == ""  # no table records that map
+
+
+def test_the_he_and_the_map_are_drawn_through_their_transformations(sdata, trained):
+    """A coordinate system in micrometres (the image scaled into it): H&E and map land where their elements lie."""
+    from spatialdata.models import Image2DModel, ShapesModel
+    from spatialdata.transformations import Identity, Scale
+
+    u = 0.2737
+    img = pixnet.data.image_levels(sdata.images["_full_image"])[0]
+    he = Image2DModel.parse(
+        np.asarray(img.data), dims=("c", "y", "x"), transformations={"um": Scale([u, u], ("x", "y"))}
+    )
+    xy = sdata.tables["square_016um"].obsm["spatial"][::3] * u
+    circles = ShapesModel.parse(xy, geometry=0, radius=np.full(len(xy), 12.0), transformations={"um": Identity()})
+    slide = sd.SpatialData(images={"he": he}, shapes={"circles": circles})
+    slide.attrs["pixnet"] = {"image": "he", "coordinate_system": "um", "um_per_px": u}
+    pixnet.tl.predict(slide, model=trained, shapes="circles", progress=False)
+    gene = trained.genes[0]
+    for ax in (pixnet.pl.map(slide, gene, show=False), pixnet.pl.expression(slide, gene, shapes="circles", show=False)):
+        h_e = ax.get_images()[0]
+        corners = (h_e.get_transform() - ax.transData).transform([[0, 0], [img.sizes["x"], img.sizes["y"]]])
+        np.testing.assert_allclose(corners, [[0, 0], [img.sizes["x"] * u, img.sizes["y"] * u]], rtol=1e-6)
+        assert 0 < ax.get_xlim()[1] < 0.5 * img.sizes["x"]  # the panel spans um (~410), not the image's pixels (1502)
+    plt.close("all")

@@ -14,6 +14,7 @@ from spatialdata import SpatialData
 from .. import _keys
 from .._keys import ARRAY_COL, ARRAY_ROW, UNS_KEY, target_name
 from ..data import image_levels
+from ..data.image import element_to_cs
 from ..geometry import BinGrid
 
 
@@ -75,16 +76,19 @@ def values(table, genes, layer: str | None) -> np.ndarray:
 
 
 def background(ax, sdata: SpatialData, *, max_px: int = 2000) -> None:
-    """The H&E at a resolution fit for a figure, in the slide's pixel coordinates."""
-    name = sdata.attrs.get(UNS_KEY, {}).get("image")
+    """The H&E at a resolution fit for a figure, in the slide's coordinate system (through its transformation)."""
+    attrs = sdata.attrs.get(UNS_KEY, {})
+    name = attrs.get("image")
     if name is None or name not in sdata.images:
         return
-    element = sdata.images[name]
-    levels = image_levels(element)
+    levels = image_levels(sdata.images[name])
+    to_cs = element_to_cs(levels[0], attrs.get("coordinate_system", "global"), f"The image {name!r}")
     full = levels[0].sizes
     level = next((lv for lv in levels if max(lv.sizes["y"], lv.sizes["x"]) <= max_px), levels[-1])
     arr = np.moveaxis(np.asarray(level.data[:3]), 0, -1)
-    ax.imshow(arr, extent=(0, full["x"], full["y"], 0), interpolation="antialiased")
+    # level 0's pixel edges whatever level is drawn, then the image's transformation (a scale to um, say)
+    ax.imshow(arr, extent=(0, full["x"], full["y"], 0), interpolation="antialiased",
+              transform=Affine2D(to_cs) + ax.transData)  # fmt: skip
 
 
 def draw(ax, sdata: SpatialData, table, v: np.ndarray, *, cmap, vmin, vmax, alpha: float = 1.0):
