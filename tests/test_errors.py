@@ -265,6 +265,22 @@ def _predict_off_image(c):
     _predict(s, c)
 
 
+def _predict_into_a_zarr_v2_store(c):
+    import spatialdata as sd
+    from spatialdata._io.format import (
+        RasterFormatV02,
+        ShapesFormatV02,
+        SpatialDataContainerFormatV01,
+        TablesFormatV01,
+    )
+
+    s, path = c.sdata(), c.tmp / "v2.zarr"
+    old = [SpatialDataContainerFormatV01(), RasterFormatV02(), ShapesFormatV02(), TablesFormatV01()]
+    sd.SpatialData(images={"_full_image": s.images["_full_image"]}, shapes={"_square_016um": s.shapes["_square_016um"]},
+                   tables={"square_016um": s.tables["square_016um"]}, attrs=s.attrs).write(path, sdata_formats=old)  # fmt: skip
+    _predict(sd.read_zarr(path), c)
+
+
 def _evaluate_other_places(c):
     s = c.sdata()
     _predict(s, c)
@@ -546,6 +562,13 @@ CASES = [
         lambda c: _predict(c.sdata(), c, layers=("counts", "raw")),
         ValueError,
         "Unknown layers",
+    ),
+    (
+        "tl",
+        "predict: into a zarr v2 store (older spatialdata)",
+        _predict_into_a_zarr_v2_store,
+        ValueError,
+        "is a zarr v2 store",
     ),
     (
         "tl",

@@ -202,6 +202,12 @@ def test_a_new_grids_labels_written_into_a_store_without_labels_are_read_back(tm
     got, want = (pixnet.data.image_levels(s.labels[region])[0] for s in (again, backed))
     np.testing.assert_array_equal(np.asarray(got.data), np.asarray(want.data))
     assert zarr.open_group(str(path / "labels"), mode="r").attrs["ome"]["labels"] == [region]
+    # a store pixnet left so before (a bare labels folder): the next labels written list it too
+    (path / "labels" / "zarr.json").unlink()
+    more = pixnet.tl.predict(sd.read_zarr(path), model=model, bin_size=3, key_added="more", tile_px=128, context_px=32,
+                             progress=False).uns["spatialdata_attrs"]["region"]  # fmt: skip
+    assert sorted(zarr.open_group(str(path / "labels"), mode="r").attrs["ome"]["labels"]) == sorted([region, more])
+    assert {region, more} <= set(sd.read_zarr(path).labels)
 
 
 def test_the_gpus_window_sums_equal_the_cpus():

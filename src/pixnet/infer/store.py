@@ -39,6 +39,30 @@ def scratch_dir(sdata: SpatialData):
         shutil.rmtree(path, ignore_errors=True)
 
 
+def check_store(sdata: SpatialData) -> None:
+    """Refuse a backed sdata whose store pixnet cannot write into: one in zarr format 2 (older spatialdata).
+
+    pixnet writes its elements as zarr v3 (scratch chunk files linked into them): in a v2 store
+    readers would not see them, and the prediction would be lost without a word.
+    """
+    if not sdata.is_backed():
+        return
+    import zarr
+
+    path = Path(sdata.path)
+    try:
+        fmt = zarr.open_group(str(path), mode="r").metadata.zarr_format
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError) as e:
+        raise FileNotFoundError(f"The store this SpatialData is backed by, {path}, is gone or no zarr group ({e}); "
+                                "write the slide anew with sdata.write(path).") from None  # fmt: skip
+    if fmt != 3:
+        raise ValueError(
+            f"{path} is a zarr v{fmt} store (an older spatialdata's format); pixnet writes its predictions as zarr v3, "
+            f"which readers of a v{fmt} store would not see. Write the slide to a new store first: "
+            "sdata.write('slide_v3.zarr'); sdata = pixnet.io.read_zarr('slide_v3.zarr')."
+        )
+
+
 def store_elements(sdata: SpatialData, names: dict, geometry, table, kind: str, progress: bool):
     """Add geometry and table to ``sdata``; write them to its store when it is backed.
 
@@ -93,33 +117,39 @@ def _write_atomically(store: Path, name: str, element, kind: str, after=None) ->
             SpatialData(**{kind: {name: element}}).write(staging / "element.zarr", consolidate_metadata=False)
         if after is not None:
             after(staging / "element.zarr" / kind / name)
-        _require_group(store, staging / "element.zarr", kind, name)
+        group = _require_group(store, kind)
         target = store / kind / name
         if target.exists():
             os.rename(target, staging / "previous")
         os.rename(staging / "element.zarr" / kind / name, target)
+        if kind == "labels":  # listed once it is there: a kill in between leaves no name without its element
+            _list_labels(group, store / kind)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _require_group(store: Path, staged: Path, kind: str, name: str) -> None:
-    """The store's ``kind`` group (``labels``, ...) exists as a zarr group, and lists ``name`` if it is labels.
+def _require_group(store: Path, kind: str):
+    """The store's ``kind`` group (``labels``, ...), made if missing.
 
-    A folder alone is no group: a store written without labels would hold the new labels element
+    A folder alone is no group: a store written without labels would hold a new labels element
     unseen by readers (spatialdata's read_zarr warned that the table annotates a missing element).
-    OME-NGFF readers (napari, ome-zarr) find labels by the group's ``ome.labels`` list, as the
-    staged store's own group lists them.
     """
     import zarr
 
-    root = zarr.open_group(str(store), mode="r+", use_consolidated=False)
-    group = root.require_group(kind)
-    listed = zarr.open_group(str(staged / kind), mode="r").attrs.get("ome", {}).get("labels")
-    if listed is None:
-        return
+    return zarr.open_group(str(store), mode="r+", use_consolidated=False).require_group(kind)
+
+
+def _list_labels(group, folder: Path) -> None:
+    """List every labels element in ``folder`` in the group's ``ome.labels``, as OME-NGFF readers (napari) find them.
+
+    The names listed stay in their order; those missing (the new one, or any a bare folder held) join them.
+    """
     ome = dict(group.attrs.get("ome", {}))
-    if name not in ome.get("labels", []):
-        group.attrs["ome"] = {**ome, "labels": [*ome.get("labels", []), name]}
+    listed = list(ome.get("labels", []))
+    present = sorted(p.name for p in folder.iterdir() if (p / "zarr.json").is_file() or (p / ".zattrs").is_file())
+    missing = [n for n in present if n not in listed]
+    if missing:
+        group.attrs["ome"] = {**ome, "labels": listed + missing}
 
 
 def _write_table(path: Path, name: str, table: AnnData) -> None:

@@ -27,7 +27,7 @@ from ..infer.geometry import geometry_element
 from ..infer.mapimage import check_free, map_element
 from ..infer.onepass import can_stream, one_pass
 from ..infer.progress import _client, labelled
-from ..infer.store import ELEMENT_KINDS, scratch_dir, store_elements
+from ..infer.store import ELEMENT_KINDS, check_store, scratch_dir, store_elements
 from ..infer.targets import resolve_target
 from ..model import PixNet, method_of
 from ..model.ensemble import ensemble
@@ -164,6 +164,7 @@ def predict(
     names = prediction_names(key_added, target.name, labels=target.as_labels, dense=method.predict is None)
     if map not in (True, False, "float32", "float16"):
         raise ValueError(f"map must be True, False, 'float32' or 'float16', got {map!r}.")
+    check_store(sdata)
     reuse_map = check_free(sdata, names, model, overwrite=overwrite, tiling=(tile_px, context_px))
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     with scratch_dir(sdata) as scratch, trimmed(), labelled(names["table"]):  # its bars name the table made
