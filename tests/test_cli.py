@@ -50,6 +50,17 @@ def test_fit_predict_evaluate_match_the_api(tmp_path, slide_dir, capsys):
     assert '"PCC@M"' in capsys.readouterr().out
 
 
+def test_quiet_and_verbose_go_before_or_after_the_command():
+    from pixnet.cli import parser
+
+    rest = ["x", "--model", "m", "--out", "o"]
+    for argv, quiet, verbose in [(["predict", *rest], False, False), (["-q", "predict", *rest], True, False),
+                                 (["predict", "-q", *rest], True, False), (["-v", "predict", "-q", *rest], True, True),
+                                 (["predict", *rest, "--verbose"], False, True)]:  # fmt: skip
+        args = parser().parse_args(argv)
+        assert (args.quiet, args.verbose) == (quiet, verbose), argv
+
+
 def test_bad_input_exit_code(tmp_path, capsys):
     assert main(["fit", str(tmp_path / "missing"), "--out", str(tmp_path / "m")]) == 2
     assert "does not exist" in capsys.readouterr().err

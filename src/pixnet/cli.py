@@ -126,16 +126,26 @@ def _demo(args) -> None:
     print(f"\nfigures, scores.csv and the model are in {args.out}/")
 
 
+def _common(default) -> argparse.ArgumentParser:
+    """The options of every command, with this default (each parser its own: argparse shares a parent's actions)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-q", "--quiet", action="store_true", default=default,
+                        help="no progress bars (the default when stderr is not a terminal)")  # fmt: skip
+    common.add_argument("-v", "--verbose", action="store_true", default=default, help="log more")
+    return common
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser of the ``pixnet`` command."""
-    p = argparse.ArgumentParser(prog="pixnet", description="Spatially dense gene expression from H&E images.")
-    p.add_argument(
-        "-q", "--quiet", action="store_true", help="no progress bars (the default when stderr is not a terminal)"
-    )
-    p.add_argument("-v", "--verbose", action="store_true", help="log more")
+    p = argparse.ArgumentParser(prog="pixnet", description="Spatially dense gene expression from H&E images.",
+                                parents=[_common(False)])  # fmt: skip
     sub = p.add_subparsers(dest="command", required=True)
 
-    f = sub.add_parser("fit", help="train a model on a Visium HD run")
+    def command(name: str, **kw) -> argparse.ArgumentParser:
+        # -q and -v after the command too: set there only when given (SUPPRESS), so not undoing those given before
+        return sub.add_parser(name, parents=[_common(argparse.SUPPRESS)], **kw)
+
+    f = command("fit", help="train a model on a Visium HD run")
     f.add_argument("outs", help="Space Ranger outs/ folder (or a SpatialData .zarr)")
     f.add_argument("--bin-size", type=_bin_size, default=16, help="train on these bins (um)")
     f.add_argument("--out", required=True, help="folder to save the model to")
@@ -148,7 +158,7 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--overwrite", action="store_true")
     f.set_defaults(func=_fit)
 
-    pr = sub.add_parser("predict", help="predict bins of a slide with a saved model")
+    pr = command("predict", help="predict bins of a slide with a saved model")
     pr.add_argument("outs", help="Space Ranger outs/ folder (or a SpatialData .zarr)")
     pr.add_argument("--model", required=True, help="a model folder saved by `pixnet fit`")
     pr.add_argument("--bin-size", type=_bin_size, default=8, help="predict bins of this size (um; 2.5 works too)")
@@ -157,13 +167,13 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--overwrite", action="store_true")
     pr.set_defaults(func=_predict)
 
-    e = sub.add_parser("evaluate", help="score predictions against the measured bins")
+    e = command("evaluate", help="score predictions against the measured bins")
     e.add_argument("result", help="SpatialData .zarr written by `pixnet predict`")
     e.add_argument("--bin-size", type=_bin_size, default=8)
     e.add_argument("--key-added", default=DEFAULT_KEY_ADDED)
     e.set_defaults(func=_evaluate)
 
-    d = sub.add_parser("demo", help="fit and predict on the synthetic Visium HD slide, writing figures")
+    d = command("demo", help="fit and predict on the synthetic Visium HD slide, writing figures")
     d.add_argument("--out", default="demo_output", help="folder for the figures, scores.csv and the model")
     d.add_argument("--size-um", type=float, default=1000.0, help="side of the synthetic capture area (um)")
     d.add_argument("--epochs", type=int, default=None, help="default: the demo's short schedule")
