@@ -191,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if not args.verbose:
         warnings.filterwarnings("ignore", category=FutureWarning)
-        for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        # ome_zarr warns "no parent found for <Label>" on every labels element spatialdata reads: noise here
+        for name in ("lightning", "lightning.pytorch", "lightning.fabric", "ome_zarr"):
             logging.getLogger(name).setLevel(logging.ERROR)
     try:
         args.func(args)
