@@ -5,6 +5,7 @@ import dask.array as da
 import numpy as np
 import pandas as pd
 import pytest
+import shapely
 import spatialdata as sd
 import torch
 import zarr
@@ -425,3 +426,38 @@ def test_progress_bars_name_the_prediction_they_belong_to(sdata, trained, capsys
     from pixnet.infer.progress import describe
 
     assert describe("x") == "x"  # the label ends with the call
+
+
+def test_a_slide_moved_as_a_whole_predicts_the_same_bins(sdata, trained):
+    """Image and bins translated together after the reader recorded its grid: the same values, where the bins lie now.
+
+    The reader's grid was trusted as it was: the bins were predicted 100 px from where they lie, from the wrong tissue.
+    """
+    from spatialdata.transformations import Translation, set_transformation
+
+    ref = pixnet.tl.predict(sdata, model=trained, bin_size=8, key_added="ref", progress=False)
+    moved = sd.SpatialData(
+        images={"_full_image": sd.deepcopy(sdata.images["_full_image"])},
+        shapes={"_square_008um": sd.deepcopy(sdata.shapes["_square_008um"])},
+        tables={"square_008um": sdata.tables["square_008um"].copy()},
+        attrs=sdata.attrs,
+    )
+    for name in ("_full_image", "_square_008um"):
+        set_transformation(moved[name], Translation([100, -40], axes=("x", "y")), to_coordinate_system="global")
+    got = pixnet.tl.predict(moved, model=trained, bin_size=8, key_added="moved", progress=False)
+    assert list(got.obs_names) == list(ref.obs_names)
+    # the tiles now start elsewhere on the tissue: equal as two tilings are (test_predictions_do_not_depend_on_tiling)
+    np.testing.assert_allclose(np.asarray(got.X), np.asarray(ref.X), rtol=0.02, atol=1e-3)
+    # the prediction's squares lie on the measured ones, in the coordinate system (they lay 100 px off)
+    from pixnet.data.image import element_to_cs
+
+    def centres(name, ids):
+        gdf = moved.shapes[name]
+        xy = shapely.get_coordinates(gdf.loc[ids].centroid)
+        a = element_to_cs(gdf, "global")
+        return xy @ a[:2, :2].T + a[:2, 2]
+
+    measured = moved.tables["square_008um"]
+    key, own = (t.uns["spatialdata_attrs"]["instance_key"] for t in (measured, got))
+    np.testing.assert_allclose(centres(got.uns["spatialdata_attrs"]["region"], got.obs[own].to_numpy()),
+                               centres("_square_008um", measured.obs.loc[got.obs_names, key].to_numpy()), atol=1e-6)  # fmt: skip

@@ -94,7 +94,11 @@ def table_grid(sdata: SpatialData, table_name: str, cs: str) -> BinGrid | None:
     table = sdata.tables[table_name]
     recorded = table.uns.get(UNS_KEY, {}).get("grid")
     if recorded is not None:  # in full-resolution pixels, the reader's coordinate system
-        return BinGrid.from_dict(recorded)
+        grid = BinGrid.from_dict(recorded)
+        if _still_holds(sdata, table, grid, cs):
+            return grid
+        # the elements were moved since (a translation, a scale into um...): the grid is fitted where the bins lie now
+        logger.info("%s: its recorded grid no longer matches its bins in %r; fitted anew", table_name, cs)
     size = _bin_size(table, table_name)
     if size is None or ARRAY_ROW not in table.obs or ARRAY_COL not in table.obs or table.n_obs < 3:
         return None
@@ -111,6 +115,21 @@ def table_grid(sdata: SpatialData, table_name: str, cs: str) -> BinGrid | None:
     if np.abs(grid.centres(rows, cols) - xy).max() > 0.25 * grid.side_px:
         return None  # not a regular array: keep the shapes as they are
     return grid
+
+
+def _still_holds(sdata: SpatialData, table: ad.AnnData, grid: BinGrid, cs: str) -> bool:
+    """Whether a recorded grid puts a sample of the table's bins where their shapes lie in ``cs`` now."""
+    if ARRAY_ROW not in table.obs or ARRAY_COL not in table.obs or table.n_obs == 0:
+        return True
+    take = np.unique(np.linspace(0, table.n_obs - 1, min(table.n_obs, 256)).astype(np.int64))
+    try:
+        xy = _centres(sdata, table, take, cs)
+    except ValueError:  # no transformation to cs: the caller's own check says so
+        return True
+    if xy is None:
+        return True
+    rows, cols = table.obs[ARRAY_ROW].to_numpy()[take], table.obs[ARRAY_COL].to_numpy()[take]
+    return bool(np.abs(grid.centres(rows, cols) - xy).max() <= 0.25 * grid.side_px)
 
 
 def _bin_size(table: ad.AnnData, table_name: str) -> float | None:
