@@ -48,6 +48,10 @@ def test_fit_predict_evaluate_match_the_api(tmp_path, slide_dir, capsys):
     capsys.readouterr()
     assert main(["evaluate", str(result), "--bin-size", "8"]) == 0
     assert '"PCC@M"' in capsys.readouterr().out
+    # -v in a process of its own (its logging set up by the command): pixnet's INFO lines, not ome_zarr's
+    again = ["predict", str(slide_dir), "--model", str(model_dir), "--bin-size", "8", "--out", str(tmp_path / "v.zarr")]
+    out = subprocess.run([sys.executable, "-m", "pixnet", "-v", *again], capture_output=True, text=True)
+    assert out.returncode == 0 and "INFO pixnet." in out.stderr and "ome_zarr" not in out.stderr, out.stderr[-2000:]
 
 
 def test_quiet_and_verbose_go_before_or_after_the_command():
@@ -77,3 +81,24 @@ def test_help_and_entry_point(capsys):
         with pytest.raises(SystemExit) as exit_:
             main([cmd, "--help"])
         assert exit_.value.code == 0 and f"pixnet {cmd}" in capsys.readouterr().out
+
+
+def test_predict_from_a_zarr_v2_store_writes_a_new_one(tmp_path, sdata, trained, capsys):
+    """In place, a v2 store (older spatialdata) is refused, naming --out; to another --out, written in today's format."""
+    from spatialdata._io.format import (
+        RasterFormatV02,
+        ShapesFormatV02,
+        SpatialDataContainerFormatV01,
+        TablesFormatV01,
+    )
+
+    v2, model_dir = tmp_path / "v2.zarr", tmp_path / "model"
+    trained.save(model_dir)
+    sd.SpatialData(images={"_full_image": sdata.images["_full_image"]}, shapes={"_square_016um": sdata.shapes["_square_016um"]},
+                   tables={"square_016um": sdata.tables["square_016um"]}, attrs=sdata.attrs).write(
+        v2, sdata_formats=[SpatialDataContainerFormatV01(), RasterFormatV02(), ShapesFormatV02(), TablesFormatV01()])  # fmt: skip
+    args = ["-q", "predict", str(v2), "--model", str(model_dir), "--bin-size", "16"]
+    assert main([*args, "--out", str(v2), "--overwrite"]) == 2
+    assert "pass another --out" in capsys.readouterr().err
+    assert main([*args, "--out", str(tmp_path / "new.zarr")]) == 0
+    assert "pixnet_square_016um" in sd.read_zarr(tmp_path / "new.zarr").tables

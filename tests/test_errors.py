@@ -281,6 +281,16 @@ def _predict_into_a_zarr_v2_store(c):
     _predict(sd.read_zarr(path), c)
 
 
+def _predict_from_a_store_gone(c):
+    import spatialdata as sd
+
+    s, path = c.sdata(), c.tmp / "gone.zarr"
+    sd.SpatialData(images={"_full_image": s.images["_full_image"]}, attrs=s.attrs).write(path)
+    backed = sd.read_zarr(path)
+    shutil.rmtree(path)
+    _predict(backed, c)
+
+
 def _evaluate_other_places(c):
     s = c.sdata()
     _predict(s, c)
@@ -569,6 +579,13 @@ CASES = [
         _predict_into_a_zarr_v2_store,
         ValueError,
         "is a zarr v2 store",
+    ),
+    (
+        "tl",
+        "predict: the store the slide was read from, deleted or moved",
+        _predict_from_a_store_gone,
+        FileNotFoundError,
+        "is gone",
     ),
     (
         "tl",

@@ -89,7 +89,14 @@ def _predict(args) -> None:
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it, or choose another --out.")
-    if not sdata.is_backed() or Path(sdata.path).resolve() != out.resolve():
+    if sdata.is_backed() and Path(sdata.path).resolve() == out.resolve():  # in place: a store pixnet can write into
+        from .infer.store import check_store
+
+        try:
+            check_store(sdata)
+        except ValueError as e:
+            raise ValueError(f"{e} Here: pass another --out (the slide is written there in today's format).") from None
+    else:
         from .infer.store import unsharded
 
         with unsharded():  # anndata's zarr layout of today, said (else it warns of sharding on every table)
@@ -186,13 +193,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     # bars redraw a line with carriage returns: in a log file (a batch job, `> log 2>&1`) they are noise
     args.progress = not args.quiet and sys.stderr.isatty()
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # -v: pixnet's own INFO lines, not every library's (ome_zarr logs ~190 INFO lines reading a small store)
+    logging.getLogger("pixnet").setLevel(logging.INFO if args.verbose else logging.WARNING)
+    # ome_zarr warns "no parent found for <Label>" on every labels element spatialdata reads: noise here
+    logging.getLogger("ome_zarr").setLevel(logging.ERROR)
     if not args.verbose:
         warnings.filterwarnings("ignore", category=FutureWarning)
-        # ome_zarr warns "no parent found for <Label>" on every labels element spatialdata reads: noise here
-        for name in ("lightning", "lightning.pytorch", "lightning.fabric", "ome_zarr"):
+        for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
             logging.getLogger(name).setLevel(logging.ERROR)
     try:
         args.func(args)

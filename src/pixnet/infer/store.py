@@ -52,9 +52,11 @@ def check_store(sdata: SpatialData) -> None:
     path = Path(sdata.path)
     try:
         fmt = zarr.open_group(str(path), mode="r").metadata.zarr_format
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError) as e:
-        raise FileNotFoundError(f"The store this SpatialData is backed by, {path}, is gone or no zarr group ({e}); "
-                                "write the slide anew with sdata.write(path).") from None  # fmt: skip
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+        raise FileNotFoundError(
+            f"The store this SpatialData is backed by, {path}, is gone (moved or deleted): its elements read from it "
+            "lazily. Read the slide from where the store is now: sdata = pixnet.io.read_zarr(new_path)."
+        ) from None
     if fmt != 3:
         raise ValueError(
             f"{path} is a zarr v{fmt} store (an older spatialdata's format); pixnet writes its predictions as zarr v3, "

@@ -144,6 +144,7 @@ def predict(
     t0 = time.perf_counter()
     if um_per_px is not None and slide_um_per_px is not None and um_per_px != slide_um_per_px:
         raise ValueError("Pass slide_um_per_px=... only (um_per_px is its older name in predict).")
+    check_store(sdata)  # before anything reads from it: a store that is gone reads as zeros (an image without tissue)
     slide = resolve_slide(sdata, image=image, um_per_px=slide_um_per_px or um_per_px)
     model = model if model is not None else find_model(sdata)
     n_models = len(model) if isinstance(model, (list, tuple)) else 1
@@ -164,7 +165,6 @@ def predict(
     names = prediction_names(key_added, target.name, labels=target.as_labels, dense=method.predict is None)
     if map not in (True, False, "float32", "float16"):
         raise ValueError(f"map must be True, False, 'float32' or 'float16', got {map!r}.")
-    check_store(sdata)
     reuse_map = check_free(sdata, names, model, overwrite=overwrite, tiling=(tile_px, context_px))
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     with scratch_dir(sdata) as scratch, trimmed(), labelled(names["table"]):  # its bars name the table made
