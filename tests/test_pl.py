@@ -123,3 +123,23 @@ def test_the_he_and_the_map_are_drawn_through_their_transformations(sdata, train
         np.testing.assert_allclose(corners, [[0, 0], [img.sizes["x"] * u, img.sizes["y"] * u]], rtol=1e-6)
         assert 0 < ax.get_xlim()[1] < 0.5 * img.sizes["x"]  # the panel spans um (~410), not the image's pixels (1502)
     plt.close("all")
+
+
+def test_a_slide_without_pixnets_record_is_drawn_with_its_he(sdata, trained):
+    """Read by another reader (no attrs["pixnet"]), in a coordinate system not named "global": the H&E is drawn."""
+    from spatialdata.transformations import Identity, get_transformation, remove_transformation, set_transformation
+
+    slide = sd.SpatialData(
+        images={"_full_image": sd.deepcopy(sdata.images["_full_image"])},
+        shapes={"_square_008um": sd.deepcopy(sdata.shapes["_square_008um"])},
+        tables={"square_008um": sdata.tables["square_008um"].copy()},
+    )
+    for name in ("_full_image", "_square_008um"):
+        set_transformation(slide[name], Identity(), to_coordinate_system="sample1")
+        for other in [k for k in get_transformation(slide[name], get_all=True) if k != "sample1"]:
+            remove_transformation(slide[name], other)
+    pixnet.tl.predict(slide, model=trained, bin_size=8, progress=False)
+    gene = trained.genes[0]
+    for ax in (pixnet.pl.map(slide, gene, show=False), pixnet.pl.expression(slide, gene, bin_size=8, show=False)):
+        assert [im.get_array().ndim for im in ax.get_images()][0] == 3  # the H&E (RGB) first, under the values
+    plt.close("all")

@@ -67,13 +67,7 @@ def resolve_slide(sdata: SpatialData, *, image: str | None = None, um_per_px: fl
             f"Expected a SpatialData object, got {type(sdata).__name__}. Read data with pixnet.io.visium_hd."
         )
     attrs = sdata.attrs.get(UNS_KEY, {})
-    name = image or attrs.get("image") or _default_image(sdata)
-    if name not in sdata.images:
-        raise KeyError(f"No image {name!r} in the SpatialData object (images: {sorted(sdata.images)}).")
-    transformations = get_transformation(sdata.images[name], get_all=True)
-    cs = attrs.get("coordinate_system")  # what pixnet's reader recorded; otherwise the image's own
-    if cs is None:
-        cs = next((k for k, t in transformations.items() if isinstance(t, Identity)), next(iter(transformations)))
+    name, cs = image_and_cs(sdata, image=image)
     given = um_per_px or attrs.get("um_per_px")
     scale = given or _bins_um_per_px(sdata, cs)
     if given:
@@ -86,6 +80,30 @@ def resolve_slide(sdata: SpatialData, *, image: str | None = None, um_per_px: fl
     if not scale > 0:
         raise ValueError(f"um_per_px must be positive, got {scale}.")
     return Slide(sdata, name, cs, float(scale))
+
+
+def image_and_cs(sdata: SpatialData, *, image: str | None = None, record: dict | None = None) -> tuple[str, str]:
+    """The H&E element's name and the coordinate system pixnet works in.
+
+    From the arguments, a prediction's ``record`` (its table's ``uns["pixnet"]``), what
+    :mod:`pixnet.io` recorded in ``sdata.attrs``, or the data: spatialdata-io's ``*_full_image``
+    (or the only image) and the coordinate system the image is in as it is (an identity), else its first.
+
+    Raises
+    ------
+    KeyError, ValueError
+        The image named is not there; which image is the H&E cannot be told.
+
+    """
+    record, attrs = record or {}, sdata.attrs.get(UNS_KEY, {})
+    name = image or record.get("image") or attrs.get("image") or _default_image(sdata)
+    if name not in sdata.images:
+        raise KeyError(f"No image {name!r} in the SpatialData object (images: {sorted(sdata.images)}).")
+    cs = record.get("coordinate_system") or attrs.get("coordinate_system")  # what pixnet recorded
+    if cs is None:
+        transformations = get_transformation(sdata.images[name], get_all=True)
+        cs = next((k for k, t in transformations.items() if isinstance(t, Identity)), next(iter(transformations)))
+    return name, cs
 
 
 def _default_image(sdata: SpatialData) -> str:

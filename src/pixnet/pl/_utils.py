@@ -15,6 +15,7 @@ from .. import _keys
 from .._keys import ARRAY_COL, ARRAY_ROW, UNS_KEY, target_name
 from ..data import image_levels
 from ..data.image import element_to_cs
+from ..data.slide import image_and_cs
 from ..geometry import BinGrid
 
 
@@ -75,14 +76,27 @@ def values(table, genes, layer: str | None) -> np.ndarray:
     return np.asarray(x.toarray() if hasattr(x, "toarray") else x, np.float32)
 
 
-def background(ax, sdata: SpatialData, *, max_px: int = 2000) -> None:
-    """The H&E at a resolution fit for a figure, in the slide's coordinate system (through its transformation)."""
-    attrs = sdata.attrs.get(UNS_KEY, {})
-    name = attrs.get("image")
-    if name is None or name not in sdata.images:
+def slide_names(sdata: SpatialData, table=None) -> tuple[str | None, str]:
+    """The H&E's element name (None if it cannot be told) and the coordinate system, as ``table``'s prediction used."""
+    record = {} if table is None else table.uns.get(UNS_KEY, {})
+    try:
+        return image_and_cs(sdata, record=record)
+    except (KeyError, ValueError):  # no image to tell: the figure goes without the H&E
+        cs = record.get("coordinate_system") or sdata.attrs.get(UNS_KEY, {}).get("coordinate_system")
+        return None, cs or "global"
+
+
+def background(ax, sdata: SpatialData, table=None, *, max_px: int = 2000) -> None:
+    """The H&E at a resolution fit for a figure, in the coordinate system (through the image's transformation).
+
+    The image and coordinate system are those ``table``'s prediction used (else :mod:`pixnet.io`'s record, else the
+    slide's ``*_full_image``); none drawn when no image can be told.
+    """
+    name, cs = slide_names(sdata, table)
+    if name is None:
         return
     levels = image_levels(sdata.images[name])
-    to_cs = element_to_cs(levels[0], attrs.get("coordinate_system", "global"), f"The image {name!r}")
+    to_cs = element_to_cs(levels[0], cs, f"The image {name!r}")
     full = levels[0].sizes
     level = next((lv for lv in levels if max(lv.sizes["y"], lv.sizes["x"]) <= max_px), levels[-1])
     arr = np.moveaxis(np.asarray(level.data[:3]), 0, -1)
@@ -118,10 +132,9 @@ def draw(ax, sdata: SpatialData, table, v: np.ndarray, *, cmap, vmin, vmax, alph
 
 def _shapes(ax, sdata, table, v, cmap, norm, alpha):
     from ..data import shapes_to_spots
-    from ..data.image import element_to_cs
 
     region = table.uns["spatialdata_attrs"]["region"]
-    cs = sdata.attrs.get(UNS_KEY, {}).get("coordinate_system", "global")
+    cs = slide_names(sdata, table)[1]
     instance_key = table.uns["spatialdata_attrs"]["instance_key"]
     gdf = sdata.shapes[region].loc[table.obs[instance_key].to_numpy()]
     spots = shapes_to_spots(gdf, element_to_cs(gdf, cs))

@@ -70,7 +70,7 @@ def expression(
     unit = {"counts": "expected counts", "lognorm": "log-normalised"}.get(layer or "", "predicted log-normalised")
     for a, g, col in zip(axes, genes, v.T):
         if on_image:
-            background(a, sdata)
+            background(a, sdata, table)
         vmin, vmx = limits(col, vmax)
         art = draw(a, sdata, table, col, cmap=cmap, vmin=vmin, vmax=vmx, alpha=alpha if on_image else 1.0)
         a.set_title(g, style="italic")

@@ -14,7 +14,7 @@ from spatialdata import SpatialData
 from .._keys import UNS_KEY, map_image
 from ..data import image_levels
 from ..data.image import element_to_cs
-from ._utils import background, finish, limits, panels
+from ._utils import background, finish, limits, panels, slide_names
 
 
 def map(
@@ -71,7 +71,8 @@ def map(
     missing = [g for g in genes if g not in channels]
     if missing:
         raise KeyError(f"Genes not in the map: {missing}.")
-    cs = sdata.attrs.get(UNS_KEY, {}).get("coordinate_system", "global")
+    table = _made_with(sdata, name)
+    cs = slide_names(sdata, table)[1]
     to_cs = element_to_cs(levels[0], cs, f"The map {name!r}")
     level = next((lv for lv in levels if max(lv.sizes["y"], lv.sizes["x"]) <= max_px), levels[-1])
     h, w = levels[0].sizes["y"], levels[0].sizes["x"]
@@ -80,7 +81,7 @@ def map(
     pad = 0.02 * (hi - lo).max()
     fig, axes = panels(len(genes), ncols=ncols, size=panel_size, ax=ax)
     for a, g in zip(axes, genes):
-        background(a, sdata)
+        background(a, sdata, table, max_px=max_px)
         v = np.asarray(level.sel(c=g).data, np.float32)
         norm = Normalize(*limits(v, vmax))
         # level 0's pixel edges (0..w, 0..h), whatever level is drawn, then the map's transformation to cs
@@ -103,10 +104,15 @@ def _fading(cmap: str, alpha: float, ramp: float = 0.25) -> ListedColormap:
     return ListedColormap(colors, name=f"{cmap}_fading")
 
 
+def _made_with(sdata: SpatialData, name: str):
+    """A prediction table made with the map ``name`` (its record: the model, image, coordinate system), or None."""
+    return next((t for t in sdata.tables.values() if t.uns.get(UNS_KEY, {}).get("map") == name), None)
+
+
 def _units(sdata: SpatialData, name: str) -> str:
     """What the map's values are, from the model that made it (as :func:`pixnet.tl.predict` documents them)."""
-    tables = [t for t in sdata.tables.values() if t.uns.get(UNS_KEY, {}).get("map") == name]
-    semantics = tables[0].uns[UNS_KEY].get("model", {}).get("semantics") if tables else None
+    table = _made_with(sdata, name)
+    semantics = table.uns[UNS_KEY].get("model", {}).get("semantics") if table is not None else None
     if semantics == "density":
         return "expected counts per map pixel"
     if semantics == "sum":  # the paper's Eq. 5: a spot's value is the sum of the map over it

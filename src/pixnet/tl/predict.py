@@ -236,7 +236,7 @@ def _table(x, extra: dict, slide, target, cfg, names: dict, map_name, params: di
     table.uns[UNS_KEY] = {
         "model": cfg.to_dict(), "map": map_name, "source_table": target.source_table, "target": target.name,
         **params, "normalization": {"target_sum": cfg.target_sum, "log1p": cfg.log1p}, "pixnet_version": __version__,
-        "coordinate_system": slide.cs, "um_per_px": slide.um_per_px,
+        "image": slide.image, "coordinate_system": slide.cs, "um_per_px": slide.um_per_px,
         "X": "expected log1p(counts / total * target_sum) under Poisson counting noise at this bin size",
     }  # fmt: skip
     if target.grid is not None:
