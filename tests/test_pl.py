@@ -72,6 +72,19 @@ def test_scores_and_training(predicted, trained, tmp_path):
     assert list(x) == list(range(1, len(trained.history) + 1))
 
 
+def test_map_arguments(predicted, trained):
+    fig, grid = plt.subplots(2, 2)
+    assert len(pixnet.pl.map(predicted, trained.genes[:3], ax=grid, show=False)) == 3  # the axes drawn in
+    one = pixnet.pl.map(predicted, trained.genes[0], vmax="max", show=False)
+    assert one.get_images()[-1].norm.vmax == pytest.approx(float(np.nanmax(predicted.images["pixnet_map"]["scale0"]
+                                                                             ["image"].sel(c=trained.genes[0]))))  # fmt: skip
+    with pytest.raises(ValueError, match="at least one gene"):
+        pixnet.pl.map(predicted, [], show=False)
+    with pytest.raises(ValueError, match="percentile such as 'p99'"):
+        pixnet.pl.map(predicted, trained.genes[0], vmax="top", show=False)
+    plt.close("all")
+
+
 def test_plot_errors(predicted):
     with pytest.raises(KeyError, match="Genes not in the table"):
         pixnet.pl.expression(predicted, ["NOPE"], bin_size=8, show=False)

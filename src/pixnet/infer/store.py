@@ -144,14 +144,15 @@ def _require_group(store: Path, kind: str):
 def _list_labels(group, folder: Path) -> None:
     """List every labels element in ``folder`` in the group's ``ome.labels``, as OME-NGFF readers (napari) find them.
 
-    The names listed stay in their order; those missing (the new one, or any a bare folder held) join them.
+    The names listed stay in their order, less those whose element is gone (spatialdata's delete_element_from_disk
+    leaves them); those missing (the new one, or any a bare folder held) join them.
     """
     ome = dict(group.attrs.get("ome", {}))
-    listed = list(ome.get("labels", []))
     present = sorted(p.name for p in folder.iterdir() if (p / "zarr.json").is_file() or (p / ".zattrs").is_file())
-    missing = [n for n in present if n not in listed]
-    if missing:
-        group.attrs["ome"] = {**ome, "labels": listed + missing}
+    kept = [n for n in ome.get("labels", []) if n in present]
+    labels = kept + [n for n in present if n not in kept]
+    if labels != ome.get("labels"):
+        group.attrs["ome"] = {**ome, "labels": labels}
 
 
 def _write_table(path: Path, name: str, table: AnnData) -> None:

@@ -21,11 +21,13 @@ from ..geometry import BinGrid
 
 def panels(n: int, *, ncols: int, size: float, ax=None, nrows: int | None = None):
     """A figure with ``n`` panels (or the given axes), as scanpy lays out one panel per key."""
+    if n == 0:
+        raise ValueError("Nothing to draw: pass at least one gene.")
     if ax is not None:
         axes = np.atleast_1d(ax).ravel()
         if len(axes) < n:
             raise ValueError(f"{n} panels are needed but {len(axes)} axes were given.")
-        return axes[0].figure, axes
+        return axes[0].figure, axes[:n]  # the ones drawn in (the others are the user's)
     nrows = nrows or int(np.ceil(n / ncols))
     ncols = min(ncols, n) if nrows == 1 else ncols
     fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows), squeeze=False)
@@ -155,10 +157,17 @@ def _shapes(ax, sdata, table, v, cmap, norm, alpha):
 
 
 def limits(v: np.ndarray, vmax: str | float | None) -> tuple[float, float]:
-    """Colour limits: ``"p99"`` is the 99th percentile, a number is taken as it is."""
+    """Colour limits: ``"p99"`` is the 99th percentile, ``"max"`` the largest value, a number is taken as it is."""
     finite = v[np.isfinite(v)]
-    if isinstance(vmax, str) and vmax.startswith("p"):
-        hi = float(np.percentile(finite, float(vmax[1:]))) if len(finite) else 1.0
+    vmax = "p100" if vmax == "max" else vmax
+    if isinstance(vmax, str):
+        try:
+            q = float(vmax[1:]) if vmax.startswith("p") else None
+        except ValueError:
+            q = None
+        if q is None or not 0 <= q <= 100:
+            raise ValueError(f"vmax={vmax!r}: pass a number, 'max' or a percentile such as 'p99'.")
+        hi = float(np.percentile(finite, q)) if len(finite) else 1.0
     else:
         hi = float(vmax) if vmax is not None else float(finite.max(initial=1.0))
     lo = float(min(0.0, finite.min(initial=0.0)))
