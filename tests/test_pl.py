@@ -156,3 +156,20 @@ def test_a_slide_without_pixnets_record_is_drawn_with_its_he(sdata, trained):
     for ax in (pixnet.pl.map(slide, gene, show=False), pixnet.pl.expression(slide, gene, bin_size=8, show=False)):
         assert [im.get_array().ndim for im in ax.get_images()][0] == 3  # the H&E (RGB) first, under the values
     plt.close("all")
+
+
+def test_bins_are_drawn_where_they_lie_after_the_slide_is_moved(sdata, trained):
+    """Every element translated after predict: the predicted squares are drawn with the H&E (not at the recorded grid)."""
+    from spatialdata.transformations import Translation, set_transformation
+
+    table = pixnet.tl.predict(sdata, model=trained, bin_size=8, progress=False)
+    def centre(ax):  # of the panel, framed on the bins drawn
+        return np.mean(ax.get_xlim()), np.mean(ax.get_ylim())
+
+    before = centre(pixnet.pl.expression(sdata, trained.genes[0], bin_size=8, show=False))
+    for _, _, element in list(sdata.gen_spatial_elements()):
+        set_transformation(element, Translation([100, -40], axes=("x", "y")), to_coordinate_system="global")
+    assert table.uns["pixnet"]["grid"] is not None  # recorded where the squares lay at predict
+    after = centre(pixnet.pl.expression(sdata, trained.genes[0], bin_size=8, show=False))
+    np.testing.assert_allclose(np.subtract(after, before), [100, -40], atol=8)  # (squares framed as circles after)
+    plt.close("all")

@@ -95,7 +95,7 @@ def table_grid(sdata: SpatialData, table_name: str, cs: str) -> BinGrid | None:
     recorded = table.uns.get(UNS_KEY, {}).get("grid")
     if recorded is not None:  # in full-resolution pixels, the reader's coordinate system
         grid = BinGrid.from_dict(recorded)
-        if _still_holds(sdata, table, grid, cs):
+        if grid_holds(sdata, table, grid, cs):
             return grid
         # the elements were moved since (a translation, a scale into um...): the grid is fitted where the bins lie now
         logger.info("%s: its recorded grid no longer matches its bins in %r; fitted anew", table_name, cs)
@@ -117,7 +117,7 @@ def table_grid(sdata: SpatialData, table_name: str, cs: str) -> BinGrid | None:
     return grid
 
 
-def _still_holds(sdata: SpatialData, table: ad.AnnData, grid: BinGrid, cs: str) -> bool:
+def grid_holds(sdata: SpatialData, table: ad.AnnData, grid: BinGrid, cs: str) -> bool:
     """Whether a recorded grid puts a sample of the table's bins where their shapes lie in ``cs`` now."""
     if ARRAY_ROW not in table.obs or ARRAY_COL not in table.obs or table.n_obs == 0:
         return True
