@@ -291,6 +291,17 @@ def _predict_from_a_store_gone(c):
     _predict(backed, c)
 
 
+def _predict_on_a_mirrored_image(c):
+    from spatialdata.transformations import Sequence, Translation
+
+    s = c.sdata()
+    width = pixnet.data.image_levels(s.images["_full_image"])[0].sizes["x"]
+    flip = Sequence([Scale([-1.0, 1.0], axes=("x", "y")), Translation([width, 0.0], axes=("x", "y"))])
+    for name in ("_full_image", "_square_016um"):
+        set_transformation(s[name], flip, "global")
+    _predict(s, c)
+
+
 def _evaluate_other_places(c):
     s = c.sdata()
     _predict(s, c)
@@ -586,6 +597,13 @@ CASES = [
         _predict_from_a_store_gone,
         FileNotFoundError,
         "is gone",
+    ),
+    (
+        "tl",
+        "predict: an image mirrored in its coordinate system",
+        _predict_on_a_mirrored_image,
+        ValueError,
+        "is mirrored",
     ),
     (
         "tl",

@@ -162,6 +162,12 @@ class SlideImage:
         to_cs = element_to_cs(levels[0], cs, "The image")
         if abs(to_cs[0, 1]) > 1e-9 or abs(to_cs[1, 0]) > 1e-9:
             raise ValueError("The image is rotated in its coordinate system; pixnet needs an axis-aligned image.")
+        if to_cs[0, 0] <= 0 or to_cs[1, 1] <= 0:  # its far edge would fall before its origin: an image 0 px wide
+            raise ValueError(
+                "The image is mirrored in its coordinate system (a negative scale); pixnet needs one that is not. "
+                "Flip the image's array and its shapes' coordinates instead, or predict in a coordinate system "
+                "where it is not mirrored."
+            )
         self.scale = np.array([to_cs[0, 0], to_cs[1, 1]])  # cs units per level-0 pixel
         self.offset = to_cs[:2, 2]
         self.f = work_um_per_px / cs_um_per_px  # cs units per working pixel
