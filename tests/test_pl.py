@@ -39,6 +39,7 @@ def test_map(predicted, trained, tmp_path):
     axes = pixnet.pl.map(predicted, trained.genes[:2], save=tmp_path / "m.png", show=False)
     _written(tmp_path / "m.png")
     assert [(a.get_title(), a.title.get_style()) for a in axes] == [(g, "italic") for g in trained.genes[:2]]
+    assert axes[0].figure.get_suptitle() == f"dense map, {trained.config.map_um_per_px:g} um per pixel"
     # low values transparent (the H&E shows, no dark slab over the glass), high ones at alpha
     image = axes[0].get_images()[-1]
     assert image.cmap(0.0)[3] == 0.0 and image.cmap(1.0)[3] == pytest.approx(0.85)

@@ -94,6 +94,10 @@ def map(
         a.set_title(g, style="italic")  # gene names in italics, as the other figures
         # the colour bar under each panel, labelled with the map's units: beside it, its label ran into the next panel
         fig.colorbar(art, ax=a, location="bottom", shrink=0.8, pad=0.04, label=_units(sdata, name))
+    if ax is None and table is not None:  # a figure of its own says what the map is (the user's axes are theirs)
+        model = table.uns[UNS_KEY].get("model", {})
+        px = float(model.get("um_per_px", 0)) * float(model.get("map_stride", 0))
+        fig.suptitle(f"dense map, {px:g} um per pixel" if px > 0 else "dense map")
     return finish(fig, axes, show=show, save=save)
 
 
