@@ -100,12 +100,20 @@ def background(ax, sdata: SpatialData, table=None, *, max_px: int = 2000) -> Non
         return
     levels = image_levels(sdata.images[name])
     to_cs = element_to_cs(levels[0], cs, f"The image {name!r}")
-    full = levels[0].sizes
-    level = next((lv for lv in levels if max(lv.sizes["y"], lv.sizes["x"]) <= max_px), levels[-1])
-    arr = np.moveaxis(np.asarray(level.data[:3]), 0, -1)
-    # level 0's pixel edges whatever level is drawn, then the image's transformation (a scale to um, say)
-    ax.imshow(arr, extent=(0, full["x"], full["y"], 0), interpolation="antialiased",
-              transform=Affine2D(to_cs) + ax.transData)  # fmt: skip
+    level = figure_level(levels, max_px)
+    imshow_in_cs(ax, np.moveaxis(np.asarray(level.data[:3]), 0, -1), levels, to_cs)
+
+
+def figure_level(levels: list, max_px: int):
+    """The finest level of an image element whose longer side is at most ``max_px`` (else its coarsest)."""
+    return next((lv for lv in levels if max(lv.sizes["y"], lv.sizes["x"]) <= max_px), levels[-1])
+
+
+def imshow_in_cs(ax, arr: np.ndarray, levels: list, to_cs: np.ndarray, **kwargs):
+    """``arr``, any level of an element, drawn where the element lies: level 0's pixel edges through ``to_cs``."""
+    h, w = levels[0].sizes["y"], levels[0].sizes["x"]
+    kwargs.setdefault("interpolation", "antialiased")
+    return ax.imshow(arr, extent=(0, w, h, 0), transform=Affine2D(to_cs) + ax.transData, **kwargs)
 
 
 def draw(ax, sdata: SpatialData, table, v: np.ndarray, *, cmap, vmin, vmax, alpha: float = 1.0):

@@ -8,13 +8,12 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.colors import ListedColormap, Normalize
-from matplotlib.transforms import Affine2D
 from spatialdata import SpatialData
 
 from .._keys import UNS_KEY, map_image
 from ..data import image_levels
 from ..data.image import element_to_cs
-from ._utils import background, finish, limits, panels, slide_names
+from ._utils import background, figure_level, finish, imshow_in_cs, limits, panels, slide_names
 
 
 def map(
@@ -74,7 +73,7 @@ def map(
     table = _made_with(sdata, name)
     cs = slide_names(sdata, table)[1]
     to_cs = element_to_cs(levels[0], cs, f"The map {name!r}")
-    level = next((lv for lv in levels if max(lv.sizes["y"], lv.sizes["x"]) <= max_px), levels[-1])
+    level = figure_level(levels, max_px)
     h, w = levels[0].sizes["y"], levels[0].sizes["x"]
     corners = np.array([[0, 0, 1], [w, 0, 1], [0, h, 1], [w, h, 1]], float) @ to_cs.T
     lo, hi = corners[:, :2].min(0), corners[:, :2].max(0)
@@ -84,9 +83,7 @@ def map(
         background(a, sdata, table, max_px=max_px)
         v = np.asarray(level.sel(c=g).data, np.float32)
         norm = Normalize(*limits(v, vmax))
-        # level 0's pixel edges (0..w, 0..h), whatever level is drawn, then the map's transformation to cs
-        art = a.imshow(v, extent=(0, w, h, 0), cmap=_fading(cmap, alpha), norm=norm, interpolation="antialiased",
-                       transform=Affine2D(to_cs) + a.transData)  # fmt: skip
+        art = imshow_in_cs(a, v, levels, to_cs, cmap=_fading(cmap, alpha), norm=norm)
         a.set_xlim(lo[0] - pad, hi[0] + pad)
         a.set_ylim(hi[1] + pad, lo[1] - pad)
         a.set_aspect("equal")
