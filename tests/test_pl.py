@@ -23,6 +23,11 @@ def test_expression(predicted, trained, tmp_path):
     assert len(axes) == 3 and axes[0].get_title() == trained.genes[0]
     assert axes[0].figure.get_suptitle() == "predicted, 2 um bins"  # which prediction the figure shows
     _written(tmp_path / "e.png")
+    # the title sits on the panels: no empty band (equal-aspect panels in square cells left one a fifth of the height)
+    fig = axes[0].figure
+    fig.canvas.draw()
+    title, tops = fig._suptitle.get_window_extent(), max(a.get_tightbbox().y1 for a in axes)
+    assert 0 <= title.y0 - tops < 0.05 * fig.bbox.height
     fig, ax = plt.subplots()
     assert pixnet.pl.expression(predicted, trained.genes[0], bin_size=8, ax=ax, show=False, layer="counts") is ax
     assert fig.get_suptitle() == ""  # the user's own figure: not titled
@@ -91,6 +96,11 @@ def test_plot_errors(predicted):
         pixnet.pl.expression(predicted, ["NOPE"], bin_size=8, show=False)
     with pytest.raises(KeyError, match="run pixnet.tl.predict"):
         pixnet.pl.expression(predicted, ["A"], bin_size=16, show=False)
+    scores = pixnet.tl.evaluate(predicted, bin_size=8)  # what evaluate returns is not what the figures draw from
+    with pytest.raises(TypeError, match="pass the slide"):
+        pixnet.pl.scores(scores, bin_size=8, show=False)
+    with pytest.raises(TypeError, match="Expected the SpatialData"):
+        pixnet.pl.map(predicted.tables["pixnet_square_008um"], ["A"], show=False)
 
 
 @pytest.mark.parametrize(
@@ -164,6 +174,7 @@ def test_bins_are_drawn_where_they_lie_after_the_slide_is_moved(sdata, trained):
     from spatialdata.transformations import Translation, set_transformation
 
     table = pixnet.tl.predict(sdata, model=trained, bin_size=8, progress=False)
+
     def centre(ax):  # of the panel, framed on the bins drawn
         return np.mean(ax.get_xlim()), np.mean(ax.get_ylim())
 

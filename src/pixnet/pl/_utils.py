@@ -20,8 +20,12 @@ from ..data.slide import image_and_cs
 from ..geometry import BinGrid
 
 
-def panels(n: int, *, ncols: int, size: float, ax=None, nrows: int | None = None):
-    """A figure with ``n`` panels (or the given axes), as scanpy lays out one panel per key."""
+def panels(n: int, *, ncols: int, size: float, ax=None, nrows: int | None = None, layout: str | None = "compressed"):
+    """A figure with ``n`` panels (or the given axes), as scanpy lays out one panel per key.
+
+    ``layout="compressed"`` (matplotlib's) packs equal-aspect panels of a slide, colour bars and a
+    title without the empty bands square cells leave; ``None`` for figures laid out by the caller.
+    """
     if n == 0:
         raise ValueError("Nothing to draw: pass at least one gene.")
     if ax is not None:
@@ -31,7 +35,7 @@ def panels(n: int, *, ncols: int, size: float, ax=None, nrows: int | None = None
         return axes[0].figure, axes[:n]  # the ones drawn in (the others are the user's)
     nrows = nrows or int(np.ceil(n / ncols))
     ncols = min(ncols, n) if nrows == 1 else ncols
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows), squeeze=False, layout=layout)
     for a in axes.ravel()[n:]:
         a.set_visible(False)
     return fig, axes.ravel()[:n]
@@ -47,8 +51,18 @@ def finish(fig, axes, *, show: bool | None, save: str | Path | None):
     return axes if len(axes) > 1 else axes[0]
 
 
+def check_slide(sdata) -> None:
+    """Refuse what is not a SpatialData (e.g. evaluate's returned metrics: the figures read what predict stored)."""
+    if not isinstance(sdata, SpatialData):
+        raise TypeError(
+            f"Expected the SpatialData the prediction was written into, got {type(sdata).__name__}: pass the slide "
+            "(pixnet.tl.evaluate stores its per-gene PCC in the prediction's table for pixnet.pl.scores)."
+        )
+
+
 def prediction_table(sdata: SpatialData, *, bin_size, shapes, key, key_added: str) -> str:
     """The name of the table :func:`pixnet.tl.predict` wrote for these arguments."""
+    check_slide(sdata)
     if key is not None:
         name = key
     elif bin_size is not None or shapes is not None:
@@ -58,6 +72,12 @@ def prediction_table(sdata: SpatialData, *, bin_size, shapes, key, key_added: st
     if name not in sdata.tables:
         raise KeyError(f"No table {name!r}: run pixnet.tl.predict(sdata, ...) first (tables: {sorted(sdata.tables)}).")
     return name
+
+
+def prediction(sdata: SpatialData, *, bin_size, shapes, key, key_added: str):
+    """The table :func:`pixnet.tl.predict` wrote for these arguments (:func:`prediction_table` names it)."""
+    name = prediction_table(sdata, bin_size=bin_size, shapes=shapes, key=key, key_added=key_added)
+    return sdata.tables[name]
 
 
 def rows_label(table) -> str:

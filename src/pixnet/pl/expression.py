@@ -12,7 +12,7 @@ from .._arrays import in_memory
 from .._keys import UNS_KEY
 from ..model.losses import pearson_per_gene
 from ..pp import Normalization
-from ._utils import background, draw, finish, limits, panels, prediction_table, rows_label, values
+from ._utils import background, draw, finish, limits, panels, prediction, rows_label, values
 
 
 def expression(
@@ -64,7 +64,7 @@ def expression(
 
     """
     genes = [genes] if isinstance(genes, str) else list(genes)
-    table = sdata.tables[prediction_table(sdata, bin_size=bin_size, shapes=shapes, key=key, key_added=key_added)]
+    table = prediction(sdata, bin_size=bin_size, shapes=shapes, key=key, key_added=key_added)
     v = values(table, genes, layer)
     fig, axes = panels(len(genes), ncols=ncols, size=panel_size, ax=ax)
     unit = {"counts": "expected counts", "lognorm": "log-normalised"}.get(layer or "", "predicted log-normalised")
@@ -107,7 +107,7 @@ def compare(
 
     """
     genes = [genes] if isinstance(genes, str) else list(genes)
-    pred = sdata.tables[prediction_table(sdata, bin_size=bin_size, shapes=shapes, key=key, key_added=key_added)]
+    pred = prediction(sdata, bin_size=bin_size, shapes=shapes, key=key, key_added=key_added)
     meas_name = table or pred.uns.get(UNS_KEY, {}).get("source_table")
     if meas_name is None or meas_name not in sdata.tables:
         raise KeyError("No measured table for this prediction; pass table=... (a table of measured counts).")

@@ -13,7 +13,7 @@ from spatialdata import SpatialData
 from .._keys import UNS_KEY, map_image
 from ..data import image_levels
 from ..data.image import element_to_cs
-from ._utils import background, figure_level, finish, imshow_in_cs, limits, panels, slide_names
+from ._utils import background, check_slide, figure_level, finish, imshow_in_cs, limits, panels, slide_names
 
 
 def map(
@@ -61,6 +61,7 @@ def map(
     The axes (one per gene).
 
     """
+    check_slide(sdata)
     genes = [genes] if isinstance(genes, str) else list(genes)
     name = map_image(key_added)
     if name not in sdata.images:

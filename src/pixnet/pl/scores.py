@@ -9,7 +9,7 @@ from matplotlib.ticker import MaxNLocator
 from spatialdata import SpatialData
 
 from ..model import PixNet
-from ._utils import finish, panels, prediction_table, rows_label
+from ._utils import finish, panels, prediction, rows_label
 
 
 def scores(
@@ -24,11 +24,11 @@ def scores(
     save: str | Path | None = None,
 ):
     """Distribution of per-gene PCC (from :func:`pixnet.tl.evaluate`) and the best and worst genes."""
-    table = sdata.tables[prediction_table(sdata, bin_size=bin_size, shapes=shapes, key=key, key_added=key_added)]
+    table = prediction(sdata, bin_size=bin_size, shapes=shapes, key=key, key_added=key_added)
     if "pcc" not in table.var:
         raise KeyError("No per-gene PCC in this table: run pixnet.tl.evaluate(sdata, ...) first.")
     pcc = table.var["pcc"].dropna().sort_values()
-    fig, axes = panels(2, ncols=2, size=4.5)
+    fig, axes = panels(2, ncols=2, size=4.5, layout=None)
     axes[0].hist(pcc.to_numpy(), bins=30, color="0.4")
     # distinct colours, the mean drawn first and widest: when the median equals the mean, both lines still show
     marks = (("PCC@M (mean)", pcc.mean(), "-", "C3", 2.5), ("PCC@S (median)", pcc.median(), "--", "C1", 1.5),
@@ -57,7 +57,7 @@ def training(model: PixNet, *, show: bool | None = None, save: str | Path | None
     if not h:
         raise ValueError("This model has no training history (it was not trained with pixnet.tl.fit).")
     epochs = [r["epoch"] + 1 for r in h]  # from 1, as the log and the progress bar count them
-    fig, axes = panels(2, ncols=2, size=4.0)
+    fig, axes = panels(2, ncols=2, size=4.0, layout=None)
     for key, label in (("train_loss", "train"), ("val_loss", "validation")):
         ys = [r.get(key, np.nan) for r in h]
         axes[0].plot(epochs, ys, marker="o", ms=3, label=label)
