@@ -461,3 +461,40 @@ def test_a_slide_moved_as_a_whole_predicts_the_same_bins(sdata, trained):
     key, own = (t.uns["spatialdata_attrs"]["instance_key"] for t in (measured, got))
     np.testing.assert_allclose(centres(got.uns["spatialdata_attrs"]["region"], got.obs[own].to_numpy()),
                                centres("_square_008um", measured.obs.loc[got.obs_names, key].to_numpy()), atol=1e-6)  # fmt: skip
+
+
+@pytest.mark.parametrize("moved", ["image and bins", "image alone"])
+def test_2um_bins_as_labels_are_predicted_where_the_labels_lie(sdata, trained, moved):
+    """A 2 um table annotating a labels image, after the slide or only its image was moved (a registration fix).
+
+    The bins' places were taken from what the reader recorded (its grid, ``obsm["spatial"]``), which do not follow
+    the labels: moved with the image, the bins were predicted 100 px from where they lie, from other tissue.
+    """
+    from spatialdata.transformations import Sequence, Translation, get_transformation, set_transformation
+
+    from pixnet.data.image import element_to_cs
+
+    lab = "_square_002um_labels"
+    slide = sd.SpatialData(
+        images={"_full_image": sd.deepcopy(sdata.images["_full_image"])},
+        labels={lab: sd.deepcopy(sdata.labels[lab])},
+        tables={"square_002um": sdata.tables["square_002um"].copy()},
+        attrs=sdata.attrs,
+    )
+    shift = Translation([100, -40], axes=("x", "y"))
+    set_transformation(slide["_full_image"], shift, to_coordinate_system="global")
+    if moved == "image and bins":
+        set_transformation(slide[lab], Sequence([get_transformation(slide[lab], "global"), shift]), "global")
+    got = pixnet.tl.predict(slide, model=trained, bin_size=2, key_added="moved", progress=False, map=False)
+
+    def centres(name, table, rows):  # of the labels' pixels holding these rows' ids, in the coordinate system
+        raster = np.asarray(image_levels(slide.labels[name])[0])
+        ys, xs = np.nonzero(raster)
+        at = pd.Series(np.arange(len(ys)), index=raster[ys, xs])[table.obs[table.uns["spatialdata_attrs"]["instance_key"]]
+                                                                .to_numpy()[rows]].to_numpy()  # fmt: skip
+        return np.stack([xs[at] + 0.5, ys[at] + 0.5, np.ones(len(at))]).T @ element_to_cs(slide.labels[name], "global")[:2].T
+
+    measured = slide.tables["square_002um"]
+    rows = np.arange(0, got.n_obs, 101)
+    np.testing.assert_allclose(centres(got.uns["spatialdata_attrs"]["region"], got, rows),
+                               centres(lab, measured, measured.obs_names.get_indexer(got.obs_names[rows])), atol=1e-6)  # fmt: skip

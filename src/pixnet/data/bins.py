@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import shapely
 from geopandas import GeoDataFrame
 from scipy import sparse
@@ -16,7 +17,7 @@ from spatialdata.models import get_table_keys
 from .._arrays import in_memory
 from .._keys import ARRAY_COL, ARRAY_ROW, UNS_KEY, bin_size_of
 from ..geometry import BinGrid, Spots
-from .image import element_to_cs
+from .image import element_to_cs, image_levels
 
 logger = logging.getLogger(__name__)
 
@@ -160,8 +161,45 @@ def _centres(sdata: SpatialData, table: ad.AnnData, take: np.ndarray, cs: str) -
             return None
         xy = shapely.get_coordinates(shapely.centroid(geoms))
         return xy @ to_cs[:2, :2].T + to_cs[:2, 2]
-    if "spatial" in table.obsm and element is not None:  # labels: spatialdata-io keeps full-resolution centres
+    if element is not None and not isinstance(element, GeoDataFrame):  # labels: one pixel per bin, where they lie now
+        xy = _label_centres(element, table, take, instance_key, cs)
+        if xy is not None:
+            return xy
+    if "spatial" in table.obsm and element is not None:  # spatialdata-io keeps full-resolution centres
         return np.asarray(table.obsm["spatial"], np.float64)[take, :2]
+    return None
+
+
+def _label_centres(element, table: ad.AnnData, take: np.ndarray, instance_key: str, cs: str) -> np.ndarray | None:
+    """Centres in ``cs`` of rows ``take`` of a table annotating a labels image of one pixel per bin, else None.
+
+    The raster's pixel of a bin is found from one chunk: a bin labelled there ties the raster's
+    pixels to ``array_row``/``array_col`` (``pixel = (row - r0, col - c0)``), checked on every bin
+    of that chunk; the centres then go through the element's own transformation, so they follow
+    the labels wherever they were moved (``obsm["spatial"]`` stays where the reader put them).
+    """
+    data = image_levels(element)[0].data
+    if data.ndim != 2:
+        return None
+    ids = table.obs[instance_key].to_numpy()
+    rows, cols = table.obs[ARRAY_ROW].to_numpy(), table.obs[ARRAY_COL].to_numpy()
+    where = pd.Series(np.arange(len(ids)), index=ids)
+    if not where.index.is_unique:
+        return None
+    (h, w), (ch, cw) = data.shape, getattr(data, "chunksize", (2048, 2048))
+    for y0, x0 in ((h // 2 // ch * ch, w // 2 // cw * cw), (0, 0), (h // 4 // ch * ch, w // 4 // cw * cw)):
+        block = np.asarray(data[y0 : y0 + ch, x0 : x0 + cw])  # one chunk: a bin labelled there anchors the raster
+        ys, xs = np.nonzero(block)
+        found = where.reindex(block[ys, xs]).to_numpy()
+        ok = ~np.isnan(found)
+        if not ok.any():
+            continue
+        i = found[ok].astype(np.int64)
+        r0, c0 = rows[i] - (y0 + ys[ok]), cols[i] - (x0 + xs[ok])
+        if not ((r0 == r0[0]).all() and (c0 == c0[0]).all()):
+            return None  # not a raster of the array's rows and columns
+        px = np.stack([cols[take] - c0[0] + 0.5, rows[take] - r0[0] + 0.5, np.ones(len(take))])
+        return (element_to_cs(element, cs) @ px)[:2].T
     return None
 
 
