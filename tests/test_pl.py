@@ -169,19 +169,21 @@ def test_a_slide_without_pixnets_record_is_drawn_with_its_he(sdata, trained):
     plt.close("all")
 
 
-def test_bins_are_drawn_where_they_lie_after_the_slide_is_moved(sdata, trained):
-    """Every element translated after predict: the predicted squares are drawn with the H&E (not at the recorded grid)."""
-    from spatialdata.transformations import Translation, set_transformation
+@pytest.mark.parametrize("bin_size", [8, 2])  # squares (shapes) and 2 um bins (labels)
+def test_bins_are_drawn_where_they_lie_after_the_slide_is_moved(sdata, trained, bin_size):
+    """Every element translated after predict: the predicted bins are drawn with the H&E (not at the recorded grid)."""
+    from spatialdata.transformations import Sequence, Translation, get_transformation, set_transformation
 
-    table = pixnet.tl.predict(sdata, model=trained, bin_size=8, progress=False)
+    table = pixnet.tl.predict(sdata, model=trained, bin_size=bin_size, progress=False, map=False)
 
     def centre(ax):  # of the panel, framed on the bins drawn
         return np.mean(ax.get_xlim()), np.mean(ax.get_ylim())
 
-    before = centre(pixnet.pl.expression(sdata, trained.genes[0], bin_size=8, show=False))
+    before = centre(pixnet.pl.expression(sdata, trained.genes[0], bin_size=bin_size, show=False))
     for _, _, element in list(sdata.gen_spatial_elements()):
-        set_transformation(element, Translation([100, -40], axes=("x", "y")), to_coordinate_system="global")
-    assert table.uns["pixnet"]["grid"] is not None  # recorded where the squares lay at predict
-    after = centre(pixnet.pl.expression(sdata, trained.genes[0], bin_size=8, show=False))
+        moved = Sequence([get_transformation(element, "global"), Translation([100, -40], axes=("x", "y"))])
+        set_transformation(element, moved, to_coordinate_system="global")
+    assert table.uns["pixnet"]["grid"] is not None  # recorded where the bins lay at predict
+    after = centre(pixnet.pl.expression(sdata, trained.genes[0], bin_size=bin_size, show=False))
     np.testing.assert_allclose(np.subtract(after, before), [100, -40], atol=8)  # (squares framed as circles after)
     plt.close("all")

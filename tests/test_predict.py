@@ -492,7 +492,10 @@ def test_2um_bins_as_labels_are_predicted_where_the_labels_lie(sdata, trained, m
         ys, xs = np.nonzero(raster)
         at = pd.Series(np.arange(len(ys)), index=raster[ys, xs])[table.obs[table.uns["spatialdata_attrs"]["instance_key"]]
                                                                 .to_numpy()[rows]].to_numpy()  # fmt: skip
-        return np.stack([xs[at] + 0.5, ys[at] + 0.5, np.ones(len(at))]).T @ element_to_cs(slide.labels[name], "global")[:2].T
+        return (
+            np.stack([xs[at] + 0.5, ys[at] + 0.5, np.ones(len(at))]).T
+            @ element_to_cs(slide.labels[name], "global")[:2].T
+        )
 
     measured = slide.tables["square_002um"]
     rows = np.arange(0, got.n_obs, 101)

@@ -100,7 +100,11 @@ def table_grid(sdata: SpatialData, table_name: str, cs: str) -> BinGrid | None:
             return grid
         # the elements were moved since (a translation, a scale into um...): the grid is fitted where the bins lie now
         logger.info("%s: its recorded grid no longer matches its bins in %r; fitted anew", table_name, cs)
-    size = _bin_size(table, table_name)
+    return fitted_grid(sdata, table, _bin_size(table, table_name), cs)
+
+
+def fitted_grid(sdata: SpatialData, table: ad.AnnData, size: float | None, cs: str) -> BinGrid | None:
+    """The grid of ``size`` um bins fitted to where a table's bins lie in ``cs``; None if they are not a regular array."""
     if size is None or ARRAY_ROW not in table.obs or ARRAY_COL not in table.obs or table.n_obs < 3:
         return None
     take = np.unique(np.linspace(0, table.n_obs - 1, min(table.n_obs, 20_000)).astype(np.int64))

@@ -14,7 +14,7 @@ from spatialdata import SpatialData
 from .. import _keys
 from .._keys import ARRAY_COL, ARRAY_ROW, UNS_KEY, target_name
 from ..data import image_levels
-from ..data.bins import grid_holds
+from ..data.bins import fitted_grid, grid_holds
 from ..data.image import element_to_cs
 from ..data.slide import image_and_cs
 from ..geometry import BinGrid
@@ -142,8 +142,10 @@ def draw(ax, sdata: SpatialData, table, v: np.ndarray, *, cmap, vmin, vmax, alph
     norm = mpl.colors.Normalize(vmin=vmin, vmax=vmax)
     g = BinGrid.from_dict(grid) if grid is not None and ARRAY_ROW in table.obs else None
     region = table.uns.get("spatialdata_attrs", {}).get("region")
-    if g is not None and region in sdata.shapes and not grid_holds(sdata, table, g, slide_names(sdata, table)[1]):
-        g = None  # the elements were moved since the grid was recorded: the squares drawn where they lie now
+    cs = slide_names(sdata, table)[1]
+    if g is not None and region in sdata and not grid_holds(sdata, table, g, cs):
+        # the elements were moved since the grid was recorded: the squares drawn where they lie now
+        g = None if region in sdata.shapes else fitted_grid(sdata, table, g.bin_size_um, cs)
     if g is not None:
         r, c = table.obs[ARRAY_ROW].to_numpy(), table.obs[ARRAY_COL].to_numpy()
         r0, c0 = r.min(), c.min()
