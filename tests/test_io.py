@@ -105,6 +105,25 @@ def test_missing_bin_size(slide_dir):
         pixnet.io.visium_hd(slide_dir, bin_sizes=(4,))
 
 
+def test_bin_sizes_and_image_paths_as_users_give_them(slide_dir, tmp_path, monkeypatch):
+    """numpy's integers as bin sizes (refused as not whole, or not iterable) and ~ in the image's path (not found)."""
+    import shutil
+
+    for sizes in (np.array([8, 16]), [np.int64(8)], np.int64(16)):
+        got = pixnet.io.visium_hd(slide_dir, bin_sizes=sizes)
+        assert sorted(t for t in got.tables if t.startswith("square")) == [
+            f"square_{int(b):03d}um" for b in np.atleast_1d(sizes)
+        ]
+    image = next((slide_dir / "microscope_image").iterdir())
+    shutil.copy(image, tmp_path / f"he{image.suffix}")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    got = pixnet.io.visium_hd(slide_dir, bin_sizes=(16,), fullres_image_file=f"~/he{image.suffix}")
+    assert (
+        image_levels(got.images["_full_image"])[0].shape
+        == image_levels(pixnet.io.visium_hd(slide_dir, bin_sizes=(16,)).images["_full_image"])[0].shape
+    )
+
+
 def test_missing_image(broken):
     shutil.rmtree(broken / "microscope_image")
     with pytest.raises(FileNotFoundError, match="fullres_image_file"):

@@ -407,6 +407,56 @@ def test_visium_reports_a_spot_diameter_that_fits_neither(tmp_path, caplog):
     assert "neither 55 um" in caplog.text
 
 
+def test_visium_spots_missing_from_the_positions_are_refused(tmp_path):
+    """spatialdata-io left the spots the positions lack at NaN, and the read went on (found by the io breaker)."""
+    for case, edit in (("suffix", lambda p: p.assign(barcode=p.barcode.str[:-2])), ("five", lambda p: p.iloc[5:])):
+        outs = tmp_path / case / "outs"
+        _visium_outs(outs)
+        pos = outs / "spatial" / "tissue_positions.csv"
+        edit(pd.read_csv(pos)).to_csv(pos, index=False)
+        match = "30 of 30 spots.*lack the '-1' suffix" if case == "suffix" else "5 of 30 spots"
+        with pytest.raises(ValueError, match=match):
+            pixnet.io.visium(outs, fullres_image_file="image.tif")
+
+
+def test_visium_folders_as_users_give_them(tmp_path, monkeypatch):
+    """The run's folder, an image path from the working folder or with ~, numpy bin sizes; clear errors otherwise."""
+    outs = tmp_path / "run" / "outs"
+    _visium_outs(outs)
+    # the run's folder (the parent of outs/), as visium_hd takes it; the image relative to it
+    assert (
+        pixnet.io.visium(outs.parent, fullres_image_file="outs/image.tif").attrs["pixnet"]["image"] == "run_full_image"
+    )
+    # an image relative to the working folder or under ~ is the one read, not the hires PNG in its place
+    Image.fromarray(np.full((40, 50, 3), 200, np.uint8)).save(outs / "spatial" / "tissue_hires_image.png")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for given in ("run/outs/image.tif", "~/run/outs/image.tif"):
+        sdata = pixnet.io.visium(outs, fullres_image_file=given)
+        assert sdata.attrs["pixnet"]["image"] == "run_full_image"
+    with pytest.raises(FileNotFoundError, match="fullres_image_file='run/outs/imgae.tif' was not found"):
+        pixnet.io.visium(outs, fullres_image_file="run/outs/imgae.tif")  # a typo: it fell back to the hires PNG
+    # a matrix in another form than the filtered HDF5 one: named, with what to pass
+    (outs / "filtered_feature_bc_matrix.h5").rename(outs / "raw_feature_bc_matrix.h5")
+    with pytest.raises(FileNotFoundError, match="counts_file='raw_feature_bc_matrix.h5'"):
+        pixnet.io.visium(outs, fullres_image_file="image.tif")
+    # scale factors spatialdata-io needs: named (a KeyError from inside it before)
+    sf = json.loads((outs / "spatial" / "scalefactors_json.json").read_text())
+    del sf["tissue_lowres_scalef"]
+    (outs / "spatial" / "scalefactors_json.json").write_text(json.dumps(sf))
+    with pytest.raises(ValueError, match="lacks \\['tissue_lowres_scalef'\\]"):
+        pixnet.io.visium(outs, counts_file="raw_feature_bc_matrix.h5", fullres_image_file="image.tif")
+
+
+def test_spots_ids_listed_twice_in_the_counts_are_refused(tmp_path):
+    """A pandas InvalidIndexError before, after a log line that said the spot had no position."""
+    _he(tmp_path / "he.tif", 64, 64)
+    counts = pd.DataFrame(np.ones((3, 2), int), index=["1x1", "1x2", "1x1"], columns=["A", "B"])
+    pos = pd.DataFrame({"x": [10.0, 30.0], "y": [10.0, 10.0]}, index=["1x1", "1x2"])
+    with pytest.raises(ValueError, match="lists 1 spot id\\(s\\) more than once \\(\\['1x1'\\]\\)"):
+        pixnet.io.spots(image=tmp_path / "he.tif", counts=counts, positions=pos, spot_diameter_um=55, um_per_px=1.0)
+
+
 def _nan_polygon():
     with np.errstate(invalid="ignore"):  # shapely's ufunc warns of the NaN it is given (on purpose here)
         return shapely.Polygon([(0, 0), (np.nan, 0), (5, 5)])

@@ -104,7 +104,7 @@ def table_grid(sdata: SpatialData, table_name: str, cs: str) -> BinGrid | None:
 
 
 def fitted_grid(sdata: SpatialData, table: ad.AnnData, size: float | None, cs: str) -> BinGrid | None:
-    """The grid of ``size`` um bins fitted to where a table's bins lie in ``cs``; None if they are not a regular array."""
+    """The grid of ``size`` um bins fitted where a table's bins lie in ``cs``; None if not a regular array."""
     if size is None or ARRAY_ROW not in table.obs or ARRAY_COL not in table.obs or table.n_obs < 3:
         return None
     take = np.unique(np.linspace(0, table.n_obs - 1, min(table.n_obs, 20_000)).astype(np.int64))

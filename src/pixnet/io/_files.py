@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import numbers
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -53,7 +54,8 @@ def available_bin_sizes(outs: Path) -> list[int]:
 
 def bin_folder(outs: Path, bin_size: int) -> Path:
     """``binned_outputs/square_XXXum`` for a bin size, or a ValueError listing those present."""
-    if not isinstance(bin_size, int | float) or bin_size <= 0 or int(bin_size) != bin_size:
+    whole = isinstance(bin_size, numbers.Real) and not isinstance(bin_size, bool) and bin_size > 0
+    if not whole or int(bin_size) != bin_size:  # numpy's integers and floats are Real too
         raise ValueError(f"bin sizes are whole micrometres, such as 2, 8 or 16; got {bin_size!r}.")
     d = outs / "binned_outputs" / bin_table_name(int(bin_size))
     if not d.is_dir():

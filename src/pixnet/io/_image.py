@@ -49,7 +49,7 @@ def read_image(path: Path, *, transformations: dict[str, BaseTransformation], mu
     no memory until pixels are asked for; PNG and JPEG are decoded once, when pixels are first
     asked for. Channels may come first (planar) or last; an alpha channel is dropped.
     """
-    path = Path(path)
+    path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"Image {path} not found.")
     kind = image_format(path)

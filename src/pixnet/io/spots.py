@@ -207,6 +207,12 @@ def _join(table: ad.AnnData, pos: pd.DataFrame) -> tuple[ad.AnnData, pd.DataFram
         logger.info("the count matrix is genes x spots; transposing it")
         table = table.T.copy()
         common = table.obs_names.intersection(pos.index)
+    if not table.obs_names.is_unique:
+        twice = table.obs_names[table.obs_names.duplicated()].unique()
+        raise ValueError(
+            f"The count matrix lists {len(twice)} spot id(s) more than once ({list(twice[:5])}); spot ids must be "
+            "unique: sum or drop the repeated rows first."
+        )
     if len(common) == 0:
         raise ValueError(
             f"No spot id is in both the count matrix ({list(table.obs_names[:3])}, ...) and the positions "

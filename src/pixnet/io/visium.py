@@ -60,13 +60,21 @@ def visium(path: str | Path, *, spot_diameter_um: float = VISIUM_SPOT_UM, **kwar
     """
     import spatialdata_io
 
-    path = Path(path).expanduser()
-    if not path.is_dir():
-        raise FileNotFoundError(f"{path} is not a folder; pass the `outs/` folder of a Space Ranger Visium run.")
+    given, path = path, _outs(path)
     sf = _files.read_json(path / "spatial" / "scalefactors_json.json")
     if "spot_diameter_fullres" not in sf:
         raise ValueError(f"{path}/spatial/scalefactors_json.json has no spot_diameter_fullres; is this a Visium run?")
-    if kwargs.get("dataset_id") is None and not _prefixed(path, kwargs.get("counts_file", _COUNTS_FILE)):
+    lacking = [k for k in ("tissue_hires_scalef", "tissue_lowres_scalef") if k not in sf]
+    if lacking:  # spatialdata-io reads both, PNGs or not
+        raise ValueError(
+            f"{path}/spatial/scalefactors_json.json lacks {lacking}, which Space Ranger always writes (the scale of "
+            "its hires and lowres PNGs); re-copy the file from the run, or add them (1.0 where the PNG is absent)."
+        )
+    counts = kwargs.get("counts_file", _COUNTS_FILE)
+    _check_counts(path, counts)
+    if kwargs.get("fullres_image_file") is not None:
+        kwargs["fullres_image_file"] = _image_file(given, path, kwargs["fullres_image_file"])
+    if kwargs.get("dataset_id") is None and not _prefixed(path, counts):
         kwargs["dataset_id"] = _dataset_id(path)
         logger.info("%s: files have no sample prefix; naming the elements %r", path, kwargs["dataset_id"])
     sdata = spatialdata_io.visium(path, **kwargs)
@@ -80,6 +88,7 @@ def visium(path: str | Path, *, spot_diameter_um: float = VISIUM_SPOT_UM, **kwar
         )
     table_name = "table"
     table = sdata.tables[table_name]
+    _check_positions(path, table)
     shapes = table.uns["spatialdata_attrs"]["region"]
     um_per_px = _fullres_scale(path, table.obsm["spatial"], sf)
     _check_diameter(path, float(sf["spot_diameter_fullres"]) * um_per_px, spot_diameter_um)
@@ -95,6 +104,56 @@ def visium(path: str | Path, *, spot_diameter_um: float = VISIUM_SPOT_UM, **kwar
     for t in sdata.tables.values():
         t.uns.setdefault(UNS_KEY, {}).update(um_per_px=um_per_px, spot_diameter_um=float(spot_diameter_um))
     return sdata
+
+
+def _outs(path: str | Path) -> Path:
+    """The run's ``outs/`` folder: ``path``, or ``path/outs`` when given the run's folder."""
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path} is not a folder; pass the `outs/` folder of a Space Ranger Visium run.")
+    if not (path / "spatial").is_dir() and (path / "outs" / "spatial").is_dir():
+        path = path / "outs"
+    if (path / "binned_outputs").is_dir():
+        raise ValueError(f"{path} is a Visium HD run (it has binned_outputs/): read it with pixnet.io.visium_hd.")
+    return path
+
+
+def _check_counts(path: Path, counts_file: str) -> None:
+    """A matrix named ``counts_file`` (or ``{prefix}_{counts_file}``) in ``path``, or an error naming those there."""
+    if any(p.name == counts_file or p.name.endswith(f"_{counts_file}") for p in path.iterdir()):
+        return
+    found = sorted(p.name for p in path.iterdir() if "feature_bc_matrix" in p.name)
+    h5 = [f for f in found if f.endswith(".h5")]
+    hint = (
+        f" Pass counts_file={h5[0]!r} to read it."
+        if h5
+        else " spatialdata-io's Visium reader reads HDF5 matrices only: copy filtered_feature_bc_matrix.h5 there."
+    )
+    raise FileNotFoundError(f"No {counts_file} in {path} (matrices there: {found or 'none'}).{hint}")
+
+
+def _image_file(given: str | Path, path: Path, image: str | Path) -> Path:
+    """The user's full-resolution image: absolute, or relative to the working folder, the folder given or ``outs/``."""
+    image = Path(image).expanduser()
+    for candidate in (image, Path(given).expanduser() / image, path / image):
+        if candidate.is_file():
+            return candidate.resolve()  # spatialdata-io joins it onto outs/: an absolute path stays as it is
+    raise FileNotFoundError(
+        f"fullres_image_file={str(image)!r} was not found (nor in {path}); pass the path of the H&E image."
+    )
+
+
+def _check_positions(path: Path, table) -> None:
+    """Every spot of the matrix has a place: spatialdata-io leaves those the positions lack at NaN."""
+    xy = np.asarray(table.obsm["spatial"], np.float64)
+    lost = ~np.isfinite(xy).all(1)
+    if lost.any():
+        suffix = " (do the positions' barcodes lack the '-1' suffix the matrix's have?)" if lost.all() else ""
+        raise ValueError(
+            f"{int(lost.sum())} of {len(lost)} spots of the counts matrix are not in "
+            f"{path}/spatial/tissue_positions*.csv{suffix}, e.g. {list(table.obs_names[lost][:3])}; the matrix and "
+            "the positions must come from the same run."
+        )
 
 
 def _prefixed(path: Path, counts_file: str) -> bool:

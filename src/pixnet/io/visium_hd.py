@@ -152,14 +152,15 @@ def _bin_folders(outs: Path, bin_sizes) -> dict[int, Path]:
                 f"holds {_files.listing(outs / 'binned_outputs')}. Re-copy binned_outputs/ from the Space Ranger run."
             )
         return {b: _files.bin_folder(outs, b) for b in sizes}
-    bin_sizes = [bin_sizes] if isinstance(bin_sizes, int | float) else list(bin_sizes)
+    bin_sizes = [bin_sizes] if np.ndim(bin_sizes) == 0 else list(np.ravel(bin_sizes).tolist())
     if not bin_sizes:
         raise ValueError("bin_sizes is empty; pass at least one bin size, such as (8,) or (2, 8, 16).")
     return {int(b): _files.bin_folder(outs, b) for b in bin_sizes}
 
 
 def _read_images(outs: Path, dataset_id: str, cs: str, fullres: str | Path | None, sf: dict) -> dict:
-    path = Path(fullres) if fullres is not None else _files.fullres_image(outs, dataset_id + "_" if dataset_id else "")
+    prefix = dataset_id + "_" if dataset_id else ""
+    path = Path(fullres).expanduser() if fullres is not None else _files.fullres_image(outs, prefix)
     if path is None:
         raise FileNotFoundError(
             f"No full-resolution H&E image in {outs} (looked for *tissue_image.* and in microscope_image/: "
