@@ -245,7 +245,7 @@ def test_spatialdata_io_reader_fit_predict_evaluate(slide_dir, bins_as_squares):
     _, pred, scores = _fit_predict_evaluate(s)
     _measured_one_to_one(s, pred, scores)
     # The same bins as pixnet's own reader: the fitted grid is the recorded one.
-    grid = pixnet.data.bins.table_grid(s, "square_016um", "")
+    grid = pixnet.data.grids.table_grid(s, "square_016um", "")
     ref = pixnet.io.read_table_grid(_reference(slide_dir))
     np.testing.assert_allclose(grid.affine, ref.affine, atol=1e-3)
     assert grid.um_per_px == pytest.approx(ref.um_per_px, rel=1e-4)

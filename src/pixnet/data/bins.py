@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 import anndata as ad
 import numpy as np
-import pandas as pd
 import shapely
 from geopandas import GeoDataFrame
 from scipy import sparse
@@ -15,9 +14,10 @@ from spatialdata import SpatialData
 from spatialdata.models import get_table_keys
 
 from .._arrays import in_memory
-from .._keys import ARRAY_COL, ARRAY_ROW, UNS_KEY, bin_size_of
+from .._keys import ARRAY_COL, ARRAY_ROW
 from ..geometry import BinGrid, Spots
-from .image import element_to_cs, image_levels
+from .grids import table_grid
+from .image import element_to_cs
 
 logger = logging.getLogger(__name__)
 
@@ -82,129 +82,6 @@ def _annotated(element: GeoDataFrame, table: ad.AnnData, table_name: str, region
         raise KeyError(
             f"Some rows of table {table_name!r} have no shape in {region!r} (instance ids not found)."
         ) from err
-
-
-def table_grid(sdata: SpatialData, table_name: str, cs: str) -> BinGrid | None:
-    """The Visium HD bin grid of a table in ``cs`` pixels: recorded by :func:`pixnet.io.visium_hd`, or fitted.
-
-    Tables made by other readers (spatialdata-io with squares, circles or labels, a store read
-    back, sopa) keep ``array_row``/``array_col`` and the bins' positions: the grid is fitted to
-    the bins' centres (of the shapes the table annotates, or ``obsm["spatial"]`` for labels).
-    None when the table is not one of Visium HD bins.
-    """
-    table = sdata.tables[table_name]
-    recorded = table.uns.get(UNS_KEY, {}).get("grid")
-    if recorded is not None:  # in full-resolution pixels, the reader's coordinate system
-        grid = BinGrid.from_dict(recorded)
-        if grid_holds(sdata, table, grid, cs):
-            return grid
-        # the elements were moved since (a translation, a scale into um...): the grid is fitted where the bins lie now
-        logger.info("%s: its recorded grid no longer matches its bins in %r; fitted anew", table_name, cs)
-    return fitted_grid(sdata, table, _bin_size(table, table_name), cs)
-
-
-def fitted_grid(sdata: SpatialData, table: ad.AnnData, size: float | None, cs: str) -> BinGrid | None:
-    """The grid of ``size`` um bins fitted where a table's bins lie in ``cs``; None if not a regular array."""
-    if size is None or ARRAY_ROW not in table.obs or ARRAY_COL not in table.obs or table.n_obs < 3:
-        return None
-    take = np.unique(np.linspace(0, table.n_obs - 1, min(table.n_obs, 20_000)).astype(np.int64))
-    xy = _centres(sdata, table, take, cs)
-    if xy is None:
-        return None
-    rows, cols = table.obs[ARRAY_ROW].to_numpy()[take], table.obs[ARRAY_COL].to_numpy()[take]
-    try:
-        fitted = BinGrid.fit(rows, cols, xy[:, 0], xy[:, 1], bin_size_um=size, um_per_px=1.0)
-    except ValueError:
-        return None
-    grid = BinGrid(fitted.affine, size, size / fitted.side_px)
-    if np.abs(grid.centres(rows, cols) - xy).max() > 0.25 * grid.side_px:
-        return None  # not a regular array: keep the shapes as they are
-    return grid
-
-
-def grid_holds(sdata: SpatialData, table: ad.AnnData, grid: BinGrid, cs: str) -> bool:
-    """Whether a recorded grid puts a sample of the table's bins where their shapes lie in ``cs`` now."""
-    if ARRAY_ROW not in table.obs or ARRAY_COL not in table.obs or table.n_obs == 0:
-        return True
-    take = np.unique(np.linspace(0, table.n_obs - 1, min(table.n_obs, 256)).astype(np.int64))
-    try:
-        xy = _centres(sdata, table, take, cs)
-    except ValueError:  # no transformation to cs: the caller's own check says so
-        return True
-    if xy is None:
-        return True
-    rows, cols = table.obs[ARRAY_ROW].to_numpy()[take], table.obs[ARRAY_COL].to_numpy()[take]
-    return bool(np.abs(grid.centres(rows, cols) - xy).max() <= 0.25 * grid.side_px)
-
-
-def _bin_size(table: ad.AnnData, table_name: str) -> float | None:
-    """Bin size (um) from ``uns`` or the names spatialdata-io gives (``square_016um``)."""
-    size = table.uns.get(UNS_KEY, {}).get("bin_size_um")
-    if size:
-        return float(size)
-    try:
-        region = get_table_keys(table)[0]
-    except (KeyError, ValueError):
-        region = None
-    for name in [table_name] + ([region] if isinstance(region, str) else []):
-        size = bin_size_of(name)
-        if size is not None:
-            return size
-    return None
-
-
-def _centres(sdata: SpatialData, table: ad.AnnData, take: np.ndarray, cs: str) -> np.ndarray | None:
-    """Centres of rows ``take`` in ``cs``: of the shapes they annotate, or ``obsm["spatial"]`` otherwise."""
-    region, _, instance_key = get_table_keys(table)
-    element = sdata[region] if isinstance(region, str) and region in sdata else None
-    if isinstance(element, GeoDataFrame):
-        to_cs = element_to_cs(element, cs)
-        try:
-            geoms = element.geometry.loc[table.obs[instance_key].to_numpy()[take]].to_numpy()
-        except KeyError:
-            return None
-        xy = shapely.get_coordinates(shapely.centroid(geoms))
-        return xy @ to_cs[:2, :2].T + to_cs[:2, 2]
-    if element is not None and not isinstance(element, GeoDataFrame):  # labels: one pixel per bin, where they lie now
-        xy = _label_centres(element, table, take, instance_key, cs)
-        if xy is not None:
-            return xy
-    if "spatial" in table.obsm and element is not None:  # spatialdata-io keeps full-resolution centres
-        return np.asarray(table.obsm["spatial"], np.float64)[take, :2]
-    return None
-
-
-def _label_centres(element, table: ad.AnnData, take: np.ndarray, instance_key: str, cs: str) -> np.ndarray | None:
-    """Centres in ``cs`` of rows ``take`` of a table annotating a labels image of one pixel per bin, else None.
-
-    The raster's pixel of a bin is found from one chunk: a bin labelled there ties the raster's
-    pixels to ``array_row``/``array_col`` (``pixel = (row - r0, col - c0)``), checked on every bin
-    of that chunk; the centres then go through the element's own transformation, so they follow
-    the labels wherever they were moved (``obsm["spatial"]`` stays where the reader put them).
-    """
-    data = image_levels(element)[0].data
-    if data.ndim != 2:
-        return None
-    ids = table.obs[instance_key].to_numpy()
-    rows, cols = table.obs[ARRAY_ROW].to_numpy(), table.obs[ARRAY_COL].to_numpy()
-    where = pd.Series(np.arange(len(ids)), index=ids)
-    if not where.index.is_unique:
-        return None
-    (h, w), (ch, cw) = data.shape, getattr(data, "chunksize", (2048, 2048))
-    for y0, x0 in ((h // 2 // ch * ch, w // 2 // cw * cw), (0, 0), (h // 4 // ch * ch, w // 4 // cw * cw)):
-        block = np.asarray(data[y0 : y0 + ch, x0 : x0 + cw])  # one chunk: a bin labelled there anchors the raster
-        ys, xs = np.nonzero(block)
-        found = where.reindex(block[ys, xs]).to_numpy()
-        ok = ~np.isnan(found)
-        if not ok.any():
-            continue
-        i = found[ok].astype(np.int64)
-        r0, c0 = rows[i] - (y0 + ys[ok]), cols[i] - (x0 + xs[ok])
-        if not ((r0 == r0[0]).all() and (c0 == c0[0]).all()):
-            return None  # not a raster of the array's rows and columns
-        px = np.stack([cols[take] - c0[0] + 0.5, rows[take] - r0[0] + 0.5, np.ones(len(take))])
-        return (element_to_cs(element, cs) @ px)[:2].T
-    return None
 
 
 def shapes_to_spots(gdf: GeoDataFrame, to_cs: np.ndarray, *, what: str = "The shapes element") -> Spots:

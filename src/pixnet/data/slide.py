@@ -13,8 +13,9 @@ from spatialdata import SpatialData
 from spatialdata.transformations import Identity, get_transformation
 
 from .._keys import UNS_KEY, bin_table_name, is_bin_table
-from .bins import TableSpots, table_grid
+from .bins import TableSpots
 from .coverage import Coverage, check_coverage, coverage, image_extent, other_image_scales
+from .grids import table_grid
 from .image import SlideImage
 
 logger = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from spatialdata.models import get_table_keys
 
 from .._keys import ARRAY_COL, ARRAY_ROW, UNS_KEY, barcode, check_bin_size, target_name
 from ..data import element_to_cs, shapes_to_spots, table_spots
-from ..data.bins import table_grid
+from ..data.grids import table_grid
 from ..data.slide import Slide
 from ..geometry import BinGrid, Spots
 from ..pp import tissue_mask

@@ -14,7 +14,7 @@ from spatialdata import SpatialData
 from .. import _keys
 from .._keys import ARRAY_COL, ARRAY_ROW, UNS_KEY, target_name
 from ..data import image_levels
-from ..data.bins import fitted_grid, grid_holds
+from ..data.grids import fitted_grid, grid_holds
 from ..data.image import element_to_cs
 from ..data.slide import image_and_cs
 from ..geometry import BinGrid
