@@ -2,6 +2,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import spatialdata as sd
+import torch
 
 import pixnet
 
@@ -187,3 +188,59 @@ def test_bins_are_drawn_where_they_lie_after_the_slide_is_moved(sdata, trained, 
     after = centre(pixnet.pl.expression(sdata, trained.genes[0], bin_size=bin_size, show=False))
     np.testing.assert_allclose(np.subtract(after, before), [100, -40], atol=8)  # (squares framed as circles after)
     plt.close("all")
+
+
+def test_compare_scores_the_rows_evaluate_scores_and_refuses_what_it_cannot_compare(predicted, trained):
+    """From the verbs breaker: compare's PCC contradicted evaluate's (it kept bins off the image), compared expected
+    counts with log-normalised measurements, failed inside anndata on renamed bins, and on a cropped table's region."""
+    pred = predicted.tables["pixnet_square_008um"]
+    off = np.zeros(pred.n_obs, bool)
+    off[::3] = True  # as predict marks bins the H&E does not cover
+    pred.obs["pixnet_on_image"] = ~off
+    pred.X[off] = 0.0  # what predict leaves there: nothing to correlate
+    pixnet.tl.evaluate(predicted, bin_size=8)
+    genes = list(trained.genes[:2])
+    axes = pixnet.pl.compare(predicted, genes, bin_size=8, show=False)
+    for j, g in enumerate(genes):
+        assert axes[1, j].get_title().endswith(f"PCC {pred.var.loc[g, 'pcc']:.2f}")
+    with pytest.raises(ValueError, match="layer='counts' is not log-normalised"):
+        pixnet.pl.compare(predicted, genes, bin_size=8, layer="counts", show=False)
+    # a table cropped by spatialdata's queries annotates a one-element list
+    for name in ("pixnet_square_008um", "square_008um"):
+        attrs = predicted.tables[name].uns["spatialdata_attrs"]
+        attrs["region"] = [attrs["region"]]
+    assert pixnet.pl.compare(predicted, genes, bin_size=8, show=False).shape == (2, 2)
+    measured = predicted.tables["square_008um"]
+    measured.obs_names = "C2_" + measured.obs_names
+    with pytest.raises(ValueError, match="share fewer than 2 bins"):
+        pixnet.pl.compare(predicted, genes, bin_size=8, show=False)
+    plt.close("all")
+
+
+def test_training_without_validation_draws_no_empty_panel(trained):
+    import copy
+
+    model = copy.copy(trained)
+    model.training = {**trained.training, "history": [{k: v for k, v in r.items() if not k.startswith("val_")}
+                                                      for r in trained.history]}  # fmt: skip
+    ax = pixnet.pl.training(model, show=False)  # fit(val_fraction=0), as on spot data
+    assert ax.get_title() == "training loss (no validation)" and len(ax.figure.axes) == 1
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["train"]
+    plt.close("all")
+
+
+def test_map_is_titled_by_the_model_that_made_it_now(sdata, trained):
+    """A map replaced by another model (overwrite=True): the older table's claim was read first, and its scale."""
+    import copy
+
+    pixnet.tl.predict(sdata, model=trained, bin_size=8, progress=False)
+    other = copy.deepcopy(trained)
+    with torch.no_grad():
+        next(other.module.parameters()).add_(1.0)  # another model, as a retrained one
+    pixnet.tl.predict(sdata, model=other, bin_size=16, progress=False, overwrite=True)
+    fp = sdata.attrs["pixnet"]["maps"]["pixnet_map"]["model"]
+    assert sdata.tables["pixnet_square_016um"].uns["pixnet"]["map_model"] == fp
+    assert sdata.tables["pixnet_square_008um"].uns["pixnet"]["map_model"] != fp
+    from pixnet.pl.maps import _made_with
+
+    assert _made_with(sdata, "pixnet_map") is sdata.tables["pixnet_square_016um"]

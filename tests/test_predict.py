@@ -501,3 +501,38 @@ def test_2um_bins_as_labels_are_predicted_where_the_labels_lie(sdata, trained, m
     rows = np.arange(0, got.n_obs, 101)
     np.testing.assert_allclose(centres(got.uns["spatialdata_attrs"]["region"], got, rows),
                                centres(lab, measured, measured.obs_names.get_indexer(got.obs_names[rows])), atol=1e-6)  # fmt: skip
+
+
+def test_tables_normalised_by_scanpy_are_refused_as_counts(slide_dir, sdata, trained):
+    """From the verbs breaker: fit trained on log-normalised values as counts, evaluate normalised them twice."""
+    import scanpy as sc
+
+    slide = pixnet.io.visium_hd(slide_dir, bin_sizes=(16,))
+    t = slide.tables["square_016um"]
+    t.layers["counts"] = t.X.copy()
+    sc.pp.normalize_total(t)
+    with pytest.raises(ValueError, match=r"non-integer values in X .*layers\['counts'\]"):
+        pixnet.tl.fit(slide, bin_size=16, genes=list(trained.genes[:2]), epochs=1, tiles_per_epoch=1, progress=False)
+    sc.pp.log1p(t)
+    with pytest.raises(ValueError, match=r"Table 'square_016um' was log-transformed \(uns\['log1p'\]"):
+        pixnet.tl.fit(slide, bin_size=16, genes=list(trained.genes[:2]), epochs=1, tiles_per_epoch=1, progress=False)
+    pixnet.tl.predict(sdata, model=trained, bin_size=np.int64(8), progress=False, map=False)  # numpy's sizes too
+    measured = sdata.tables["square_008um"]
+    sc.pp.log1p(measured)
+    with pytest.raises(ValueError, match="was log-transformed"):
+        pixnet.tl.evaluate(sdata, bin_size=np.int64(8))
+    del measured.uns["log1p"]
+    with pytest.raises(KeyError, match=r"No layer 'lognrom' in the prediction \(its layers: \['counts', 'lognorm'\]"):
+        pixnet.tl.evaluate(sdata, bin_size=8, layer="lognrom")
+    with pytest.raises(ValueError, match="layer='counts' is not log-normalised"):
+        pixnet.tl.evaluate(sdata, bin_size=8, layer="counts")
+
+
+def test_cells_predicted_from_space_rangers_segmentation_can_be_written(sdata, trained, tmp_path):
+    """spatialdata-io keys the cells' table with an enum; predict recorded it and anndata could not write it."""
+    table = pixnet.tl.predict(sdata, model=trained, shapes="_cell_segmentations", progress=False, map=False)
+    assert type(table.uns["pixnet"]["source_table"]) is str and all(type(k) is str for k in sdata.tables)
+    pixnet.tl.evaluate(sdata, shapes="_cell_segmentations")
+    assert type(table.uns["pixnet"]["evaluation"]["measured"]) is str
+    sdata.write(tmp_path / "cells.zarr")
+    assert "pixnet__cell_segmentations" in sd.read_zarr(tmp_path / "cells.zarr").tables

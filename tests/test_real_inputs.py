@@ -620,3 +620,26 @@ def test_a_read_at_the_images_own_scale_is_its_pixels_channels_last_and_white_ou
     want = np.full((20, 30, 3), 255, np.uint8)
     want[5:, :20] = np.moveaxis(img[:, :15, 30:], 0, -1)
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("fmt", ["TIFF", "PNG"])
+def test_a_palette_image_reads_as_its_colours(tmp_path, fmt):
+    """Indexed colours (PIL's mode P): the TIFF was refused as a 'single-channel (greyscale)' image."""
+    from PIL import Image
+    from spatialdata.transformations import Identity
+
+    from pixnet.io._image import read_image
+
+    rgb = np.zeros((64, 64, 3), np.uint8)
+    rgb[:, :32], rgb[:, 32:] = (200, 80, 160), (240, 200, 220)  # two H&E-like colours
+    _write_pil(tmp_path / "he", rgb, fmt, "P")
+    got = read_image(tmp_path / "he", transformations={"global": Identity()})
+    colours = np.asarray(Image.open(tmp_path / "he").convert("RGB"))  # through the file's own palette
+    np.testing.assert_array_equal(np.moveaxis(np.asarray(got.data), 0, -1), colours)
+
+
+def test_hest_refuses_a_pixel_size_that_is_not_positive(tmp_path):
+    """um_per_px=0 fell back to the metadata silently; -1 was blamed on the metadata."""
+    for bad in (0, -1.0):
+        with pytest.raises(ValueError, match="um_per_px must be a positive number"):
+            pixnet.io.hest(tmp_path, "S1", um_per_px=bad)

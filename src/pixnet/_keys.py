@@ -13,6 +13,7 @@ another table's name.
 
 from __future__ import annotations
 
+import numbers
 import re
 
 #: Key under which pixnet records its metadata in ``AnnData.uns`` and ``SpatialData.attrs``.
@@ -54,7 +55,7 @@ def check_bin_size(bin_size) -> float:
         For anything else (a string, a bool, 0, a negative size, 2.0001).
 
     """
-    if isinstance(bin_size, bool) or not isinstance(bin_size, int | float) or not bin_size > 0:
+    if isinstance(bin_size, bool) or not isinstance(bin_size, numbers.Real) or not bin_size > 0:  # numpy's too
         raise ValueError(f"bin_size must be a positive number of micrometres, got {bin_size!r}.")
     size = float(bin_size)
     if abs(size - round(size, _DECIMALS)) > 1e-9:

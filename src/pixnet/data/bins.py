@@ -169,7 +169,35 @@ def _refuse(what: str, names: np.ndarray, problems: dict[str, np.ndarray], fix: 
         )
 
 
-def table_counts(table: ad.AnnData, genes: list[str], *, other: bool) -> tuple[sparse.csr_matrix, np.ndarray]:
+def check_counts(table: ad.AnnData, name: str | None = None) -> None:
+    """Refuse a table of measurements whose ``X`` is not counts (normalised or log-transformed by scanpy, say).
+
+    pixnet normalises counts itself; values already normalised would be normalised twice, silently.
+    Looks at scanpy's ``uns["log1p"]`` mark and the first 2,000 rows' values (integers, as counts are).
+
+    Raises
+    ------
+    ValueError
+        Naming the table and how to put its raw counts back in ``X``.
+
+    """
+    what = f"Table {name!r}" if name else "The table of counts"
+    fix = (f"put the raw counts back in {f'sdata.tables[{name!r}]' if name else 'the table'}.X (from its .raw or a "
+           "layer that holds them, e.g. table.X = table.layers['counts'].copy())")  # fmt: skip
+    if "log1p" in table.uns:
+        raise ValueError(f"{what} was log-transformed (uns['log1p'] is set, by scanpy); pixnet reads counts: {fix}.")
+    x = in_memory(table.X[: min(table.n_obs, 2000)])
+    v = x.data if sparse.issparse(x) else np.asarray(x).ravel()
+    if len(v) and not np.array_equal(v, np.round(v)):
+        raise ValueError(
+            f"{what} holds non-integer values in X (e.g. {float(v[v != np.round(v)][0]):.4g}): normalised, not "
+            f"counts; pixnet reads counts: {fix}."
+        )
+
+
+def table_counts(
+    table: ad.AnnData, genes: list[str], *, other: bool, name: str | None = None
+) -> tuple[sparse.csr_matrix, np.ndarray]:
     """Counts of ``genes`` (and, if ``other``, of all remaining genes as a last column), and bin totals.
 
     Returns a CSR float32 matrix (bins x genes[+1]) and the totals over all genes.
@@ -177,6 +205,7 @@ def table_counts(table: ad.AnnData, genes: list[str], *, other: bool) -> tuple[s
     missing = [g for g in genes if g not in table.var_names]
     if missing:
         raise KeyError(f"{len(missing)} of the model's genes are not in the table: {missing[:10]}.")
+    check_counts(table, name)
     x = sparse.csr_matrix(in_memory(table.X), dtype=np.float32)
     if x.nnz and (not np.isfinite(x.data).all() or (x.data < 0).any()):
         raise ValueError("The table's counts contain NaN, inf or negative values; pixnet trains on raw counts.")

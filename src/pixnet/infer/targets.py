@@ -254,5 +254,5 @@ def _table_of(sdata, element: str) -> str | None:
     for name, table in sdata.tables.items():
         region = table.uns.get("spatialdata_attrs", {}).get("region")
         if region == element or (isinstance(region, list) and region == [element]):
-            return name
+            return str(name)  # spatialdata-io keys some tables with an enum, which anndata cannot write in uns
     return None

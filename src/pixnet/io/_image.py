@@ -77,6 +77,9 @@ def _tiff(path: Path) -> tuple[da.Array, str]:
 
     with tifffile.TiffFile(path) as tf:
         axes = tf.series[0].axes
+        palette = tf.pages[0].photometric == tifffile.PHOTOMETRIC.PALETTE
+    if palette:  # indexed colours (the values are not grey levels): decoded to RGB through the colour map, by PIL
+        return _pil(path)
     store = tifffile.imread(path, aszarr=True, level=0)
     # spatialdata's write(overwrite=True) asks each zarr store for its root, to refuse
     # overwriting the files an element reads from; tifffile's store has none

@@ -45,7 +45,10 @@ def read_segmentations(outs: Path, dataset_id: str, cs: str) -> SpatialData | No
             stacklevel=3,
         )
         return None
-    seg = SpatialData(shapes=dict(seg.shapes), tables=dict(seg.tables))
+    # plain names: spatialdata-io keys the table with an enum, which anndata cannot write where it is recorded
+    seg = SpatialData(
+        shapes={str(k): v for k, v in seg.shapes.items()}, tables={str(k): v for k, v in seg.tables.items()}
+    )
     if not seg.shapes:
         warnings.warn(f"Skipped the cell segmentation: {folder} holds no cells.", stacklevel=3)
         return None

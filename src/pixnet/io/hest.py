@@ -76,6 +76,8 @@ def hest(
         If the spot diameter is unknown for the sample's technology.
 
     """
+    if um_per_px is not None and not um_per_px > 0:  # 0 fell back to the metadata, -1 blamed them
+        raise ValueError(f"um_per_px must be a positive number of micrometres per pixel, got {um_per_px!r}.")
     st, wsi, metadata = _paths(root, sample_id, st=st, wsi=wsi, metadata=metadata)
     meta = _metadata(metadata)
     adata = st if isinstance(st, ad.AnnData) else ad.read_h5ad(st)

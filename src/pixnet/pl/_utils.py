@@ -141,7 +141,7 @@ def draw(ax, sdata: SpatialData, table, v: np.ndarray, *, cmap, vmin, vmax, alph
     grid = table.uns.get(UNS_KEY, {}).get("grid")
     norm = mpl.colors.Normalize(vmin=vmin, vmax=vmax)
     g = BinGrid.from_dict(grid) if grid is not None and ARRAY_ROW in table.obs else None
-    region = table.uns.get("spatialdata_attrs", {}).get("region")
+    region = annotated(table)
     cs = slide_names(sdata, table)[1]
     if g is not None and region in sdata and not grid_holds(sdata, table, g, cs):
         # the elements were moved since the grid was recorded: the squares drawn where they lie now
@@ -166,10 +166,18 @@ def draw(ax, sdata: SpatialData, table, v: np.ndarray, *, cmap, vmin, vmax, alph
     return art
 
 
+def annotated(table) -> str | None:
+    """The element a table annotates (a one-element list, as spatialdata's queries leave it, is that element)."""
+    region = table.uns.get("spatialdata_attrs", {}).get("region")
+    if isinstance(region, list | tuple) and len(region) == 1:
+        region = region[0]
+    return region if isinstance(region, str) else None
+
+
 def _shapes(ax, sdata, table, v, cmap, norm, alpha):
     from ..data import shapes_to_spots
 
-    region = table.uns["spatialdata_attrs"]["region"]
+    region = annotated(table)
     cs = slide_names(sdata, table)[1]
     instance_key = table.uns["spatialdata_attrs"]["instance_key"]
     gdf = sdata.shapes[region].loc[table.obs[instance_key].to_numpy()]

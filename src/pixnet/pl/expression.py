@@ -10,9 +10,11 @@ from spatialdata import SpatialData
 
 from .._arrays import in_memory
 from .._keys import UNS_KEY
+from ..data.bins import check_counts
+from ..data.pairs import paired_rows, scored_values
 from ..model.losses import pearson_per_gene
 from ..pp import Normalization
-from ._utils import background, draw, finish, limits, panels, prediction, rows_label, values
+from ._utils import background, draw, finish, limits, panels, prediction, prediction_table, rows_label, values
 
 
 def expression(
@@ -107,11 +109,16 @@ def compare(
 
     """
     genes = [genes] if isinstance(genes, str) else list(genes)
-    pred = prediction(sdata, bin_size=bin_size, shapes=shapes, key=key, key_added=key_added)
+    pred_name = prediction_table(sdata, bin_size=bin_size, shapes=shapes, key=key, key_added=key_added)
+    pred = sdata.tables[pred_name]
     meas_name = table or pred.uns.get(UNS_KEY, {}).get("source_table")
     if meas_name is None or meas_name not in sdata.tables:
         raise KeyError("No measured table for this prediction; pass table=... (a table of measured counts).")
-    meas = sdata.tables[meas_name][pred.obs_names]
+    scored_values(pred, layer)
+    check_counts(sdata.tables[meas_name], str(meas_name))
+    # the rows pixnet.tl.evaluate scores (paired by name and place, on the image): the PCC shown is the one it reports
+    rows = paired_rows(sdata, pred_name, str(meas_name))
+    meas, pred = sdata.tables[meas_name][rows], pred[rows]
     norm = Normalization(**pred.uns.get(UNS_KEY, {}).get("normalization", {}))
     totals = np.asarray(in_memory(meas.X).sum(axis=1)).ravel()
     m = norm.apply(values(meas, genes, None), totals)

@@ -107,8 +107,15 @@ def _fading(cmap: str, alpha: float, ramp: float = 0.25) -> ListedColormap:
 
 
 def _made_with(sdata: SpatialData, name: str):
-    """A prediction table made with the map ``name`` (its record: the model, image, coordinate system), or None."""
-    return next((t for t in sdata.tables.values() if t.uns.get(UNS_KEY, {}).get("map") == name), None)
+    """A prediction table made with the map ``name`` (its record: the model, image, coordinate system), or None.
+
+    A table whose model made the map now (its fingerprint, recorded beside the map) before others that claim it:
+    those may predate a map replaced by another model (``overwrite=True``).
+    """
+    made_by = sdata.attrs.get(UNS_KEY, {}).get("maps", {}).get(name, {}).get("model")
+    claims = [t for t in sdata.tables.values() if t.uns.get(UNS_KEY, {}).get("map") == name]
+    same = [t for t in claims if made_by is not None and t.uns[UNS_KEY].get("map_model") == made_by]
+    return next(iter(same or claims), None)
 
 
 def _units(sdata: SpatialData, name: str) -> str:

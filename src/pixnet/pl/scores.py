@@ -57,14 +57,16 @@ def training(model: PixNet, *, show: bool | None = None, save: str | Path | None
     if not h:
         raise ValueError("This model has no training history (it was not trained with pixnet.tl.fit).")
     epochs = [r["epoch"] + 1 for r in h]  # from 1, as the log and the progress bar count them
-    fig, axes = panels(2, ncols=2, size=4.0, layout=None)
-    for key, label in (("train_loss", "train"), ("val_loss", "validation")):
+    validated = any(np.isfinite(r.get("val_pcc", np.nan)) for r in h)  # fit(val_fraction=0): no validation
+    fig, axes = panels(2 if validated else 1, ncols=2, size=4.0, layout=None)
+    for key, label in (("train_loss", "train"), ("val_loss", "validation"))[: 2 if validated else 1]:
         ys = [r.get(key, np.nan) for r in h]
         axes[0].plot(epochs, ys, marker="o", ms=3, label=label)
-    axes[0].set(xlabel="epoch", ylabel="loss", title="loss")
+    axes[0].set(xlabel="epoch", ylabel="loss", title="loss" if validated else "training loss (no validation)")
     axes[0].legend(frameon=False)
-    axes[1].plot(epochs, [r.get("val_pcc", np.nan) for r in h], marker="o", ms=3, color="C2")
-    axes[1].set(xlabel="epoch", ylabel="PCC@M", title="validation PCC")
+    if validated:
+        axes[1].plot(epochs, [r.get("val_pcc", np.nan) for r in h], marker="o", ms=3, color="C2")
+        axes[1].set(xlabel="epoch", ylabel="PCC@M", title="validation PCC")
     for a in axes:
         a.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()

@@ -10,7 +10,9 @@ import pandas as pd
 from scipy import sparse
 from spatialdata import SpatialData
 
-from .._keys import ON_IMAGE, UNS_KEY, prediction_table, target_name
+from .._keys import UNS_KEY, prediction_table, target_name
+from ..data.bins import check_counts
+from ..data.pairs import paired_rows, scored_values
 from ..model.losses import pearson_from_sums
 from ..pp import Normalization
 
@@ -142,7 +144,10 @@ def evaluate(
     meas_name = table or pred.uns.get(UNS_KEY, {}).get("source_table") or (target if target in sdata.tables else None)
     if meas_name is None or meas_name not in sdata.tables:
         raise KeyError(f"No measured table for {target!r}; pass table=... (the table of measured counts).")
+    meas_name = str(meas_name)  # spatialdata-io keys some tables with an enum, which anndata cannot write in uns
     measured = sdata.tables[meas_name]
+    scored_values(pred, layer)
+    check_counts(measured, meas_name)
     rows = paired_rows(sdata, pred_name, meas_name)
     summary, per_gene = compare(pred, measured, layer=layer, rows=rows)
     pred.var["pcc"] = per_gene["pcc"].to_numpy()
@@ -171,7 +176,7 @@ def compare(
     norm = Normalization(**pred.uns.get(UNS_KEY, {}).get("normalization", {}))
     rows_p, rows_m = pred.obs_names.get_indexer(common), measured.obs_names.get_indexer(common)
     cols_p, cols_m = pred.var_names.get_indexer(genes), measured.var_names.get_indexer(genes)
-    values = pred.layers[layer] if layer else pred.X
+    values = scored_values(pred, layer)
     moments = _Moments()
     for s in range(0, len(common), CHUNK):  # block by block: a 2 um table may not fit in memory
         x = _take_rows(measured.X, rows_m[s : s + CHUNK])
@@ -195,79 +200,3 @@ def _take_rows(arr, rows: np.ndarray) -> np.ndarray:
         rows = slice(int(rows[0]), int(rows[-1]) + 1)
     out = arr[rows]
     return out.compute() if hasattr(out, "compute") else out
-
-
-def paired_rows(sdata: SpatialData, pred_name: str, meas_name: str) -> pd.Index:
-    """The ``obs_names`` shared by prediction and measurement, checked to be the same places, on the image.
-
-    Names alone do not say where a bin is: a grid laid anew, or bins read by another tool, can
-    reuse barcodes for other places. Each pair's centres (the prediction's ``obsm["spatial"]``
-    and the measured table's geometry) must lie within a quarter of a spot of each other.
-    """
-    pred, measured = sdata.tables[pred_name], sdata.tables[meas_name]
-    common = pred.obs_names.intersection(measured.obs_names, sort=False)
-    if len(common) < 2:
-        raise ValueError(
-            f"Predicted ({pred_name!r}) and measured ({meas_name!r}) tables share fewer than 2 bins (obs_names); "
-            "were they made for the same bins? Predict with the measured table's bin size or shapes."
-        )
-    rows_p, rows_m = pred.obs_names.get_indexer(common), measured.obs_names.get_indexer(common)
-    places = _measured_centres(sdata, meas_name, pred.uns.get(UNS_KEY, {}).get("coordinate_system"))
-    if places is None or "spatial" not in pred.obsm:  # a table made by hand, without positions
-        logger.warning(
-            "%r or %r has no bin positions (geometry or obsm['spatial']): rows are paired by name only, their "
-            "places unchecked.", pred_name, meas_name,
-        )  # fmt: skip
-    else:
-        xy_m, tol = places
-        dist = np.hypot(*(np.asarray(pred.obsm["spatial"], np.float64)[rows_p, :2] - xy_m[rows_m]).T)
-        far = dist > tol
-        if far.any():
-            raise ValueError(
-                f"{int(far.sum())} of {len(common)} bins that {pred_name!r} and {meas_name!r} both name lie in "
-                f"different places (median {np.median(dist[far]):.1f} px apart, more than {tol:.1f} px): the "
-                "prediction was not made for the measured bins. Re-run pixnet.tl.predict(sdata, bin_size=...) with "
-                "the measured table in sdata, so that it predicts exactly those bins, then evaluate."
-            )
-    if ON_IMAGE in pred.obs:
-        on = pred.obs[ON_IMAGE].to_numpy(bool)[rows_p]
-        if not on.all():
-            logger.warning(
-                "%d of %d bins lie off the image (obs[%r] is False) and are not scored.", (~on).sum(), len(on), ON_IMAGE
-            )
-            common = common[on]
-    return common
-
-
-def _measured_centres(sdata: SpatialData, name: str, cs: str | None) -> tuple[np.ndarray, float] | None:
-    """Centres of the measured table's rows in ``cs`` and a tolerance (a quarter of a spot); None if unknown."""
-    from ..data import table_spots
-    from ..geometry import BinGrid
-
-    table = sdata.tables[name]
-    recorded = table.uns.get(UNS_KEY, {}).get("grid")
-    if recorded is not None and "spatial" in table.obsm:  # pixnet's reader: Space Ranger's centres, as predict uses
-        tol = max(0.25 * BinGrid.from_dict(recorded).side_px, 1.0)
-        return np.asarray(table.obsm["spatial"], np.float64)[:, :2], tol
-    try:
-        spots = table_spots(sdata, name, cs).spots if cs is not None else None
-    except (KeyError, ValueError):
-        spots = None
-    if spots is not None:
-        half = float(np.median(spots.extent())) if len(spots) else 1.0
-        return spots.centres, max(0.5 * half, 1.0)
-    if "spatial" not in table.obsm:
-        return None
-    xy = np.asarray(table.obsm["spatial"], np.float64)[:, :2]
-    return xy, max(0.25 * _spacing(xy), 1.0)
-
-
-def _spacing(xy: np.ndarray) -> float:
-    """Median distance from a point to its nearest neighbour (a sample of points)."""
-    from scipy.spatial import cKDTree
-
-    if len(xy) < 2:
-        return 1.0
-    sample = xy[np.linspace(0, len(xy) - 1, min(len(xy), 5000)).astype(int)]
-    d, _ = cKDTree(xy).query(sample, k=2)
-    return float(np.median(d[:, 1]))

@@ -10,7 +10,16 @@ from typing import Literal
 
 from spatialdata import SpatialData
 
-from ..data import default_loss, default_val_fraction, on_image, resolve_slide, resolve_table, spot_diameter_um, table_spots
+from ..data import (
+    default_loss,
+    default_val_fraction,
+    on_image,
+    resolve_slide,
+    resolve_table,
+    spot_diameter_um,
+    table_spots,
+)
+from ..data.bins import check_counts
 from ..model import ModelConfig, PixNet
 from ..pp import select_genes
 from ..train.config import TilingConfig, TrainConfig
@@ -184,6 +193,8 @@ def fit(
     L.seed_everything(seed, workers=True, verbose=False)
     slides = [resolve_slide(s, image=image, um_per_px=slide_um_per_px) for s in sdatas]
     tables = [resolve_table(s, bin_size=bin_size, table=table, default=16) for s in sdatas]
+    for s, t in zip(sdatas, tables):  # counts, not values scanpy normalised (they would be normalised twice)
+        check_counts(s.tables[t], t)
     genes = select_genes([s.tables[t] for s, t in zip(sdatas, tables)], n_top=n_genes, genes=genes)
     spots = [on_image(sl, table_spots(sl.sdata, t, sl.cs), what=f"bins of {t}") for sl, t in zip(slides, tables)]
     diameter = spot_diameter_um([ts.spots for ts in spots], [sl.um_per_px for sl in slides])

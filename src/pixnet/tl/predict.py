@@ -23,6 +23,7 @@ from ..data import resolve_slide
 from ..data.coverage import check_coverage
 from ..infer.dense import aggregate_lazy, check_tiles, dense_map, map_region, occupied_blocks
 from ..infer.expression import expression_arrays
+from ..infer.fingerprint import fingerprint
 from ..infer.geometry import geometry_element
 from ..infer.mapimage import check_free, map_element
 from ..infer.onepass import can_stream, one_pass
@@ -180,7 +181,7 @@ def predict(
         written = names.get("map") if map and method.predict is None else None  # map=False: none of this call's
         table, geom = _table(x, extra, slide, target, cfg, names, written, params={
             "bin_size_um": bin_size, "shapes": shapes, "tile_px": tile_px, "context_px": context_px, "tta": tta,
-            "ensemble": n_models})  # fmt: skip
+            "ensemble": n_models, "map_model": fingerprint(model) if written else None})  # fmt: skip
         kind = ELEMENT_KINDS["labels" if target.as_labels else "shapes"]
         table = store_elements(sdata, names, geom, table, kind, progress)
     logger.info("predicted %d spots x %d genes in %.1f s", table.n_obs, table.n_vars, time.perf_counter() - t0)
