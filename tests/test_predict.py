@@ -446,6 +446,8 @@ def test_a_slide_moved_as_a_whole_predicts_the_same_bins(sdata, trained):
         set_transformation(moved[name], Translation([100, -40], axes=("x", "y")), to_coordinate_system="global")
     got = pixnet.tl.predict(moved, model=trained, bin_size=8, key_added="moved", progress=False)
     assert list(got.obs_names) == list(ref.obs_names)
+    # evaluated on the bins where they lie now (the measured centres were the reader's: 'in different places')
+    assert np.isfinite(pixnet.tl.evaluate(moved, bin_size=8, key_added="moved")["PCC@M"])
     # the tiles now start elsewhere on the tissue: equal as two tilings are (test_predictions_do_not_depend_on_tiling)
     np.testing.assert_allclose(np.asarray(got.X), np.asarray(ref.X), rtol=0.02, atol=1e-3)
     # the prediction's squares lie on the measured ones, in the coordinate system (they lay 100 px off)
@@ -486,6 +488,7 @@ def test_2um_bins_as_labels_are_predicted_where_the_labels_lie(sdata, trained, m
     if moved == "image and bins":
         set_transformation(slide[lab], Sequence([get_transformation(slide[lab], "global"), shift]), "global")
     got = pixnet.tl.predict(slide, model=trained, bin_size=2, key_added="moved", progress=False, map=False)
+    assert np.isfinite(pixnet.tl.evaluate(slide, bin_size=2, key_added="moved")["PCC@M"])
 
     def centres(name, table, rows):  # of the labels' pixels holding these rows' ids, in the coordinate system
         raster = np.asarray(image_levels(slide.labels[name])[0])

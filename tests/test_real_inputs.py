@@ -42,13 +42,13 @@ def _same_table(t, ref):
 # ---- kind 1: every form of each file ------------------------------------------------------------
 
 
-def _positions_csv(outs, name, *, header: bool, gz: bool = False):
+def _positions_csv(outs, name, *, header: bool, gz: bool = False, **to_csv):
     spatial = _bins(outs) / "spatial"
     df = pd.read_parquet(spatial / "tissue_positions.parquet")
     (spatial / "tissue_positions.parquet").unlink()
     path = spatial / (name + (".gz" if gz else ""))
     with gzip.open(path, "wt") if gz else open(path, "w") as f:
-        df.to_csv(f, index=False, header=header)
+        df.to_csv(f, header=header, **{"index": False, **to_csv})
 
 
 @pytest.mark.parametrize(
@@ -62,6 +62,13 @@ def _positions_csv(outs, name, *, header: bool, gz: bool = False):
 )
 def test_positions_as_csv(outs, slide_dir, name, header, gz):
     _positions_csv(outs, name, header=header, gz=gz)
+    _same_table(_reference(slide_dir), pixnet.io.visium_hd(outs, bin_sizes=(16,)).tables["square_016um"])
+
+
+@pytest.mark.parametrize("resaved", [{"index": True}, {"sep": "\t"}])  # pandas' index column; tab-separated
+def test_positions_resaved_by_hand(outs, slide_dir, resaved):
+    """Re-saved tables were called 'truncated or corrupt? Re-copy it' (from the io breaker)."""
+    _positions_csv(outs, "tissue_positions.csv", header=True, **resaved)
     _same_table(_reference(slide_dir), pixnet.io.visium_hd(outs, bin_sizes=(16,)).tables["square_016um"])
 
 

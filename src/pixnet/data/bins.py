@@ -188,6 +188,7 @@ def check_counts(table: ad.AnnData, name: str | None = None) -> None:
         raise ValueError(f"{what} was log-transformed (uns['log1p'] is set, by scanpy); pixnet reads counts: {fix}.")
     x = in_memory(table.X[: min(table.n_obs, 2000)])
     v = x.data if sparse.issparse(x) else np.asarray(x).ravel()
+    v = v[np.isfinite(v)]  # NaN and inf: refused where the counts are read, by name
     if len(v) and not np.array_equal(v, np.round(v)):
         raise ValueError(
             f"{what} holds non-integer values in X (e.g. {float(v[v != np.round(v)][0]):.4g}): normalised, not "

@@ -143,6 +143,27 @@ def _label_centres(element, table: ad.AnnData, take: np.ndarray, instance_key: s
         r0, c0 = rows[i] - (y0 + ys[ok]), cols[i] - (x0 + xs[ok])
         if not ((r0 == r0[0]).all() and (c0 == c0[0]).all()):
             return None  # not a raster of the array's rows and columns
-        px = np.stack([cols[take] - c0[0] + 0.5, rows[take] - r0[0] + 0.5, np.ones(len(take))])
-        return (element_to_cs(element, cs) @ px)[:2].T
+        to_cs = element_to_cs(element, cs)
+        px = np.stack([cols[take] - c0[0], rows[take] - r0[0]]).astype(np.float64)
+        px += _centre_in_pixel(table, take, px, to_cs)[:, None]
+        return (to_cs @ np.vstack([px, np.ones(len(take))]))[:2].T
     return None
+
+
+def _centre_in_pixel(table: ad.AnnData, take: np.ndarray, px: np.ndarray, to_cs: np.ndarray) -> np.ndarray:
+    """Where in its labels pixel a bin's centre lies: ``(0.5, 0.5)`` or ``(0, 0)``.
+
+    ``(0.5, 0.5)`` is spatialdata's pixel centre (pixnet's labels); spatialdata-io's labels put a
+    bin's centre on its pixel's corner.
+
+    Told by the reader's centres (``obsm["spatial"]``) while the labels lie where the reader put them;
+    after a move they cannot tell, and the pixel's centre is taken.
+    """
+    if "spatial" not in table.obsm or not len(take):
+        return np.full(2, 0.5)
+    xy = np.asarray(table.obsm["spatial"], np.float64)[take, :2]
+    frac = (np.linalg.inv(to_cs) @ np.vstack([xy.T, np.ones(len(take))]))[:2] - px
+    for c in (0.5, 0.0):
+        if np.abs(frac - c).max() < 1e-3:
+            return np.full(2, c)
+    return np.full(2, 0.5)

@@ -75,13 +75,20 @@ def _table_target(slide: Slide, name: str) -> Target:
         # (3 columns of 8M bins, ~100 MB less at predict's peak)
         obs = pd.DataFrame({c: ts.table.obs[c] for c in ("in_tissue", ARRAY_ROW, ARRAY_COL) if c in ts.table.obs},
                            index=ts.table.obs.index, copy=False)  # fmt: skip
-        recorded = "grid" in ts.table.uns.get(UNS_KEY, {}) and "spatial" in ts.table.obsm  # Space Ranger's centres
-        spatial = np.asarray(ts.table.obsm["spatial"]) if recorded else ts.spots.centres
+        # Space Ranger's centres while the bins lie where the reader put them (its grid still holds); else the
+        # centres where they lie now (the slide was moved since)
+        recorded = ts.table.uns.get(UNS_KEY, {}).get("grid")
+        kept = recorded is not None and "spatial" in ts.table.obsm and _same_grid(ts.grid, BinGrid.from_dict(recorded))
+        spatial = np.asarray(ts.table.obsm["spatial"]) if kept else ts.spots.centres
         return Target(name, ts.spots, obs, spatial, ts.grid, name)
     geometry = deepcopy(slide.sdata.shapes[ts.region])
     instance = ts.table.obs[get_table_keys(ts.table)[2]].to_numpy()
     obs = pd.DataFrame(index=ts.table.obs_names.copy())
     return Target(name, ts.spots, obs, ts.spots.centres, None, name, geometry, instance)
+
+
+def _same_grid(a: BinGrid, b: BinGrid) -> bool:
+    return bool(np.allclose(a.affine, b.affine, rtol=0, atol=1e-9)) and a.bin_size_um == b.bin_size_um
 
 
 def _new_grid(slide: Slide, bin_size: float, name: str) -> Target:

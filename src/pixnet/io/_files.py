@@ -184,10 +184,13 @@ def _read_positions_csv(path: Path) -> pa.Table:
     opener = gzip.open if path.name.endswith(".gz") else open
     with opener(path, "rt") as f:
         first = f.readline()
-    header = first.split(",")[0].strip().strip('"') == "barcode"
+    # a file re-saved by hand may be tab-separated, or carry pandas' index as a first, unnamed column
+    delimiter = "\t" if first.count("\t") > first.count(",") else ","
+    header = "barcode" in [c.strip().strip('"') for c in first.split(delimiter)]
     read = pacsv.ReadOptions(column_names=None if header else POSITION_COLUMNS)
     convert = pacsv.ConvertOptions(column_types={"barcode": pa.string()})
-    return pacsv.read_csv(path, read_options=read, convert_options=convert)
+    parse = pacsv.ParseOptions(delimiter=delimiter)
+    return pacsv.read_csv(path, read_options=read, parse_options=parse, convert_options=convert)
 
 
 def feature_slice(outs: Path, dataset_id: str | None) -> tuple[Path, str]:
