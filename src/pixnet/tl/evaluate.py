@@ -121,7 +121,16 @@ def evaluate(
     key_added
         The prefix given to :func:`pixnet.tl.predict`.
     layer
-        Compare this layer of the prediction (``"lognorm"``) instead of ``X``.
+        Compare this layer of the prediction (``"lognorm"``) instead of ``X``: the layers on the
+        measurement's log-normalised scale (``"counts"``, expected counts, is refused).
+
+    Raises
+    ------
+    KeyError
+        No such prediction, measured table or layer.
+    ValueError
+        A layer not on the measured scale; a measured table that is not counts (normalised or
+        log-transformed by scanpy); bins the two tables name alike that lie in different places.
 
     Returns
     -------
