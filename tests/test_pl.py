@@ -244,3 +244,8 @@ def test_map_is_titled_by_the_model_that_made_it_now(sdata, trained):
     from pixnet.pl.maps import _made_with
 
     assert _made_with(sdata, "pixnet_map") is sdata.tables["pixnet_square_016um"]
+    # that table replaced by the first model without a map: the map's maker has no table; the first's claim is stale
+    pixnet.tl.predict(sdata, model=trained, bin_size=16, progress=False, overwrite=True, map=False)
+    assert _made_with(sdata, "pixnet_map") is None
+    assert pixnet.pl.map(sdata, trained.genes[0], show=False).figure.get_suptitle() == "dense map"
+    plt.close("all")

@@ -6,6 +6,7 @@ import warnings
 from pathlib import Path
 
 import h5py
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
@@ -261,8 +262,21 @@ def test_spatialdata_io_reader_fit_predict_evaluate(slide_dir, bins_as_squares):
 def test_spatialdata_io_bins_as_labels(slide_dir):
     s = _sdio(slide_dir, bin_size=[16], annotate_table_by_labels=True)
     assert s.tables["square_016um"].uns["spatialdata_attrs"]["region"] == "_square_016um_labels"
-    _, pred, scores = _fit_predict_evaluate(s)
-    _measured_one_to_one(s, pred, scores)
+    model, pred, scores = _fit_predict_evaluate(s)
+    _measured_one_to_one(s, pred, scores)  # on Space Ranger's centres: spatialdata-io puts them on pixel corners
+    assert pixnet.pl.compare(s, model.genes[:1], bin_size=16, show=False).shape == (2, 1)  # a KeyError before
+    # moved as a whole (each element's transformation wrapped once: spatialdata-io's elements share one dict)
+    from spatialdata.transformations import Sequence, Translation, get_transformation, set_transformation
+
+    old = {name: get_transformation(el, "") for _, name, el in s.gen_spatial_elements()}
+    for _, name, el in s.gen_spatial_elements():
+        set_transformation(el, Sequence([old[name], Translation([100, 50], axes=("x", "y"))]), "")
+    moved = pixnet.tl.predict(s, model=model, bin_size=16, key_added="moved", progress=False, map=False)
+    # half a bin off before: the pixel's centre was taken for spatialdata-io's corners once the labels moved
+    shift = np.asarray(moved.obsm["spatial"]) - np.asarray(pred.obsm["spatial"])
+    np.testing.assert_allclose(shift, np.broadcast_to([100.0, 50.0], shift.shape), atol=1e-6)
+    assert np.isfinite(pixnet.tl.evaluate(s, bin_size=16, key_added="moved")["PCC@M"])
+    plt.close("all")
 
 
 def test_store_written_and_read_back(slide_dir, tmp_path):

@@ -173,7 +173,8 @@ def check_counts(table: ad.AnnData, name: str | None = None) -> None:
     """Refuse a table of measurements whose ``X`` is not counts (normalised or log-transformed by scanpy, say).
 
     pixnet normalises counts itself; values already normalised would be normalised twice, silently.
-    Looks at scanpy's ``uns["log1p"]`` mark and the first 2,000 rows' values (integers, as counts are).
+    Looks at the first 2,000 rows' values (integers, as counts are); scanpy's ``uns["log1p"]`` mark
+    only words the message (it stays after ``X`` is restored, and is set when a layer alone is).
 
     Raises
     ------
@@ -184,15 +185,15 @@ def check_counts(table: ad.AnnData, name: str | None = None) -> None:
     what = f"Table {name!r}" if name else "The table of counts"
     fix = (f"put the raw counts back in {f'sdata.tables[{name!r}]' if name else 'the table'}.X (from its .raw or a "
            "layer that holds them, e.g. table.X = table.layers['counts'].copy())")  # fmt: skip
-    if "log1p" in table.uns:
-        raise ValueError(f"{what} was log-transformed (uns['log1p'] is set, by scanpy); pixnet reads counts: {fix}.")
     x = in_memory(table.X[: min(table.n_obs, 2000)])
     v = x.data if sparse.issparse(x) else np.asarray(x).ravel()
     v = v[np.isfinite(v)]  # NaN and inf: refused where the counts are read, by name
     if len(v) and not np.array_equal(v, np.round(v)):
+        # scanpy's mark says why (it stays after X is restored, or when a layer alone was transformed: not a cause)
+        how = "log-transformed (uns['log1p'] is set, by scanpy)" if "log1p" in table.uns else "normalised"
         raise ValueError(
-            f"{what} holds non-integer values in X (e.g. {float(v[v != np.round(v)][0]):.4g}): normalised, not "
-            f"counts; pixnet reads counts: {fix}."
+            f"{what} holds non-integer values in X (e.g. {float(v[v != np.round(v)][0]):.4g}): {how}, not counts; "
+            f"pixnet reads counts: {fix}."
         )
 
 

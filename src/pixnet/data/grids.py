@@ -41,7 +41,7 @@ def table_grid(sdata: SpatialData, table_name: str, cs: str) -> BinGrid | None:
             return grid
         # the elements were moved since (a translation, a scale into um...): the grid is fitted where the bins lie now
         logger.info("%s: its recorded grid no longer matches its bins in %r; fitted anew", table_name, cs)
-    return fitted_grid(sdata, table, _bin_size(table, table_name), cs)
+    return fitted_grid(sdata, table, table_bin_size(table, table_name), cs)
 
 
 def fitted_grid(sdata: SpatialData, table: ad.AnnData, size: float | None, cs: str) -> BinGrid | None:
@@ -78,16 +78,21 @@ def grid_holds(sdata: SpatialData, table: ad.AnnData, grid: BinGrid, cs: str) ->
     return bool(np.abs(grid.centres(rows, cols) - xy).max() <= 0.25 * grid.side_px)
 
 
-def _bin_size(table: ad.AnnData, table_name: str) -> float | None:
+def annotated_element(table: ad.AnnData) -> str | None:
+    """The one element a table annotates (a one-element list, as spatialdata's queries leave it, is that element)."""
+    region = table.uns.get("spatialdata_attrs", {}).get("region")
+    if isinstance(region, list | tuple) and len(region) == 1:
+        region = region[0]
+    return str(region) if isinstance(region, str) else None
+
+
+def table_bin_size(table: ad.AnnData, table_name: str = "") -> float | None:
     """Bin size (um) from ``uns`` or the names spatialdata-io gives (``square_016um``)."""
     size = table.uns.get(UNS_KEY, {}).get("bin_size_um")
     if size:
         return float(size)
-    try:
-        region = get_table_keys(table)[0]
-    except (KeyError, ValueError):
-        region = None
-    for name in [table_name] + ([region] if isinstance(region, str) else []):
+    region = annotated_element(table)
+    for name in [table_name] + ([region] if region else []):
         size = bin_size_of(name)
         if size is not None:
             return size
@@ -96,8 +101,8 @@ def _bin_size(table: ad.AnnData, table_name: str) -> float | None:
 
 def _centres(sdata: SpatialData, table: ad.AnnData, take: np.ndarray, cs: str) -> np.ndarray | None:
     """Centres of rows ``take`` in ``cs``: of the shapes they annotate, or ``obsm["spatial"]`` otherwise."""
-    region, _, instance_key = get_table_keys(table)
-    element = sdata[region] if isinstance(region, str) and region in sdata else None
+    instance_key, region = get_table_keys(table)[2], annotated_element(table)
+    element = sdata[region] if region is not None and region in sdata else None
     if isinstance(element, GeoDataFrame):
         to_cs = element_to_cs(element, cs)
         try:
@@ -107,7 +112,7 @@ def _centres(sdata: SpatialData, table: ad.AnnData, take: np.ndarray, cs: str) -
         xy = shapely.get_coordinates(shapely.centroid(geoms))
         return xy @ to_cs[:2, :2].T + to_cs[:2, 2]
     if element is not None and not isinstance(element, GeoDataFrame):  # labels: one pixel per bin, where they lie now
-        xy = _label_centres(element, table, take, instance_key, cs)
+        xy = _label_centres(sdata, element, table, take, instance_key, cs)
         if xy is not None:
             return xy
     if "spatial" in table.obsm and element is not None:  # spatialdata-io keeps full-resolution centres
@@ -115,7 +120,9 @@ def _centres(sdata: SpatialData, table: ad.AnnData, take: np.ndarray, cs: str) -
     return None
 
 
-def _label_centres(element, table: ad.AnnData, take: np.ndarray, instance_key: str, cs: str) -> np.ndarray | None:
+def _label_centres(
+    sdata: SpatialData, element, table: ad.AnnData, take: np.ndarray, instance_key: str, cs: str
+) -> np.ndarray | None:
     """Centres in ``cs`` of rows ``take`` of a table annotating a labels image of one pixel per bin, else None.
 
     The raster's pixel of a bin is found from one chunk: a bin labelled there ties the raster's
@@ -145,25 +152,39 @@ def _label_centres(element, table: ad.AnnData, take: np.ndarray, instance_key: s
             return None  # not a raster of the array's rows and columns
         to_cs = element_to_cs(element, cs)
         px = np.stack([cols[take] - c0[0], rows[take] - r0[0]]).astype(np.float64)
-        px += _centre_in_pixel(table, take, px, to_cs)[:, None]
+        px += _centre_in_pixel(table, take, px, to_cs, _fullres_frames(sdata, cs))[:, None]
         return (to_cs @ np.vstack([px, np.ones(len(take))]))[:2].T
     return None
 
 
-def _centre_in_pixel(table: ad.AnnData, take: np.ndarray, px: np.ndarray, to_cs: np.ndarray) -> np.ndarray:
+def _centre_in_pixel(table: ad.AnnData, take: np.ndarray, px: np.ndarray, to_cs: np.ndarray, frames) -> np.ndarray:
     """Where in its labels pixel a bin's centre lies: ``(0.5, 0.5)`` or ``(0, 0)``.
 
     ``(0.5, 0.5)`` is spatialdata's pixel centre (pixnet's labels); spatialdata-io's labels put a
     bin's centre on its pixel's corner.
 
-    Told by the reader's centres (``obsm["spatial"]``) while the labels lie where the reader put them;
-    after a move they cannot tell, and the pixel's centre is taken.
+    Told by the reader's centres (``obsm["spatial"]``, full-resolution pixels) where the labels lie
+    as read, or moved together with the H&E (``frames``); else the pixel's centre is taken.
     """
     if "spatial" not in table.obsm or not len(take):
         return np.full(2, 0.5)
-    xy = np.asarray(table.obsm["spatial"], np.float64)[take, :2]
-    frac = (np.linalg.inv(to_cs) @ np.vstack([xy.T, np.ones(len(take))]))[:2] - px
-    for c in (0.5, 0.0):
-        if np.abs(frac - c).max() < 1e-3:
-            return np.full(2, c)
+    xy = np.vstack([np.asarray(table.obsm["spatial"], np.float64)[take, :2].T, np.ones(len(take))])
+    for image_to_cs in frames:  # obsm["spatial"] is in full-resolution pixels: as read, or moved with the image
+        frac = (np.linalg.inv(to_cs) @ image_to_cs @ xy)[:2] - px
+        for c in (0.5, 0.0):
+            if np.abs(frac - c).max() < 1e-3:
+                return np.full(2, c)
     return np.full(2, 0.5)
+
+
+def _fullres_frames(sdata: SpatialData, cs: str) -> list[np.ndarray]:
+    """Where full-resolution pixels may lie in ``cs``: as the reader put them, or through the H&E's transformation."""
+    attrs = sdata.attrs.get(UNS_KEY, {})
+    names = [attrs.get("image")] + sorted(k for k in sdata.images if k.endswith("_full_image"))
+    frames = [np.eye(3)]
+    for name in dict.fromkeys(n for n in names if n in sdata.images):
+        try:
+            frames.append(element_to_cs(sdata.images[name], cs))
+        except ValueError:  # not in cs
+            pass
+    return frames

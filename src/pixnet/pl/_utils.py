@@ -14,7 +14,7 @@ from spatialdata import SpatialData
 from .. import _keys
 from .._keys import ARRAY_COL, ARRAY_ROW, UNS_KEY, target_name
 from ..data import image_levels
-from ..data.grids import fitted_grid, grid_holds
+from ..data.grids import annotated_element, fitted_grid, grid_holds, table_bin_size
 from ..data.image import element_to_cs
 from ..data.slide import image_and_cs
 from ..geometry import BinGrid
@@ -141,11 +141,13 @@ def draw(ax, sdata: SpatialData, table, v: np.ndarray, *, cmap, vmin, vmax, alph
     grid = table.uns.get(UNS_KEY, {}).get("grid")
     norm = mpl.colors.Normalize(vmin=vmin, vmax=vmax)
     g = BinGrid.from_dict(grid) if grid is not None and ARRAY_ROW in table.obs else None
-    region = annotated(table)
+    region = annotated_element(table)
     cs = slide_names(sdata, table)[1]
     if g is not None and region in sdata and not grid_holds(sdata, table, g, cs):
         # the elements were moved since the grid was recorded: the squares drawn where they lie now
         g = None if region in sdata.shapes else fitted_grid(sdata, table, g.bin_size_um, cs)
+    if g is None and region in sdata.labels and ARRAY_ROW in table.obs:  # bins as labels (spatialdata-io's)
+        g = fitted_grid(sdata, table, table_bin_size(table), cs)
     if g is not None:
         r, c = table.obs[ARRAY_ROW].to_numpy(), table.obs[ARRAY_COL].to_numpy()
         r0, c0 = r.min(), c.min()
@@ -166,18 +168,10 @@ def draw(ax, sdata: SpatialData, table, v: np.ndarray, *, cmap, vmin, vmax, alph
     return art
 
 
-def annotated(table) -> str | None:
-    """The element a table annotates (a one-element list, as spatialdata's queries leave it, is that element)."""
-    region = table.uns.get("spatialdata_attrs", {}).get("region")
-    if isinstance(region, list | tuple) and len(region) == 1:
-        region = region[0]
-    return region if isinstance(region, str) else None
-
-
 def _shapes(ax, sdata, table, v, cmap, norm, alpha):
     from ..data import shapes_to_spots
 
-    region = annotated(table)
+    region = annotated_element(table)
     cs = slide_names(sdata, table)[1]
     instance_key = table.uns["spatialdata_attrs"]["instance_key"]
     gdf = sdata.shapes[region].loc[table.obs[instance_key].to_numpy()]

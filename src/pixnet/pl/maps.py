@@ -92,8 +92,8 @@ def map(
         a.set_title(g, style="italic")  # gene names in italics, as the other figures
         # the colour bar under each panel, labelled with the map's units: beside it, its label ran into the next panel
         fig.colorbar(art, ax=a, location="bottom", shrink=0.8, pad=0.04, label=_units(sdata, name))
-    if ax is None and table is not None:  # a figure of its own says what the map is (the user's axes are theirs)
-        model = table.uns[UNS_KEY].get("model", {})
+    if ax is None:  # a figure of its own says what the map is (the user's axes are theirs); its scale if known
+        model = table.uns[UNS_KEY].get("model", {}) if table is not None else {}
         px = float(model.get("um_per_px", 0)) * float(model.get("map_stride", 0))
         fig.suptitle(f"dense map, {px:g} um per pixel" if px > 0 else "dense map")
     return finish(fig, axes, show=show, save=save)
@@ -114,8 +114,11 @@ def _made_with(sdata: SpatialData, name: str):
     """
     made_by = sdata.attrs.get(UNS_KEY, {}).get("maps", {}).get(name, {}).get("model")
     claims = [t for t in sdata.tables.values() if t.uns.get(UNS_KEY, {}).get("map") == name]
-    same = [t for t in claims if made_by is not None and t.uns[UNS_KEY].get("map_model") == made_by]
-    return next(iter(same or claims), None)
+    if made_by is None:  # a map from before the record
+        return next(iter(claims), None)
+    # a claim of another model's is stale; one with no record (made before it) may be the map's own
+    fits = [t for t in claims if t.uns[UNS_KEY].get("map_model") in (made_by, None)]
+    return next(iter(sorted(fits, key=lambda t: t.uns[UNS_KEY].get("map_model") != made_by)), None)
 
 
 def _units(sdata: SpatialData, name: str) -> str:
