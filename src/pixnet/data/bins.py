@@ -169,7 +169,7 @@ def _refuse(what: str, names: np.ndarray, problems: dict[str, np.ndarray], fix: 
         )
 
 
-def check_counts(table: ad.AnnData, name: str | None = None) -> None:
+def check_counts(table: ad.AnnData, name: str) -> None:
     """Refuse a table of measurements whose ``X`` is not counts (normalised or log-transformed by scanpy, say).
 
     pixnet normalises counts itself; values already normalised would be normalised twice, silently.
@@ -182,9 +182,8 @@ def check_counts(table: ad.AnnData, name: str | None = None) -> None:
         Naming the table and how to put its raw counts back in ``X``.
 
     """
-    what = f"Table {name!r}" if name else "The table of counts"
-    fix = (f"put the raw counts back in {f'sdata.tables[{name!r}]' if name else 'the table'}.X (from its .raw or a "
-           "layer that holds them, e.g. table.X = table.layers['counts'].copy())")  # fmt: skip
+    fix = (f"put the raw counts back in sdata.tables[{name!r}].X (from its .raw or a layer that holds them, "
+           "e.g. table.X = table.layers['counts'].copy())")  # fmt: skip
     x = in_memory(table.X[: min(table.n_obs, 2000)])
     v = x.data if sparse.issparse(x) else np.asarray(x).ravel()
     v = v[np.isfinite(v)]  # NaN and inf: refused where the counts are read, by name
@@ -192,14 +191,12 @@ def check_counts(table: ad.AnnData, name: str | None = None) -> None:
         # scanpy's mark says why (it stays after X is restored, or when a layer alone was transformed: not a cause)
         how = "log-transformed (uns['log1p'] is set, by scanpy)" if "log1p" in table.uns else "normalised"
         raise ValueError(
-            f"{what} holds non-integer values in X (e.g. {float(v[v != np.round(v)][0]):.4g}): {how}, not counts; "
-            f"pixnet reads counts: {fix}."
+            f"Table {name!r} holds non-integer values in X (e.g. {float(v[v != np.round(v)][0]):.4g}): {how}, "
+            f"not counts; pixnet reads counts: {fix}."
         )
 
 
-def table_counts(
-    table: ad.AnnData, genes: list[str], *, other: bool, name: str | None = None
-) -> tuple[sparse.csr_matrix, np.ndarray]:
+def table_counts(table: ad.AnnData, genes: list[str], *, other: bool) -> tuple[sparse.csr_matrix, np.ndarray]:
     """Counts of ``genes`` (and, if ``other``, of all remaining genes as a last column), and bin totals.
 
     Returns a CSR float32 matrix (bins x genes[+1]) and the totals over all genes.
@@ -207,7 +204,6 @@ def table_counts(
     missing = [g for g in genes if g not in table.var_names]
     if missing:
         raise KeyError(f"{len(missing)} of the model's genes are not in the table: {missing[:10]}.")
-    check_counts(table, name)
     x = sparse.csr_matrix(in_memory(table.X), dtype=np.float32)
     if x.nnz and (not np.isfinite(x.data).all() or (x.data < 0).any()):
         raise ValueError("The table's counts contain NaN, inf or negative values; pixnet trains on raw counts.")
