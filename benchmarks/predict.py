@@ -105,10 +105,13 @@ from pixnet._memory import resident
 import contextlib
 
 
-# the whole network (encoder, decoder, head) as predict runs it (pixnet.infer.stream: channels-last): the floor of
-# predict / encoder when the outputs cost nothing
+# the whole network (encoder, decoder, head) as predict runs it (pixnet.infer.stream: channels-last, the decoder and
+# head on the tile's core only since 2026-12-07): the floor of predict / encoder when the outputs cost nothing
 import copy
-network = copy.deepcopy(model.module).to(device, memory_format=torch.channels_last).eval()
+from pixnet.model import forward_cropped
+net_cl = copy.deepcopy(model.module).to(device, memory_format=torch.channels_last).eval()
+def network(t):
+    return forward_cropped(net_cl, t, {context} // cfg.map_stride)
 # the encoder channels-last too: the reference above is the encoder as a user runs it (its default layout); this one
 # is the encoder in predict's layout, so that the ratio is also told against the faster of the two
 encoder_cl = copy.deepcopy(encoder).to(memory_format=torch.channels_last)

@@ -222,3 +222,65 @@ def test_supersampled_weights_are_the_covered_fraction(kind, angle):
     want = fine.reshape(len(c), shape[0], s, shape[1], s).mean(axis=(2, 4)).reshape(len(c), -1)
     np.testing.assert_array_equal(got, want.astype(np.float32))
     assert w.dtype == np.float32 and (w > 0).all() and len(np.unique(spot * 10**6 + pix)) == len(spot)
+
+
+def test_inference_softplus_matches_float64():
+    """The head's softplus at inference (in place, compensated log) stays within 2.5e-7 of float64's, everywhere."""
+    import torch.nn.functional as F
+
+    from pixnet.model.head import SOFTPLUS_CHUNK, softplus_
+
+    # every value a map holds in practice and beyond: below exp's underflow to past torch's threshold of 20,
+    # more values than one block, in both layouts the network gives
+    x = torch.linspace(-100, 100, 3 * SOFTPLUS_CHUNK + 7)
+    exact = F.softplus(x.double())
+    for t in (x.clone(), x.clone().view(1, -1, 1, 1).contiguous(memory_format=torch.channels_last)):
+        got = softplus_(t).reshape(-1).double()
+        keep = exact > 1e-37  # float32's normal range
+        assert (torch.abs(got - exact)[keep] / exact[keep]).max().item() < 2.5e-7
+    special = torch.tensor([float("nan"), float("inf"), -float("inf"), 0.0])
+    torch.testing.assert_close(softplus_(special.clone()), F.softplus(special), equal_nan=True)
+    # small values are kept, not rounded to 0 as log(1 + exp(x)) would round them
+    assert softplus_(torch.tensor([-30.0])).item() == pytest.approx(np.exp(-30.0), rel=1e-6)
+
+
+def test_training_keeps_torch_softplus_and_its_gradient():
+    net = PixNetModule(ModelConfig(genes=GENES, decoder_hidden=16)).train()
+    out = net(torch.rand(1, 3, 64, 64))
+    assert out.grad_fn is not None and "Softplus" in type(out.grad_fn).__name__
+    out.sum().backward()
+    assert net.head.weight.grad is not None
+
+
+@pytest.mark.parametrize(
+    ("encoder", "map_stride", "side"),
+    [("resnet18", 4, 320), ("resnet18", 2, 256), ("resnet18", 1, 192), ("resnet18", 4, 200), ("efficientnet_b0", 4, 288)],
+)
+def test_cropped_forward_is_the_whole_map_cropped(encoder, map_stride, side):
+    """Predict leaves a tile's context out of the decoder and head: each kept pixel is the whole map's.
+
+    Sides that halve evenly down the pyramid window every stage; 200 px (odd sizes from 25 px down) computes
+    the coarser stages whole; map_stride 1 resizes the head's output (it reads one decoder pixel beyond).
+    """
+    from pixnet.model import forward_cropped
+    from pixnet.model.ensemble import MeanOfMaps
+    from pixnet.model.tta import DihedralTTA
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(genes=GENES, encoder=encoder, decoder_hidden=32, map_stride=map_stride)
+    nets = [PixNetModule(cfg).eval() for _ in range(2)]
+    for net in nets:  # weights away from their start, so that every stage matters
+        for p in net.parameters():
+            p.data.add_(0.05 * torch.randn_like(p))
+    x = torch.rand(1, 3, side, side)
+    with torch.no_grad():
+        for net in (nets[0], MeanOfMaps(nets), DihedralTTA(nets[0], views=8)):
+            whole = net(x)
+            for crop in (1, 2, 3, 7, 16):
+                got = forward_cropped(net, x, crop)
+                torch.testing.assert_close(got, whole[..., crop:-crop, crop:-crop], rtol=1e-5, atol=1e-6)
+    # the coarse stages' windows: one pixel of context kept beyond what the next level needs, whole when unaligned
+    feats = nets[0].encoder(x)[nets[0].first_level :]
+    crops = nets[0].stages.crops(feats, 16)
+    assert crops[0] == (14, 16)
+    assert all(window <= max(kept - 1, 0) and window % 2 == 0 for window, kept in crops)

@@ -20,7 +20,7 @@ from scipy import sparse
 from .._memory import trim
 from ..data import SlideImage
 from ..geometry import Spots
-from ..model import PixNet
+from ..model import PixNet, forward_cropped
 from ._cover_cpu import spot_weights as compiled_weights
 from .pyramid import SIDE
 
@@ -98,9 +98,8 @@ def dense_map(
             return np.zeros((n_out, by1 - by0, bx1 - bx0), np.float32)
         iy, ix = (y0 + by0) * s - context_px, (x0 + bx0) * s - context_px
         tile = image.read(iy, ix, tile_px + 2 * context_px, tile_px + 2 * context_px)  # (T, T, 3) uint8
-        out = _forward(net, tile, device)  # (C, T / s, T / s)
-        c = context_px // s
-        return np.ascontiguousarray(out[:, c : c + by1 - by0, c : c + bx1 - bx0])
+        out = _forward(net, tile, device, context_px // s)  # (C, tile_px / s, tile_px / s)
+        return np.ascontiguousarray(out[:, : by1 - by0, : bx1 - bx0])
 
     return da.map_blocks(block, chunks=chunks, dtype=np.float32, meta=np.zeros((0, 0, 0), np.float32))
 
@@ -108,8 +107,10 @@ def dense_map(
 _FORWARD = threading.Lock()
 
 
-def _forward(net: torch.nn.Module, tile: np.ndarray, device: torch.device) -> np.ndarray:
-    """One ``(T, T, 3)`` uint8 tile through the network -> ``(C, T / s, T / s)`` float32.
+def _forward(net: torch.nn.Module, tile: np.ndarray, device: torch.device, crop: int) -> np.ndarray:
+    """One ``(T, T, 3)`` uint8 tile through the network -> ``(C, T / s - 2 crop, T / s - 2 crop)`` float32.
+
+    The context's ``crop`` map pixels on each side are left out: the decoder and head run only on the core.
 
     One tile at a time per process: torch already spreads a forward over every core (or the
     GPU), so concurrent forwards from dask's threads only oversubscribe the cores and multiply
@@ -119,7 +120,7 @@ def _forward(net: torch.nn.Module, tile: np.ndarray, device: torch.device) -> np
     x = x.contiguous(memory_format=torch.channels_last)
     with _FORWARD, torch.inference_mode():
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            out = net(x)[0].float().cpu().numpy()
+            out = forward_cropped(net, x, crop)[0].float().cpu().numpy()
         trim()  # the activations were freed in this thread's arena: give them back before the next tile
     return out
 

@@ -27,7 +27,7 @@ from scipy import sparse
 from .._memory import trim
 from ..data import SlideImage
 from ..geometry import Spots
-from ..model import PixNet
+from ..model import PixNet, forward_cropped
 from .dense import _splits, check_tiles, window_weights
 
 logger = logging.getLogger(__name__)
@@ -127,7 +127,7 @@ def stream_tiles(
                 continue
             out = None
             if tile is not None:
-                out = _forward(net, tile, device)[:, c : c + th, c : c + tw]  # (C, th, tw)
+                out = _forward(net, tile, device, c)[:, :th, :tw]  # (C, th, tw)
             window = buf[: (m + th) * (m + tw) * n_out].view(m + th, m + tw, n_out)
             window[:m] = strip_prev[:, xs[j] : xs[j] + m + tw]
             window[m:, :m] = left[:th]
@@ -161,11 +161,14 @@ def _apply_torch(weights: sparse.csr_matrix, window: torch.Tensor) -> torch.Tens
     return (t @ window.reshape(h * w, c)).float()
 
 
-def _forward(net: torch.nn.Module, tile: np.ndarray, device: torch.device) -> torch.Tensor:
-    """One ``(T, T, 3)`` uint8 tile through the network: ``(C, T / s, T / s)`` float32 on ``device``."""
+def _forward(net: torch.nn.Module, tile: np.ndarray, device: torch.device, crop: int) -> torch.Tensor:
+    """One ``(T, T, 3)`` uint8 tile through the network: ``(C, T / s - 2 crop, T / s - 2 crop)`` float32 on ``device``.
+
+    The context's ``crop`` map pixels on each side are left out, the decoder and head run only on the core.
+    """
     x = torch.from_numpy(tile).to(device).permute(2, 0, 1)[None].float() / 255.0
     x = x.contiguous(memory_format=torch.channels_last)
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-        out = net(x)[0].float()
+        out = forward_cropped(net, x, crop)[0].float()
     trim()  # the activations were freed in this thread's arena: give them back before the next tile
     return out

@@ -11,10 +11,11 @@ from .encoder import build_encoder, load_checkpoint
 from .ensemble import ensemble
 from .head import GeneHead
 from .losses import log_normalize, mse_pcc, pcc_loss, pearson_per_gene, poisson
-from .network import PixNetModule
+from .network import PixNetModule, forward_cropped
 from .pixnet import Method, PixNet, method_of, register_method
 
 __all__ = [
+    "forward_cropped",
     "DFFN",
     "Decoder",
     "DecoderStage",

@@ -60,9 +60,42 @@ class Decoder(nn.ModuleList):
             for i in reversed(range(len(channels) - 1))
         )
 
-    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
-        """``feats`` ``[(B, c_i, H / r_i, W / r_i)]``, finest first -> ``(B, c_0, H / r_0, W / r_0)``."""
-        d = feats[-1]
-        for stage, skip in zip(self, reversed(feats[:-1])):
-            d = stage(d, skip)
+    def forward(self, feats: list[torch.Tensor], crop: int = 0) -> torch.Tensor:
+        """``feats`` ``[(B, c_i, H / r_i, W / r_i)]``, finest first -> ``(B, c_0, H / r_0 - 2 crop, W / r_0 - 2 crop)``.
+
+        With ``crop``, the output lacks ``crop`` pixels on each side, and each stage is computed
+        only over the window its kept pixels need (its 3x3 convolution's one pixel of context;
+        the transposed convolution is local): the same values as the whole output cropped.
+        """
+        crops = self.crops(feats, crop)  # (window, kept) crop at each level, finest first
+        d = _crop(feats[-1], crops[-1][1])
+        for level, stage in zip(reversed(range(len(feats) - 1)), self):
+            window, kept = crops[level]
+            d = _crop(stage(d, _crop(feats[level], window)), kept - window)
         return d
+
+    @staticmethod
+    def crops(feats: list[torch.Tensor], crop: int) -> list[tuple[int, int]]:
+        """For each level, finest first: the crop of the window computed and the crop kept (pixels per side).
+
+        A level's window keeps one pixel of context beyond what is kept (``window <= kept - 1``),
+        and is even so that it lies on the coarser level's pixels, which keep ``window / 2``.
+        A level twice as large as the next (no odd size to align) is needed for that; from the
+        first that is not, the coarser levels are computed whole.
+        """
+        out, kept = [], crop
+        for level in range(len(feats)):
+            window = 0
+            aligned = level + 1 < len(feats) and all(
+                a == 2 * b for a, b in zip(feats[level].shape[-2:], feats[level + 1].shape[-2:])
+            )
+            if aligned and kept >= 1:
+                window = 2 * ((kept - 1) // 2)
+            out.append((window, kept))
+            kept = window // 2 if aligned else 0
+        return out
+
+
+def _crop(x: torch.Tensor, k: int) -> torch.Tensor:
+    """``x`` without ``k`` pixels on each side of its last two axes (a view)."""
+    return x[..., k : x.shape[-2] - k, k : x.shape[-1] - k] if k else x

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .network import forward_cropped
 from .pixnet import PixNet
 
 #: What the members must share: the meaning, units and grid of their maps.
@@ -29,10 +30,11 @@ class MeanOfMaps(nn.Module):
         # in the state dict, so a stored map is reused only by the very same ensemble
         self.register_buffer("n_members", torch.tensor(len(self.nets)), persistent=True)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.nets[0](x)
+    def forward(self, x: torch.Tensor, crop: int = 0) -> torch.Tensor:
+        """``crop``: map pixels left out on each side, as :meth:`PixNetModule.forward`."""
+        out = forward_cropped(self.nets[0], x, crop)
         for net in self.nets[1:]:
-            out = out + net(x)
+            out = out + forward_cropped(net, x, crop)
         return out / len(self.nets)
 
 

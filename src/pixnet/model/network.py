@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import torch
@@ -47,12 +48,34 @@ class PixNetModule(nn.Module):
         if self.config.semantics == "density":
             self.head.init_density(per_pixel)
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
+    def forward(self, image: torch.Tensor, crop: int = 0) -> torch.Tensor:
+        """``(B, 3, H, W)`` -> ``(B, C, H / s - 2 crop, W / s - 2 crop)``.
+
+        ``crop``: map pixels left out on each side (a tile's context, at inference). The decoder
+        and head then run only where the kept pixels need them (:meth:`Decoder.forward`): the same
+        values as the whole map cropped, for less work.
+        """
         x = (image - self.mean) / self.std
         feats = self.encoder(x)[self.first_level :]  # [(B, c_i, H / r_i, W / r_i)], finest first
-        return self.head(self.stages(feats))  # (B, C, H / s, W / s)
+        f = self.head.factor
+        # the head's resize (factor > 1) reads one decoder pixel beyond those it fills
+        k = max(0, crop // f - 1) if f > 1 else crop
+        out = self.head(self.stages(feats, crop=k))  # (B, C, H / s - 2 k f, W / s - 2 k f)
+        rest = crop - k * f
+        return out[..., rest : out.shape[-2] - rest, rest : out.shape[-1] - rest] if rest else out
 
     @property
     def receptive_margin(self) -> int:
         """Input pixels of context that make a pixel's prediction (nearly) independent of the tile edge."""
         return int(math.ceil(self.encoder.feature_info.reduction()[-1] * 2))
+
+
+def forward_cropped(net: nn.Module, x: torch.Tensor, crop: int) -> torch.Tensor:
+    """``net(x)`` without ``crop`` map pixels on each side: computed only there by a network that takes ``crop``.
+
+    Any other module (a user's network, a test's) runs whole and its map is cropped.
+    """
+    if crop and "crop" in inspect.signature(net.forward).parameters:
+        return net(x, crop=crop)
+    out = net(x)
+    return out[..., crop : out.shape[-2] - crop, crop : out.shape[-1] - crop] if crop else out

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .network import forward_cropped
+
 #: ``(quarter turns, flip along width)`` of the views, the identity first.
 DIHEDRAL = ((0, False), (1, False), (2, False), (3, False), (0, True), (1, True), (2, True), (3, True))
 FLIPS = ((0, False), (2, False), (0, True), (2, True))  # identity, half turn, both flips: any aspect ratio
@@ -38,15 +40,17 @@ class DihedralTTA(nn.Module):
         # in the state dict, so that a map made with 4 views is never taken for one made with 8
         self.register_buffer("n_views", torch.tensor(views), persistent=True)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, crop: int = 0) -> torch.Tensor:
+        """``crop``: map pixels left out on each side, as :meth:`PixNetModule.forward` (it commutes with the views)."""
         square = x.shape[-1] == x.shape[-2]
         views = DIHEDRAL if self.views == 8 and square else FLIPS
         out = None
         for k, flip in views:
             v = torch.rot90(x, k, dims=(-2, -1))
             v = v.flip(-1) if flip else v
-            y = self.net(v.contiguous(memory_format=torch.channels_last) if x.is_contiguous(
-                memory_format=torch.channels_last) else v.contiguous())  # fmt: skip
+            v = v.contiguous(memory_format=torch.channels_last) if x.is_contiguous(
+                memory_format=torch.channels_last) else v.contiguous()  # fmt: skip
+            y = forward_cropped(self.net, v, crop)
             y = y.flip(-1) if flip else y  # undo in reverse order: flip, then turn back
             y = torch.rot90(y, -k, dims=(-2, -1))
             out = y if out is None else out + y
