@@ -531,3 +531,54 @@ def test_shapes_with_several_faults_name_each_and_invalid_polygons_are_repaired(
     assert spots.polygons[0].equals(repaired) and np.isclose(spots.polygons[0].area, 4 * 32.0)
     s, _, w = spot_weights(spots, (40, 40))
     assert abs(w[s == 0].sum() - 4 * 32.0) < 0.05 * 4 * 32  # the two triangles' area (supersampled), not 0
+
+
+def _as_mex(counts: pd.DataFrame, folder, prefix=""):
+    """The counts as Space Ranger's matrix folder: genes x barcodes Matrix Market, gzipped, with its two lists."""
+    import gzip
+
+    from scipy import io as sio
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with gzip.open(folder / f"{prefix}matrix.mtx.gz", "wb") as f:
+        sio.mmwrite(f, sparse.coo_matrix(counts.to_numpy().T), field="integer")
+    with gzip.open(folder / f"{prefix}barcodes.tsv.gz", "wt") as f:
+        f.write("".join(f"{b}\n" for b in counts.index))
+    with gzip.open(folder / f"{prefix}features.tsv.gz", "wt") as f:
+        f.write("".join(f"ENSG{i:05d}\t{g}\tGene Expression\n" for i, g in enumerate(counts.columns)))
+
+
+def test_visium_reads_the_matrix_folder_where_the_hdf5_matrix_is_absent(tmp_path, caplog):
+    """A run shared as filtered_feature_bc_matrix/ (or its three files flat, with a GEO prefix): the same table."""
+    ref_outs = tmp_path / "ref" / "outs"
+    counts = _visium_outs(ref_outs)
+    ref = pixnet.io.visium(ref_outs, fullres_image_file="image.tif").tables["table"]
+    for case in ("folder", "flat", "named"):
+        outs = tmp_path / case / "outs"
+        _visium_outs(outs)
+        (outs / "filtered_feature_bc_matrix.h5").unlink()
+        kwargs = {}
+        if case == "folder":
+            _as_mex(counts, outs / "filtered_feature_bc_matrix")
+        elif case == "flat":
+            _as_mex(counts, outs, prefix="GSM123_")
+        else:
+            _as_mex(counts, outs / "raw_feature_bc_matrix")
+            kwargs["counts_file"] = "raw_feature_bc_matrix"
+        with caplog.at_level(logging.INFO, logger="pixnet.io.visium"):
+            sdata = pixnet.io.visium(outs, fullres_image_file="image.tif", **kwargs)
+        assert "reading the matrix in" in caplog.text
+        t = sdata.tables["table"]
+        assert list(t.obs_names) == list(ref.obs_names) and list(t.var_names) == list(ref.var_names)
+        np.testing.assert_array_equal(t.X.toarray(), ref.X.toarray())
+        np.testing.assert_allclose(t.obsm["spatial"], ref.obsm["spatial"])
+        assert sdata.attrs["pixnet"]["shapes"] == case and np.isfinite(sdata.attrs["pixnet"]["um_per_px"])
+    # a folder that is not complete, or not gzipped: named, with what it needs
+    outs = tmp_path / "plain" / "outs"
+    _visium_outs(outs)
+    (outs / "filtered_feature_bc_matrix.h5").unlink()
+    (outs / "filtered_feature_bc_matrix").mkdir()
+    for name in ("matrix.mtx", "barcodes.tsv", "features.tsv"):
+        (outs / "filtered_feature_bc_matrix" / name).write_text("")
+    with pytest.raises(FileNotFoundError, match="needs matrix.mtx.gz, barcodes.tsv.gz and features.tsv.gz"):
+        pixnet.io.visium(outs, fullres_image_file="image.tif")

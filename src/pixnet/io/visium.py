@@ -32,7 +32,10 @@ def visium(path: str | Path, *, spot_diameter_um: float = VISIUM_SPOT_UM, **kwar
     ``scalefactors_json.json``, where present, is checked against it. The circles are remade with
     the spots' true diameter (55 um): spatialdata-io draws them with Space Ranger's
     ``spot_diameter_fullres``, which spans a theoretical 65 um spot; a diameter that matches
-    neither 55 nor 65 um at the pitch's scale is reported.
+    neither 55 nor 65 um at the pitch's scale is reported. The counts are
+    ``filtered_feature_bc_matrix.h5`` or, where it is absent, the ``filtered_feature_bc_matrix/``
+    folder (``matrix.mtx.gz``, ``barcodes.tsv.gz``, ``features.tsv.gz``) or those three files in
+    ``outs/`` with a common prefix (as GEO shares them).
 
     Parameters
     ----------
@@ -70,8 +73,7 @@ def visium(path: str | Path, *, spot_diameter_um: float = VISIUM_SPOT_UM, **kwar
             f"{path}/spatial/scalefactors_json.json lacks {lacking}, which Space Ranger always writes (the scale of "
             "its hires and lowres PNGs); re-copy the file from the run, or add them (1.0 where the PNG is absent)."
         )
-    counts = kwargs.get("counts_file", _COUNTS_FILE)
-    _check_counts(path, counts)
+    counts = kwargs["counts_file"] = _counts_file(path, kwargs.get("counts_file") or _COUNTS_FILE)
     if kwargs.get("fullres_image_file") is not None:
         kwargs["fullres_image_file"] = _image_file(given, path, kwargs["fullres_image_file"])
     if kwargs.get("dataset_id") is None and not _prefixed(path, counts):
@@ -118,17 +120,36 @@ def _outs(path: str | Path) -> Path:
     return path
 
 
-def _check_counts(path: Path, counts_file: str) -> None:
-    """A matrix named ``counts_file`` (or ``{prefix}_{counts_file}``) in ``path``, or an error naming those there."""
-    if any(p.name == counts_file or p.name.endswith(f"_{counts_file}") for p in path.iterdir()):
-        return
-    found = sorted(p.name for p in path.iterdir() if "feature_bc_matrix" in p.name)
+def _counts_file(path: Path, counts_file: str) -> str:
+    """What spatialdata-io reads as the counts: ``counts_file`` (or ``{prefix}_{counts_file}``), else a matrix folder.
+
+    Where the HDF5 matrix is absent, the matrix folder beside it (``filtered_feature_bc_matrix/``:
+    ``matrix.mtx.gz``, ``barcodes.tsv.gz``, ``features.tsv.gz``, as Space Ranger writes it and GEO
+    often shares it) or those three files with a common prefix in ``outs/`` are read instead, as
+    ``{folder}/matrix.mtx.gz`` (spatialdata-io reads it with scanpy's ``read_10x_mtx``). A
+    ``counts_file`` naming a folder is read as such a folder.
+    """
+    if any(p.name == counts_file or p.name.endswith(f"_{counts_file}") for p in path.iterdir() if p.is_file()):
+        return counts_file
+    folder = path / counts_file.removesuffix(".h5")  # filtered_feature_bc_matrix.h5 -> filtered_feature_bc_matrix/
+    candidates = [(folder, "")]
+    if counts_file == _COUNTS_FILE:  # the three files side by side in outs/, with or without a prefix
+        candidates += [(path, p.name.removesuffix("matrix.mtx.gz")) for p in sorted(path.glob("*matrix.mtx.gz"))]
+    for where, prefix in candidates:
+        if all((where / f"{prefix}{f}").is_file() for f in ("matrix.mtx.gz", "barcodes.tsv.gz", "features.tsv.gz")):
+            logger.info("%s: no %s; reading the matrix in %s", path, counts_file, where / f"{prefix}matrix.mtx.gz")
+            return f"{where.relative_to(path)}/{prefix}matrix.mtx.gz".removeprefix("./")
+    found = sorted(p.name for p in path.iterdir() if "matrix" in p.name)
     h5 = [f for f in found if f.endswith(".h5")]
-    hint = (
-        f" Pass counts_file={h5[0]!r} to read it."
-        if h5
-        else " spatialdata-io's Visium reader reads HDF5 matrices only: copy filtered_feature_bc_matrix.h5 there."
-    )
+    if h5:
+        hint = f" Pass counts_file={h5[0]!r} to read it."
+    elif folder.is_dir():
+        hint = (
+            f" {folder.name}/ holds {sorted(p.name for p in folder.iterdir())}: it needs matrix.mtx.gz, "
+            "barcodes.tsv.gz and features.tsv.gz (gzip them if they are not)."
+        )
+    else:
+        hint = " Copy filtered_feature_bc_matrix.h5 or the filtered_feature_bc_matrix/ folder there from the run."
     raise FileNotFoundError(f"No {counts_file} in {path} (matrices there: {found or 'none'}).{hint}")
 
 
