@@ -284,3 +284,11 @@ def test_cropped_forward_is_the_whole_map_cropped(encoder, map_stride, side):
     crops = nets[0].stages.crops(feats, 16)
     assert crops[0] == (14, 16)
     assert all(window <= max(kept - 1, 0) and window % 2 == 0 for window, kept in crops)
+
+
+def test_the_model_says_how_long_it_trained():
+    model = PixNet(ModelConfig(genes=GENES, decoder_hidden=16))
+    assert repr(model).endswith(", untrained)")
+    for n, words in ((1, "trained 1 epoch)"), (3, "trained 3 epochs)")):
+        model.training["history"] = [{"epoch": i} for i in range(n)]
+        assert repr(model).endswith(words)

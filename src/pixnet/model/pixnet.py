@@ -59,10 +59,11 @@ class PixNet:
         return self.training.get("history", [])
 
     def __repr__(self) -> str:
-        c = self.config
+        c, n = self.config, len(self.history)
+        trained = f"trained {n} epoch{'' if n == 1 else 's'}" if n else "untrained"
         return (
             f"PixNet({len(c.genes)} genes, encoder={c.encoder!r}, semantics={c.semantics!r}, "
-            f"input {c.um_per_px:g} um/px, map {c.map_um_per_px:g} um/px, trained {len(self.history)} epochs)"
+            f"input {c.um_per_px:g} um/px, map {c.map_um_per_px:g} um/px, {trained})"
         )
 
     @torch.no_grad()
