@@ -77,6 +77,15 @@ def test_scores_and_training(predicted, trained, tmp_path):
     _written(tmp_path / "t.png")
     x = axes[1].lines[0].get_xdata()  # epochs from 1, as the log counts them ("epoch 1/n")
     assert list(x) == list(range(1, len(trained.history) + 1))
+    # the loss named, and the epoch whose weights the model holds marked on both panels
+    assert axes[0].get_ylabel() == {"poisson": "loss (Poisson)", "mse_pcc": "loss (MSE + PCC)",
+                                    "poisson_pcc": "loss (Poisson + PCC)"}[trained.config.loss]  # fmt: skip
+    best = trained.training["params"]["best_epoch"]
+    assert best is not None
+    for a in axes:
+        kept = [ln for ln in a.lines if ln.get_label().startswith("kept")]
+        assert len(kept) == 1 and list(kept[0].get_xdata()) == [best + 1, best + 1]
+    assert f"kept: epoch {best + 1}" in [t.get_text() for t in axes[0].get_legend().get_texts()]
 
 
 def test_map_arguments(predicted, trained):

@@ -11,6 +11,8 @@ from spatialdata import SpatialData
 from ..model import PixNet
 from ._utils import finish, panels, prediction, rows_label
 
+LOSS_NAMES = {"poisson": "Poisson", "poisson_pcc": "Poisson + PCC", "mse_pcc": "MSE + PCC"}
+
 
 def scores(
     sdata: SpatialData,
@@ -52,7 +54,11 @@ def scores(
 
 
 def training(model: PixNet, *, show: bool | None = None, save: str | Path | None = None):
-    """Training loss, validation loss and validation PCC per epoch."""
+    """Training loss, validation loss and validation PCC per epoch; the epoch the model kept is marked.
+
+    The loss is named as :class:`~pixnet.model.ModelConfig` ``loss`` says; epochs count from 1,
+    as fit's log does. Returns the axes (one without validation, ``fit(val_fraction=0)``).
+    """
     h = model.history
     if not h:
         raise ValueError("This model has no training history (it was not trained with pixnet.tl.fit).")
@@ -62,11 +68,16 @@ def training(model: PixNet, *, show: bool | None = None, save: str | Path | None
     for key, label in (("train_loss", "train"), ("val_loss", "validation"))[: 2 if validated else 1]:
         ys = [r.get(key, np.nan) for r in h]
         axes[0].plot(epochs, ys, marker="o", ms=3, label=label)
-    axes[0].set(xlabel="epoch", ylabel="loss", title="loss" if validated else "training loss (no validation)")
-    axes[0].legend(frameon=False)
+    loss = LOSS_NAMES.get(model.config.loss, model.config.loss)
+    axes[0].set(xlabel="epoch", ylabel=f"loss ({loss})", title="loss" if validated else "training loss (no validation)")
     if validated:
         axes[1].plot(epochs, [r.get("val_pcc", np.nan) for r in h], marker="o", ms=3, color="C2")
         axes[1].set(xlabel="epoch", ylabel="PCC@M", title="validation PCC")
+    best = model.training.get("params", {}).get("best_epoch")
+    if validated and best is not None:  # the weights the model holds: fit keeps the epoch of best validation PCC
+        for a in axes:
+            a.axvline(best + 1, color="0.5", ls=":", lw=1, label=f"kept: epoch {best + 1}")
+    axes[0].legend(frameon=False)
     for a in axes:
         a.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
