@@ -22,7 +22,7 @@ def _written(path):
 def test_expression(predicted, trained, tmp_path):
     axes = pixnet.pl.expression(predicted, trained.genes[:3], bin_size=2, save=tmp_path / "e.png", show=False)
     assert len(axes) == 3 and axes[0].get_title() == trained.genes[0]
-    assert axes[0].figure.get_suptitle() == "predicted, 2 um bins"  # which prediction the figure shows
+    assert axes[0].figure.get_suptitle() == "predicted, 2 µm bins"  # which prediction the figure shows
     _written(tmp_path / "e.png")
     # the title sits on the panels: no empty band (equal-aspect panels in square cells left one a fifth of the height)
     fig = axes[0].figure
@@ -37,7 +37,7 @@ def test_expression(predicted, trained, tmp_path):
 def test_compare(predicted, trained, tmp_path):
     axes = pixnet.pl.compare(predicted, trained.genes[:2], bin_size=8, save=tmp_path / "c.png", show=False)
     assert axes.shape == (2, 2) and "PCC" in axes[1, 0].get_title()
-    assert axes[0, 0].figure.get_suptitle() == "measured (top) and predicted (bottom), 8 um bins"
+    assert axes[0, 0].figure.get_suptitle() == "measured (top) and predicted (bottom), 8 µm bins"
     _written(tmp_path / "c.png")
 
 
@@ -45,7 +45,7 @@ def test_map(predicted, trained, tmp_path):
     axes = pixnet.pl.map(predicted, trained.genes[:2], save=tmp_path / "m.png", show=False)
     _written(tmp_path / "m.png")
     assert [(a.get_title(), a.title.get_style()) for a in axes] == [(g, "italic") for g in trained.genes[:2]]
-    assert axes[0].figure.get_suptitle() == f"dense map, {trained.config.map_um_per_px:g} um per pixel"
+    assert axes[0].figure.get_suptitle() == f"dense map, {trained.config.map_um_per_px:g} µm per pixel"
     # low values transparent (the H&E shows, no dark slab over the glass), high ones at alpha
     image = axes[0].get_images()[-1]
     assert image.cmap(0.0)[3] == 0.0 and image.cmap(1.0)[3] == pytest.approx(0.85)
@@ -68,7 +68,7 @@ def test_scores_and_training(predicted, trained, tmp_path):
     labels = [t.get_text() for t in hist.get_legend().get_texts()]  # each line says which summary it marks
     assert labels == [f"PCC@F (first quartile) {pcc.quantile(0.25):.3f}", f"PCC@S (median) {pcc.median():.3f}",
                       f"PCC@M (mean) {pcc.mean():.3f}"]  # fmt: skip
-    assert hist.get_title() == "per-gene PCC, 8 um bins"
+    assert hist.get_title() == "per-gene PCC, 8 µm bins"
     # the mean drawn first and widest, each line its own colour: a median equal to the mean does not hide it
     mean, median, first = hist.lines
     assert mean.get_linewidth() > median.get_linewidth() and len({mean.get_color(), median.get_color(),

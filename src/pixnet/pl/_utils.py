@@ -81,10 +81,10 @@ def prediction(sdata: SpatialData, *, bin_size, shapes, key, key_added: str):
 
 
 def rows_label(table) -> str:
-    """What a prediction's rows are, for a title: ``"8 um bins"``, or the shapes' element name."""
+    """What a prediction's rows are, for a title: ``"8 µm bins"``, or the shapes' element name."""
     info = table.uns.get(UNS_KEY, {})
     if info.get("bin_size_um") is not None:
-        return f"{float(info['bin_size_um']):g} um bins"
+        return f"{float(info['bin_size_um']):g} µm bins"
     return str(info.get("shapes") or info.get("target") or "")
 
 

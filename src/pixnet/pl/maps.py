@@ -95,7 +95,7 @@ def map(
     if ax is None:  # a figure of its own says what the map is (the user's axes are theirs); its scale if known
         model = table.uns[UNS_KEY].get("model", {}) if table is not None else {}
         px = float(model.get("um_per_px", 0)) * float(model.get("map_stride", 0))
-        fig.suptitle(f"dense map, {px:g} um per pixel" if px > 0 else "dense map")
+        fig.suptitle(f"dense map, {px:g} µm per pixel" if px > 0 else "dense map")
     return finish(fig, axes, show=show, save=save)
 
 
