@@ -102,6 +102,10 @@ def test_legacy_st_stnet_layout(tmp_path):
         image=tmp_path / "BC1.tif", counts=tmp_path / "BC1_stdata.tsv.gz", spots_file=tmp_path / "spots_BC1.csv.gz"
     )
     _check(sdata, n=25, um_per_px=2.0, diameter_um=100, counts=counts)
+    # the spot file re-saved with tabs under its .csv name reads the same
+    pd.DataFrame({"X": px, "Y": py}, index=ids).to_csv(tmp_path / "spots_tabs.csv", sep="\t")
+    again = pixnet.io.legacy_st(image=tmp_path / "BC1.tif", counts=counts, spots_file=tmp_path / "spots_tabs.csv")
+    np.testing.assert_allclose(again.tables["table"].obsm["spatial"], sdata.tables["table"].obsm["spatial"])
     assert np.isclose(_radius(sdata), 25.0, rtol=0.01)
     xy = sdata.tables["table"].obsm["spatial"]
     np.testing.assert_allclose(xy, np.c_[px, py])
@@ -232,8 +236,10 @@ def spot_files(tmp_path):
     return tmp_path, counts, pos
 
 
-@pytest.mark.parametrize("kind", ["tsv", "csv", "h5ad", "dataframe", "anndata", "transposed"])
+@pytest.mark.parametrize("kind", ["tsv", "csv", "h5ad", "dataframe", "anndata", "transposed", "txt_commas",
+                                  "txt_spaces", "gz_commas"])  # fmt: skip
 def test_spots_count_formats(spot_files, kind):
+    """Counts as files, tables and AnnData; a text file's separator told from its first line, not its name."""
     d, counts, pos = spot_files
     adata = ad.AnnData(counts.to_numpy(np.float32), obs=pd.DataFrame(index=counts.index), var=pd.DataFrame(index=GENES))
     source = {
@@ -243,8 +249,11 @@ def test_spots_count_formats(spot_files, kind):
         "dataframe": lambda: counts,
         "anndata": lambda: adata,
         "transposed": lambda: counts.T.to_csv(d / "t.tsv", sep="\t") or d / "t.tsv",
+        "txt_commas": lambda: counts.to_csv(d / "c.txt") or d / "c.txt",  # a spreadsheet's export
+        "txt_spaces": lambda: counts.rename_axis("spot").to_csv(d / "c.txt", sep=" ") or d / "c.txt",
+        "gz_commas": lambda: counts.to_csv(d / "c.tsv.gz") or d / "c.tsv.gz",
     }[kind]()
-    pos.iloc[::-1].to_csv(d / "pos.csv")  # another order than the matrix's
+    pos.iloc[::-1].to_csv(d / "pos.csv", sep="\t" if kind == "txt_commas" else ",")  # another order than the matrix's
     sdata = pixnet.io.spots(
         image=d / "img.png", counts=source, positions=d / "pos.csv", x="px", y="py", spot_diameter_um=100,
         pitch_um=200,

@@ -179,11 +179,28 @@ def read_positions(folder: Path) -> pa.Table:
     return table
 
 
+def first_line(path: Path) -> str:
+    """The first line of a text file, gzipped or not."""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rt", errors="replace") as f:
+        return f.readline()
+
+
+def delimiter(path: Path) -> str:
+    """What separates a table's columns, told from its first line: a tab, a comma, else runs of spaces.
+
+    Not from the name: a ``.txt`` or ``.tsv`` re-saved from a spreadsheet may hold commas, a
+    ``.csv`` tabs.
+    """
+    first = first_line(path)
+    if first.count("\t") or first.count(","):
+        return "\t" if first.count("\t") >= first.count(",") else ","
+    return r"\s+"
+
+
 def _read_positions_csv(path: Path) -> pa.Table:
     """``tissue_positions.csv`` (header row) or ``tissue_positions_list.csv`` (none), gzipped or not."""
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rt") as f:
-        first = f.readline()
+    first = first_line(path)
     # a file re-saved by hand may be tab-separated, or carry pandas' index as a first, unnamed column
     delimiter = "\t" if first.count("\t") > first.count(",") else ","
     header = "barcode" in [c.strip().strip('"') for c in first.split(delimiter)]

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from spatialdata import SpatialData
 
+from ._files import delimiter
 from .spots import spots
 
 logger = logging.getLogger(__name__)
@@ -71,8 +72,7 @@ def _read_spot_file(path: Path) -> pd.DataFrame:
         raise FileNotFoundError(
             f"{path} not found: pass the spot file (HER2ST's NAME_selection.tsv, STNet's spots_*.csv)."
         )
-    sep = "," if ".csv" in path.suffixes else "\t"
-    return pd.read_csv(path, sep=sep)
+    return pd.read_csv(path, sep=delimiter(path))  # from its first line, not its name
 
 
 def _st_positions(pos: pd.DataFrame, *, only_selected: bool, source: str) -> pd.DataFrame:

@@ -22,6 +22,7 @@ from spatialdata.models import ShapesModel, TableModel
 from spatialdata.transformations import Identity
 
 from .._keys import INSTANCE_KEY, REGION_KEY, SPOTS_SHAPES, SPOTS_TABLE, UNS_KEY
+from ._files import delimiter
 from ._image import read_image
 
 logger = logging.getLogger(__name__)
@@ -143,11 +144,15 @@ def assemble(
 def _read_delimited(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found.")
-    sep = "," if ".csv" in path.suffixes else "\t"
+    try:
+        sep = delimiter(path)  # from its first line, not its name: a .txt may hold commas
+    except (OSError, EOFError) as err:
+        raise ValueError(f"{path} cannot be read as a table: {err}") from err
     try:
         return pd.read_csv(path, sep=sep, index_col=0)
     except (pd.errors.ParserError, UnicodeDecodeError, OSError, EOFError) as err:
-        raise ValueError(f"{path} cannot be read as a {'CSV' if sep == ',' else 'TSV'} table: {err}") from err
+        what = {",": "CSV", "\t": "TSV"}.get(sep, "space-separated")
+        raise ValueError(f"{path} cannot be read as a {what} table: {err}") from err
 
 
 def _counts(counts) -> ad.AnnData:
