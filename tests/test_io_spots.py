@@ -591,3 +591,25 @@ def test_visium_reads_the_matrix_folder_where_the_hdf5_matrix_is_absent(tmp_path
         (outs / "filtered_feature_bc_matrix" / name).write_text("")
     with pytest.raises(FileNotFoundError, match="needs matrix.mtx.gz, barcodes.tsv.gz and features.tsv.gz"):
         pixnet.io.visium(outs, fullres_image_file="image.tif")
+
+
+def test_a_greyscale_image_is_refused_when_read_not_at_fit(tmp_path):
+    """spatialdata-io reads a greyscale full-resolution image; fit refused it later as 'dims (c, y, x)'."""
+    outs = tmp_path / "outs"
+    _visium_outs(outs)
+    img = tifffile.imread(outs / "image.tif")
+    tifffile.imwrite(outs / "image.tif", img[..., 0])
+    with pytest.raises(ValueError, match=r"image.tif has 1 channel\(s\).*RGB H&E image"):
+        pixnet.io.visium(outs, fullres_image_file="image.tif")
+    # a SpatialData made by other means, its image greyscale: fit says what is wrong with it
+    from spatialdata.models import Image2DModel
+    from spatialdata.transformations import get_transformation
+
+    tifffile.imwrite(outs / "image.tif", img)
+    sdata = pixnet.io.visium(outs, fullres_image_file="image.tif")
+    name = sdata.attrs["pixnet"]["image"]
+    transformations = get_transformation(sdata.images[name], get_all=True)
+    grey = Image2DModel.parse(img[None, ..., 0], dims=("c", "y", "x"), transformations=transformations)
+    sdata.images[name] = grey
+    with pytest.raises(ValueError, match=r"3 channels; got dims \('c', 'y', 'x'\), sizes \{'c': 1.*single-channel"):
+        pixnet.tl.fit(sdata, epochs=1, progress=False)

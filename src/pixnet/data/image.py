@@ -155,8 +155,11 @@ class SlideImage:
     def __init__(self, element: DataArray | DataTree, *, cs: str, cs_um_per_px: float, work_um_per_px: float):
         levels = image_levels(element)
         if not levels or levels[0].dims != ("c", "y", "x") or levels[0].sizes["c"] < 3:
-            dims = levels[0].dims if levels else None
-            raise ValueError(f"pixnet needs an RGB image element with dims (c, y, x) and 3 channels; got {dims}.")
+            got = f"dims {levels[0].dims}, sizes {dict(levels[0].sizes)}" if levels else "no image"
+            raise ValueError(
+                f"pixnet needs an RGB H&E image element with dims (c, y, x) and 3 channels; got {got}. A "
+                "single-channel image (greyscale, DAPI, IF) cannot be predicted from: pass the brightfield H&E scan."
+            )
         self.levels = levels
         self.cs = cs
         to_cs = element_to_cs(levels[0], cs, "The image")

@@ -96,6 +96,7 @@ def visium(path: str | Path, *, spot_diameter_um: float = VISIUM_SPOT_UM, **kwar
     _check_diameter(path, float(sf["spot_diameter_fullres"]) * um_per_px, spot_diameter_um)
     sdata.shapes[shapes]["radius"] = spot_diameter_um / 2 / um_per_px
     image = images[0]
+    _check_rgb(sdata.images[image], kwargs.get("fullres_image_file") or image)
     if image.endswith("hires_image"):  # no full-resolution image: the hires PNG, in full-resolution units
         logger.info("%s: no full-resolution image; pixnet reads the hires image", path)
     cs = shapes if shapes in _systems(sdata.images[image]) else next(iter(_systems(sdata.images[image])))
@@ -162,6 +163,19 @@ def _image_file(given: str | Path, path: Path, image: str | Path) -> Path:
     raise FileNotFoundError(
         f"fullres_image_file={str(image)!r} was not found (nor in {path}); pass the path of the H&E image."
     )
+
+
+def _check_rgb(element, source) -> None:
+    """An RGB image, as spatialdata-io read it (it reads a greyscale or IF image too, refused only at fit)."""
+    from ..data.image import image_levels
+
+    level = image_levels(element)[0]
+    if level.sizes.get("c", 0) < 3:
+        raise ValueError(
+            f"{source} has {level.sizes.get('c', 0)} channel(s) ({dict(level.sizes)}): pixnet needs the RGB H&E "
+            "image (the brightfield scan, 3 colour channels), not a greyscale or fluorescence one; pass it as "
+            "fullres_image_file=..."
+        )
 
 
 def _check_positions(path: Path, table) -> None:
