@@ -115,6 +115,15 @@ def _mixed_runs(c):
     pixnet.io.visium_hd(c.copy(), bin_sizes=(16,))
 
 
+def _positions_without_suffix(c):
+    # positions re-saved by hand, their barcodes stripped of the '-1' the matrix's carry
+    pq = _bin16(c) / "spatial" / "tissue_positions.parquet"
+    df = pd.read_parquet(pq)
+    df["barcode"] = df["barcode"].str.removesuffix("-1")
+    df.to_parquet(pq)
+    pixnet.io.visium_hd(c.copy(), bin_sizes=(16,))
+
+
 def _empty_tissue(c):
     # A run whose bins hold no counts at all (no tissue under the capture area).
     s = c.sdata()
@@ -480,6 +489,8 @@ CASES = [
     ),
     ("io", "barcodes listed twice", _duplicated_barcodes, ValueError, "barcodes twice"),
     ("io", "counts and positions from different runs", _mixed_runs, ValueError, "different runs"),
+    ("io", "positions' barcodes without the '-1' suffix", _positions_without_suffix, ValueError,
+     "carry a '-1' the positions lack"),
     ("io", "no counts matrix in any form (h5, mtx, raw)", _no_counts_in_any_form, FileNotFoundError, "so are"),
     ("io", "bin positions in no known form", _positions_in_no_form, FileNotFoundError, "tissue_positions.csv"),
     ("io", "a greyscale image", _grey_image, ValueError, "needs an RGB H&E image"),

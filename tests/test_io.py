@@ -176,3 +176,16 @@ def test_a_slide_read_from_spaceranger_writes_with_overwrite(sdata, slide_dir, t
     back = pixnet.io.read_zarr(tmp_path / "a.zarr")
     assert set(back.images) == set(sdata.images) and set(back.tables) == set(sdata.tables)
     assert (back.tables["square_016um"].X != sdata.tables["square_016um"].X).nnz == 0
+
+
+def test_barcodes_missing_from_the_positions_say_why():
+    """A '-1' suffix stripped or added by hand on one side is named, in either direction; else another run."""
+    import pyarrow as pa
+
+    from pixnet.io.visium_hd import _why_missing
+
+    with_suffix = pa.chunked_array([["s_016um_00000_00001-1", "s_016um_00000_00002-1"]])
+    without = pa.chunked_array([["s_016um_00000_00001", "s_016um_00000_00002"]])
+    assert "lack the positions' '-1' suffix" in _why_missing(["s_016um_00000_00001"], with_suffix)
+    assert "carry a '-1' the positions lack" in _why_missing(["s_016um_00000_00002-1"], without)
+    assert "different runs" in _why_missing(["s_099um_00000_00001-1"], with_suffix)

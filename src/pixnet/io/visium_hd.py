@@ -199,6 +199,16 @@ def _check_image_under_bins(name: str, image, tables: dict, cs: str, sf: dict) -
             warnings.warn(f"{cov.message} They are marked False in obs[{ON_IMAGE!r}].", stacklevel=3)
 
 
+def _why_missing(codes, known: pa.ChunkedArray) -> str:
+    """Why the matrix's barcodes miss the positions': a '-1' suffix added or removed by hand, else another run."""
+    sample = [str(c) for c in codes[:100]]
+    added, removed = [c + "-1" for c in sample], [c.removesuffix("-1") for c in sample]
+    for fixed, says in ((added, "lack the positions' '-1' suffix"), (removed, "carry a '-1' the positions lack")):
+        if fixed != sample and pc.all(pc.is_in(pa.array(fixed, pa.string()), known)).as_py():
+            return f"its barcodes {says} (e.g. {sample[0]!r}): a file edited? Re-copy the bin folder."
+    return "the two files come from different runs. Re-copy the bin folder from one Space Ranger output."
+
+
 def _read_bins(folder: Path, b: int, dataset_id: str, um_per_px: float, spatial: dict, bins_as: str, outs: Path):
     sf = _files.scalefactors(folder, outs)
     if "bin_size_um" in sf and not np.isclose(sf["bin_size_um"], b):
@@ -211,7 +221,7 @@ def _read_bins(folder: Path, b: int, dataset_id: str, um_per_px: float, spatial:
     if idx.null_count:
         raise ValueError(
             f"{idx.null_count} barcodes of {counts} are missing from {positions_path}: "
-            "the two files come from different runs. Re-copy the bin folder from one Space Ranger output."
+            + _why_missing(adata.obs_names, positions.column("barcode"))
         )
     idx = idx.to_numpy()
     col = {c: positions.column(c).to_numpy()[idx] for c in _files.POSITION_COLUMNS[1:]}
