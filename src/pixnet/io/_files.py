@@ -186,27 +186,26 @@ def first_line(path: Path) -> str:
         return f.readline()
 
 
-def delimiter(path: Path) -> str:
+def delimiter(first: str) -> str:
     """What separates a table's columns, told from its first line: a tab, a comma, else runs of spaces.
 
-    Not from the name: a ``.txt`` or ``.tsv`` re-saved from a spreadsheet may hold commas, a
-    ``.csv`` tabs.
+    Not from the file's name: a ``.txt`` or ``.tsv`` re-saved from a spreadsheet may hold commas, a
+    ``.csv`` tabs. A line with neither (one column) reads as comma-separated.
     """
-    first = first_line(path)
-    if first.count("\t") or first.count(","):
-        return "\t" if first.count("\t") >= first.count(",") else ","
-    return r"\s+"
+    if first.count("\t") > first.count(","):
+        return "\t"
+    return "," if "," in first or " " not in first.strip() else r"\s+"
 
 
 def _read_positions_csv(path: Path) -> pa.Table:
     """``tissue_positions.csv`` (header row) or ``tissue_positions_list.csv`` (none), gzipped or not."""
     first = first_line(path)
     # a file re-saved by hand may be tab-separated, or carry pandas' index as a first, unnamed column
-    delimiter = "\t" if first.count("\t") > first.count(",") else ","
-    header = "barcode" in [c.strip().strip('"') for c in first.split(delimiter)]
+    sep = "\t" if delimiter(first) == "\t" else ","
+    header = "barcode" in [c.strip().strip('"') for c in first.split(sep)]
     read = pacsv.ReadOptions(column_names=None if header else POSITION_COLUMNS)
     convert = pacsv.ConvertOptions(column_types={"barcode": pa.string()})
-    parse = pacsv.ParseOptions(delimiter=delimiter)
+    parse = pacsv.ParseOptions(delimiter=sep)
     return pacsv.read_csv(path, read_options=read, parse_options=parse, convert_options=convert)
 
 

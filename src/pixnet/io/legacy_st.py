@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from spatialdata import SpatialData
 
-from ._files import delimiter
+from ._files import delimiter, first_line
 from .spots import spots
 
 logger = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ def _read_spot_file(path: Path) -> pd.DataFrame:
         raise FileNotFoundError(
             f"{path} not found: pass the spot file (HER2ST's NAME_selection.tsv, STNet's spots_*.csv)."
         )
-    return pd.read_csv(path, sep=delimiter(path))  # from its first line, not its name
+    return pd.read_csv(path, sep=delimiter(first_line(path)))  # from its first line, not its name
 
 
 def _st_positions(pos: pd.DataFrame, *, only_selected: bool, source: str) -> pd.DataFrame:

@@ -22,7 +22,7 @@ from spatialdata.models import ShapesModel, TableModel
 from spatialdata.transformations import Identity
 
 from .._keys import INSTANCE_KEY, REGION_KEY, SPOTS_SHAPES, SPOTS_TABLE, UNS_KEY
-from ._files import delimiter
+from ._files import delimiter, first_line
 from ._image import read_image
 
 logger = logging.getLogger(__name__)
@@ -145,7 +145,7 @@ def _read_delimited(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found.")
     try:
-        sep = delimiter(path)  # from its first line, not its name: a .txt may hold commas
+        sep = delimiter(first_line(path))  # from its first line, not its name: a .txt may hold commas
     except (OSError, EOFError) as err:
         raise ValueError(f"{path} cannot be read as a table: {err}") from err
     try:
