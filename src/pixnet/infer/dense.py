@@ -88,8 +88,7 @@ def dense_map(
     y0, x0, h, w = region
     core = tile_px // s
     chunks = ((model.config.n_outputs,), _splits(h, core), _splits(w, core))
-    # channels_last: mkldnn's and cuDNN's fast convolution layout (1.5x on CPU); the user's model is left as it is
-    net = copy.deepcopy(model.module).to(device, memory_format=torch.channels_last).eval()
+    net = inference_net(model, device)
     n_out = model.config.n_outputs
 
     def block(block_info=None) -> np.ndarray:
@@ -98,7 +97,7 @@ def dense_map(
             return np.zeros((n_out, by1 - by0, bx1 - bx0), np.float32)
         iy, ix = (y0 + by0) * s - context_px, (x0 + bx0) * s - context_px
         tile = image.read(iy, ix, tile_px + 2 * context_px, tile_px + 2 * context_px)  # (T, T, 3) uint8
-        out = _forward(net, tile, device, context_px // s)  # (C, tile_px / s, tile_px / s)
+        out = tile_map(net, tile, device, context_px // s).cpu().numpy()  # (C, tile_px / s, tile_px / s)
         return np.ascontiguousarray(out[:, : by1 - by0, : bx1 - bx0])
 
     return da.map_blocks(block, chunks=chunks, dtype=np.float32, meta=np.zeros((0, 0, 0), np.float32))
@@ -107,8 +106,16 @@ def dense_map(
 _FORWARD = threading.Lock()
 
 
-def _forward(net: torch.nn.Module, tile: np.ndarray, device: torch.device, crop: int) -> np.ndarray:
-    """One ``(T, T, 3)`` uint8 tile through the network -> ``(C, T / s - 2 crop, T / s - 2 crop)`` float32.
+def inference_net(model: PixNet, device: torch.device) -> torch.nn.Module:
+    """A copy of ``model``'s network on ``device``, in eval mode and channels-last; the user's model is left as it is.
+
+    Channels-last is mkldnn's and cuDNN's fast convolution layout (1.5x on CPU).
+    """
+    return copy.deepcopy(model.module).to(device, memory_format=torch.channels_last).eval()
+
+
+def tile_map(net: torch.nn.Module, tile: np.ndarray, device: torch.device, crop: int) -> torch.Tensor:
+    """One ``(T, T, 3)`` uint8 tile through the network: ``(C, T / s - 2 crop, T / s - 2 crop)`` float32 on its device.
 
     The context's ``crop`` map pixels on each side are left out: the decoder and head run only on the core.
 
@@ -116,11 +123,11 @@ def _forward(net: torch.nn.Module, tile: np.ndarray, device: torch.device, crop:
     GPU), so concurrent forwards from dask's threads only oversubscribe the cores and multiply
     the activation memory; reading and writing tiles still overlap with it.
     """
-    x = torch.from_numpy(np.array(tile)).to(device).permute(2, 0, 1)[None].float() / 255.0  # (1, 3, T, T)
-    x = x.contiguous(memory_format=torch.channels_last)
+    x = torch.from_numpy(np.require(tile, requirements="W")).to(device).permute(2, 0, 1)[None].float() / 255.0
+    x = x.contiguous(memory_format=torch.channels_last)  # (1, 3, T, T)
     with _FORWARD, torch.inference_mode():
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            out = forward_cropped(net, x, crop)[0].float().cpu().numpy()
+            out = forward_cropped(net, x, crop)[0].float()
         trim()  # the activations were freed in this thread's arena: give them back before the next tile
     return out
 

@@ -15,7 +15,6 @@ network runs; what the caller does with each tile's sums (and core map) is its `
 
 from __future__ import annotations
 
-import copy
 import logging
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -24,11 +23,10 @@ import numpy as np
 import torch
 from scipy import sparse
 
-from .._memory import trim
 from ..data import SlideImage
 from ..geometry import Spots
-from ..model import PixNet, forward_cropped
-from .dense import _splits, check_tiles, window_weights
+from ..model import PixNet
+from .dense import _splits, check_tiles, inference_net, tile_map, window_weights
 
 logger = logging.getLogger(__name__)
 
@@ -87,8 +85,7 @@ def stream_tiles(
     ys, xs = np.cumsum((0, *_splits(h, core))), np.cumsum((0, *_splits(w, core)))
     n_rows, n_cols = len(ys) - 1, len(xs) - 1
     n_out = cfg.n_outputs
-    # channels_last: mkldnn's and cuDNN's fast convolution layout; the user's model is left as it is
-    net = copy.deepcopy(model.module).to(device, memory_format=torch.channels_last).eval()
+    net = inference_net(model, device)
     side = tile_px + 2 * context_px
 
     def prepare(i: int, j: int):
@@ -127,7 +124,7 @@ def stream_tiles(
                 continue
             out = None
             if tile is not None:
-                out = _forward(net, tile, device, c)[:, :th, :tw]  # (C, th, tw)
+                out = tile_map(net, tile, device, c)[:, :th, :tw]  # (C, th, tw)
             window = buf[: (m + th) * (m + tw) * n_out].view(m + th, m + tw, n_out)
             window[:m] = strip_prev[:, xs[j] : xs[j] + m + tw]
             window[m:, :m] = left[:th]
@@ -159,16 +156,3 @@ def _apply_torch(weights: sparse.csr_matrix, window: torch.Tensor) -> torch.Tens
         t = torch.sparse_csr_tensor(torch.from_numpy(wt.indptr).long(), torch.from_numpy(wt.indices).long(),
                                     torch.from_numpy(wt.data), size=wt.shape, device=window.device)  # fmt: skip
     return (t @ window.reshape(h * w, c)).float()
-
-
-def _forward(net: torch.nn.Module, tile: np.ndarray, device: torch.device, crop: int) -> torch.Tensor:
-    """One ``(T, T, 3)`` uint8 tile through the network: ``(C, T / s - 2 crop, T / s - 2 crop)`` float32 on ``device``.
-
-    The context's ``crop`` map pixels on each side are left out, the decoder and head run only on the core.
-    """
-    x = torch.from_numpy(tile).to(device).permute(2, 0, 1)[None].float() / 255.0
-    x = x.contiguous(memory_format=torch.channels_last)
-    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-        out = forward_cropped(net, x, crop)[0].float()
-    trim()  # the activations were freed in this thread's arena: give them back before the next tile
-    return out
