@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 import pixnet
 from pixnet.data.slide import resolve_slide
 from pixnet.model import ModelConfig, PixNetModule
+from pixnet.tl.fit import training_expectation
 from pixnet.train.dataset import TileSpec, spatial_split
 from pixnet.train.loaders import dense_module as _dense_module
 from pixnet.train.loaders import slide_data as _slide_data
@@ -52,7 +53,9 @@ def main() -> None:
 
     def fresh():
         torch.manual_seed(0)
-        return _dense_module(PixNetModule(config), data, train, lr=5e-4, weight_decay=1e-4).to(device)
+        return _dense_module(
+            PixNetModule(config), data, train, lr=5e-4, weight_decay=1e-4, expectation=training_expectation(config)
+        ).to(device)  # the step fit trains
 
     def plain() -> float:
         module = fresh()

@@ -45,6 +45,15 @@ def expected_log_normalized(lam: torch.Tensor, total: torch.Tensor, *, target_su
     return _expected_torch(lam, total, target_sum=target_sum, chunk=chunk, out=out)
 
 
+def expected_log_normalized_grad(lam: torch.Tensor, total: torch.Tensor, *, target_sum: float) -> torch.Tensor:
+    """:func:`expected_log_normalized`, differentiable in ``lam`` and ``total``: what training's loss compares.
+
+    The same table and interpolation as predict's ``X`` (torch ops, any device), so that the
+    PCC a model is trained and validated on is the one :func:`pixnet.tl.evaluate` reports.
+    """
+    return _block(lam, total, _table(target_sum, lam.device))
+
+
 def _expected_torch(lam: torch.Tensor, total: torch.Tensor, *, target_sum: float, chunk: int = 16384, out=None):
     """:func:`expected_log_normalized` in torch ops, on any device (the CPU's loop gives the same values)."""
     table = _table(target_sum, lam.device)

@@ -51,7 +51,9 @@ class ModelConfig:
         (:func:`pixnet.model.log_normalize`). ``log1p`` is recorded for the saved format and must be True.
     loss
         ``"mse_pcc"`` (the paper: MSE + pcc_weight * (1 - batch PCC) on normalised values),
-        ``"poisson"`` (count likelihood, genes weighted equally), ``"poisson_pcc"`` (both).
+        ``"poisson"`` (count likelihood, genes weighted equally), ``"poisson_pcc"`` (both). With
+        ``semantics="density"`` the predicted normalised value is what predict reports in ``X``,
+        ``E[log1p(x / T * target_sum)]`` under Poisson counts (:func:`pixnet.tl.fit`'s training).
     pcc_weight
         The paper's lambda.
     total_weight

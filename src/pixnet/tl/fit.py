@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -20,6 +21,7 @@ from ..data import (
     table_spots,
 )
 from ..data.bins import check_counts
+from ..infer.expect import expected_log_normalized_grad
 from ..model import ModelConfig, PixNet
 from ..pp import select_genes
 from ..train.config import TilingConfig, TrainConfig
@@ -213,12 +215,25 @@ def fit(
     data = [slide_data(sl, ts, genes, config) for sl, ts in zip(slides, spots)]
     model = PixNet(config)
     about = {"bin_size": bin_size, "table": tables, "n_slides": len(sdatas)}
-    training = train_model(model, data, train, tiling, about=about, checkpoint_dir=checkpoint_dir, progress=progress)
+    training = train_model(model, data, train, tiling, about=about, checkpoint_dir=checkpoint_dir, progress=progress,
+                           expectation=training_expectation(config))  # fmt: skip
     model = PixNet(config, model.module.cpu().eval(), training)
     path = str(model.save(model_dir, overwrite=overwrite)) if model_dir else None
     for s in sdatas:
         record_model(s, model, key_added, path)
     return model
+
+
+def training_expectation(config: ModelConfig):
+    """What the loss's PCC and ``val_pcc`` compare with the measurement: predict's ``X``, differentiable.
+
+    ``E[log1p(x / T * target_sum)]`` of a density model's aggregates under Poisson counts
+    (:func:`pixnet.infer.expect.expected_log_normalized_grad`); None for the paper's semantics
+    (the map is the normalised value).
+    """
+    if config.semantics != "density":
+        return None
+    return partial(expected_log_normalized_grad, target_sum=config.target_sum)
 
 
 def encoder_source(encoder: str, weights: str | Path | None, method: str) -> tuple[dict | None, str | None]:

@@ -16,7 +16,14 @@ from ..model.network import PixNetModule
 class PixNetLightning(L.LightningModule):
     """Train a :class:`PixNetModule` on batches of tiles (see :func:`pixnet.data.collate`).
 
-    ``gene_weight`` weighs the Poisson loss per output (typically 1 / mean count).
+    ``gene_weight`` weighs the Poisson loss per output (typically 1 / mean count). ``expectation``
+    (density models): ``(lam, total) -> E[log1p(x / T * target_sum)]`` under Poisson counts,
+    differentiable (:func:`pixnet.infer.expect.expected_log_normalized_grad`, which ``tl.fit``
+    passes): the predicted value the loss's PCC and ``val_pcc`` compare with the measurement, as
+    predict's ``X`` is. Without it, ``log1p(lam / total * target_sum)``, which a measurement's
+    zeros pull away from: to follow the measured values' rise with a bin's total (fewer zeros),
+    it raises the shares of the many low genes where the total is high and lowers those of the
+    few largest channels (the most abundant genes, ``other_genes``), until they anti-correlate.
     """
 
     def __init__(
@@ -30,11 +37,13 @@ class PixNetLightning(L.LightningModule):
         feature_cache=None,
         schedule: str = "constant",
         total_steps: int = 0,
+        expectation=None,
     ):
         super().__init__()
         self.net, self.cfg = net, net.config
         self.lr, self.weight_decay = lr, weight_decay
         self.schedule, self.total_steps = schedule, total_steps
+        self.expectation = expectation
         self.register_buffer("gene_weight", gene_weight.float())
         self._frozen = None
         if freeze_encoder:  # its pretrained part: no gradients, eval mode, outputs cached (a ViT's pyramid trains)
@@ -51,7 +60,12 @@ class PixNetLightning(L.LightningModule):
             maps.float(), batch["spot"], batch["pixel"], batch["weight"], batch["n_spots"], mean=cfg.semantics == "mean"
         )  # (n, C)
         target = log_normalize(batch["counts"][:, :n_genes], batch["totals"], cfg.target_sum)  # (n, G)
-        pred = log_normalize(agg[:, :n_genes], agg.sum(1), cfg.target_sum) if cfg.semantics == "density" else agg
+        if cfg.semantics != "density":
+            pred = agg
+        elif self.expectation is not None:
+            pred = self.expectation(agg[:, :n_genes], agg.sum(1))
+        else:
+            pred = log_normalize(agg[:, :n_genes], agg.sum(1), cfg.target_sum)
         if cfg.loss == "mse_pcc":
             loss = mse_pcc(pred, target, cfg.pcc_weight)
         else:

@@ -20,12 +20,14 @@ logger = logging.getLogger(__name__)
 
 
 def train_model(
-    model: PixNet, data: list, train: TrainConfig, tiling: TilingConfig, *, about: dict, checkpoint_dir, progress: bool
+    model: PixNet, data: list, train: TrainConfig, tiling: TilingConfig, *, about: dict, checkpoint_dir, progress: bool,
+    expectation=None,
 ) -> dict:
     """Train ``model`` in place on ``data`` (:class:`~pixnet.train.dataset.SlideData`, one per slide).
 
     Bins are split into training and validation blocks, the method's loaders and module are
     built (a registered method's own for the baselines, :func:`pixnet.model.method_of`), and the best epoch is loaded.
+    ``expectation``: the dense module's predicted measured value (:class:`~pixnet.train.module.PixNetLightning`).
 
     Returns
     -------
@@ -52,7 +54,7 @@ def train_model(
             loader = cycle_loader(loader, t.frozen_views)
         module = dense_module(
             model.module, data, train_mask, lr=t.lr, weight_decay=t.weight_decay, freeze_encoder=t.freeze_encoder,
-            feature_cache=cache, schedule=t.schedule, total_steps=t.epochs * len(loader),
+            feature_cache=cache, schedule=t.schedule, total_steps=t.epochs * len(loader), expectation=expectation,
         )  # fmt: skip
     params = {
         "bin_size": about["bin_size"], "table": about["table"], "epochs": t.epochs, "um_per_px": tiling.um_per_px,
