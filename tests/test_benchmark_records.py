@@ -13,7 +13,7 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 def bench(monkeypatch):
     monkeypatch.syspath_prepend(str(BENCH))
     yield
-    for name in ("_common", "real_tissue", "encoders_real_tissue", "frozen_cache"):
+    for name in ("_common", "real_tissue", "encoders_real_tissue", "frozen_cache", "throughput"):
         sys.modules.pop(name, None)
 
 
@@ -48,3 +48,16 @@ def test_a_child_run_reports_its_peak_memory_wall_time_and_the_hosts_steal(bench
     assert res["x"] == 1 and res["peak_rss_gb"] > 0 and res["wall_s"] > 0
     if os.path.exists("/proc/stat"):
         assert 0 <= res["cpu_steal_pct"] <= 100
+
+
+def test_the_throughput_benchmark_runs_fit_s_step_on_a_small_slide(bench, tmp_path, monkeypatch):
+    """benchmarks/gpu.sh's throughput step: it broke silently when slide_data began taking a table's spots."""
+    import throughput
+
+    recorded = []
+    monkeypatch.setattr(throughput, "WORK", tmp_path)
+    monkeypatch.setattr(throughput, "record", lambda name, payload: recorded.append(payload))
+    monkeypatch.setattr(sys, "argv", ["throughput.py", "--tiles", "2", "--batch-size", "2", "--size", "200"])
+    throughput.main()
+    (r,) = recorded
+    assert r["tiles"] == 2 and r["plain_tiles_per_s"] > 0 and r["lightning_tiles_per_s"] > 0
