@@ -23,13 +23,12 @@ workspaces, bf16 activations in ``fit`` on a GPU).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import record, run_child  # noqa: E402
+from _common import record, run_child
 
 log = logging.getLogger("encoder_memory")
 
@@ -88,7 +87,7 @@ def run_model(name: str, args) -> dict:
         return row
     depth = spec.get("depth") or len(_meta_model(name).blocks)  # the full depth, to extrapolate to
     small = {d: measure(arch, {**spec, "depth": d}, args) for d in (1, 2)}
-    line = lambda get: get(small[1]) + (get(small[2]) - get(small[1])) * (depth - 1)  # noqa: E731
+    line = lambda get: get(small[1]) + (get(small[2]) - get(small[1])) * (depth - 1)
     row.update(
         weights_gb=line(lambda r: r["weights_gb"]), depth=depth, small=small, how="extrapolated from depths 1 and 2",
         **{m: {"peak_gb": line(lambda r, m=m: r[m]["peak_gb"])} for m in ("frozen", "trained")},

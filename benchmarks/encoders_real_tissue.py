@@ -32,12 +32,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-import real_tissue as rt  # noqa: E402
-from _common import record  # noqa: E402
+import pandas as pd
+import real_tissue as rt
+from _common import record
 
-import pandas as pd  # noqa: E402
-
-import pixnet  # noqa: E402
+import pixnet
 
 log = logging.getLogger("encoders_real_tissue")
 log.setLevel(logging.INFO)

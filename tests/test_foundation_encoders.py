@@ -199,7 +199,7 @@ def test_hub_failures_name_their_fix(monkeypatch, error, says):
         raise cls("403 Client Error", response=SimpleNamespace(headers={}, request=None))
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
-    with pytest.raises(ValueError) as err:
+    with pytest.raises(ValueError, match="MahmoodLab/UNI2-h") as err:
         pixnet.model.build_encoder("hf-hub:MahmoodLab/UNI2-h")
     for text in says:
         assert text in str(err.value)

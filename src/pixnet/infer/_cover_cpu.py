@@ -40,8 +40,9 @@ def spot_weights(spots: Spots, shape: tuple[int, int], *, supersample: int = 4, 
     out = []
     for start in range(0, len(spots), chunk):
         sl = slice(start, min(len(spots), start + chunk))
-        s, p, wt = _cover_block(spots.centres[sl, 0].astype(np.float64), spots.centres[sl, 1].astype(np.float64),
-                                size[sl], circle=spots.kind == "circle", angle=spots.angle, k=k, off=off, shape=shape)  # fmt: skip
+        x, y = spots.centres[sl, 0].astype(np.float64), spots.centres[sl, 1].astype(np.float64)
+        s, p, wt = _cover_block(x, y, size[sl], circle=spots.kind == "circle", angle=spots.angle, k=k, off=off,
+                                shape=shape)  # fmt: skip
         out.append((s + start, p, wt))
     return tuple(np.concatenate(a) for a in zip(*out))
 

@@ -31,7 +31,7 @@ def _table(target_sum: float, device: torch.device) -> torch.Tensor:
 
 def expected_log_normalized(lam: torch.Tensor, total: torch.Tensor, *, target_sum: float, chunk: int = 16384,
                             out: torch.Tensor | None = None):  # fmt: skip
-    """``E[log1p(x / T * target_sum)]`` for Poisson counts of means ``lam`` ``(n, genes)``, bin totals ``total`` ``(n,)``.
+    """``E[log1p(x / T * target_sum)]`` for Poisson counts of means ``lam`` ``(n, genes)``, bin totals ``(n,)``.
 
     Returns float32 ``(n, genes)`` on ``lam``'s device (``out`` when given: contiguous, that shape);
     bins with a total of 0 read 0.

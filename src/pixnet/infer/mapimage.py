@@ -46,7 +46,16 @@ def map_chunks(blocks: tuple[tuple[int, ...], ...], n_channels: int) -> tuple[in
 
 
 def map_element(
-    sdata, name: str, dmap: da.Array, model: PixNet, region, f_map: float, cs: str, *, computed, tiling,
+    sdata,
+    name: str,
+    dmap: da.Array,
+    model: PixNet,
+    region,
+    f_map: float,
+    cs: str,
+    *,
+    computed,
+    tiling,
     progress: bool,
 ) -> da.Array:
     """Compute the map, add it to ``sdata`` as a multiscale image, and return its level 0 (lazy).

@@ -95,8 +95,10 @@ def stream_tiles(
         tile = None
         if run:
             tile = np.array(image.read((y0 + ys[i]) * s - context_px, (x0 + xs[j]) * s - context_px, side, side))
-        weights = None if len(idx) == 0 else window_weights(spots.subset(idx), (xs[j] - m, ys[i] - m),
-                                                       (m + ys[i + 1] - ys[i], m + xs[j + 1] - xs[j]), mean, supersample)  # fmt: skip
+        weights = None
+        if len(idx):
+            shape = (m + ys[i + 1] - ys[i], m + xs[j + 1] - xs[j])
+            weights = window_weights(spots.subset(idx), (xs[j] - m, ys[i] - m), shape, mean, supersample)
         return idx, tile, weights
 
     # The window is kept channels-last ((h, w, C) in memory), as the network's output is (channels_last):

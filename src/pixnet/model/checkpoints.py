@@ -169,7 +169,7 @@ def is_hf_vit(state: dict) -> bool:
 
 
 def hf_vit_to_timm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """transformers' ``ViTModel`` keys -> timm's ``VisionTransformer`` keys (q, k, v fused into ``qkv``).
+    """Transformers' ``ViTModel`` keys -> timm's ``VisionTransformer`` keys (q, k, v fused into ``qkv``).
 
     The pooler and any classifier are dropped. Layout as in transformers'
     ``models/vit/convert_vit_timm_to_pytorch.py``, read in reverse.
@@ -272,7 +272,7 @@ def infer_arch(state: dict[str, torch.Tensor]) -> str | None:
     ViTs are not inferred: the number of heads is not in the tensors' shapes.
     """
     blocks = []
-    keys = [k for k in state]
+    keys = list(state)
     for layer in range(1, 5):
         ids = {int(m.group(1)) for k in keys if (m := re.search(rf"(?:^|\.)layer{layer}\.(\d+)\.conv1\.weight$", k))}
         blocks.append(len(ids))

@@ -28,8 +28,8 @@ from torch import nn
 
 from .checkpoints import WEIGHT_FILES, folder_config, infer_arch, match_state, read_state_dict
 from .hub import hub_folder, hub_repo
-from .vit_args import complete_spec, timm_kwargs
 from .vit import ViTPyramid, is_vit
+from .vit_args import complete_spec, timm_kwargs
 
 logger = logging.getLogger(__name__)
 

@@ -50,7 +50,7 @@ class SimSiam(nn.Module):
         """SimSiam's symmetric negative cosine loss (in [-1, 1]; -1 is perfect agreement)."""
         z1, z2 = self.embed(x1), self.embed(x2)
         p1, p2 = self.predictor(z1), self.predictor(z2)
-        d = lambda p, z: -F.cosine_similarity(p, z.detach(), dim=-1).mean()  # noqa: E731
+        d = lambda p, z: -F.cosine_similarity(p, z.detach(), dim=-1).mean()
         return d(p1, z2) / 2 + d(p2, z1) / 2
 
 

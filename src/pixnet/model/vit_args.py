@@ -90,7 +90,9 @@ def timm_kwargs(kwargs: dict) -> dict:
     if isinstance(out.get("mlp_layer"), str):
         layers = _mlp_layers()
         if out["mlp_layer"] not in layers:
-            raise ValueError(f"mlp_layer={out['mlp_layer']!r} is not one of {sorted(layers)}: fix the encoder's config.")
+            raise ValueError(
+                f"mlp_layer={out['mlp_layer']!r} is not one of {sorted(layers)}: fix the encoder's config."
+            )
         out["mlp_layer"] = layers[out["mlp_layer"]]
     return out
 
@@ -106,7 +108,7 @@ def read_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
             from safetensors import safe_open
 
             with safe_open(str(path), framework="pt") as f:
-                return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+                return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
         try:
             raw = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
         except Exception:  # noqa: BLE001  # not a zip checkpoint (no mmap) or not weights only: read it whole

@@ -184,8 +184,8 @@ def fit(
         weight_decay=weight_decay, schedule=schedule, val_fraction=_val_placeholder(val_fraction, early_stopping),
         early_stopping=early_stopping,
         freeze_encoder=freeze_encoder, feature_cache=None if feature_cache is None else str(feature_cache),
-        feature_cache_gb=feature_cache_gb, frozen_views=frozen_views, seed=seed, accelerator=accelerator, devices=devices, precision=precision,
-        num_workers=num_workers, checkpoint_every=checkpoint_every,
+        feature_cache_gb=feature_cache_gb, frozen_views=frozen_views, seed=seed, accelerator=accelerator,
+        devices=devices, precision=precision, num_workers=num_workers, checkpoint_every=checkpoint_every,
     )  # fmt: skip
     tiling = TilingConfig(um_per_px=um_per_px, tile_px=tile_px, context_px=context_px)
     if model_dir is not None and Path(model_dir).exists() and not overwrite:

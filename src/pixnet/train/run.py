@@ -12,15 +12,22 @@ import torch
 
 from ..model import PixNet, method_of
 from .config import TilingConfig, TrainConfig
-from .frozen import cycle_loader, make_cache
 from .dataset import EpochSampler, TileSpec, spatial_split
+from .frozen import cycle_loader, make_cache
 from .loaders import default_tiles, dense_module, tile_loaders
 
 logger = logging.getLogger(__name__)
 
 
 def train_model(
-    model: PixNet, data: list, train: TrainConfig, tiling: TilingConfig, *, about: dict, checkpoint_dir, progress: bool,
+    model: PixNet,
+    data: list,
+    train: TrainConfig,
+    tiling: TilingConfig,
+    *,
+    about: dict,
+    checkpoint_dir,
+    progress: bool,
     expectation=None,
 ) -> dict:
     """Train ``model`` in place on ``data`` (:class:`~pixnet.train.dataset.SlideData`, one per slide).
@@ -92,7 +99,8 @@ def run_training(module, loader, val_loader, *, checkpoint_dir, checkpoint_every
         )  # fmt: skip
         resume = ckpt_dir / "last.ckpt"
         with quiet_lightning():
-            trainer.fit(module, loader, val_loader, ckpt_path=str(resume) if checkpoint_dir and resume.exists() else None)
+            ckpt_path = str(resume) if checkpoint_dir and resume.exists() else None
+            trainer.fit(module, loader, val_loader, ckpt_path=ckpt_path)
         if not best.best_model_path:
             return history.rows, None
         ckpt = torch.load(best.best_model_path, map_location="cpu", weights_only=False)
