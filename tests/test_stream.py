@@ -268,6 +268,22 @@ def test_expectation_on_the_cpu_equals_its_torch_form():
     assert (got[200:210] == 0).all()
 
 
+def test_every_form_of_the_expectation_reads_nan_for_a_diverged_map():
+    """NaN or inf in a map (a training run that diverged) reads NaN, never an index error (torch's, numpy's forms)."""
+    from pixnet.infer.expect import _expected_torch, expected_log_normalized, expected_log_normalized_grad
+    from pixnet.pp import expected_log_normalized as numpy_form
+
+    nan, inf = float("nan"), float("inf")
+    lam = torch.tensor([[1.0, nan, 2.0], [1.0, 2.0, 3.0], [inf, 1.0, 1.0], [nan, nan, nan]])
+    total = lam.sum(1, dtype=torch.float64)
+    want = expected_log_normalized(lam, total, target_sum=1e4).numpy()  # the compiled loop
+    assert np.isnan(want[[0, 3]]).all() and np.isnan(want[2, 0]) and np.isfinite(want[1]).all()
+    assert (want[2, 1:] == 0).all()  # a finite count in an infinite total
+    for got in (_expected_torch(lam, total, target_sum=1e4), expected_log_normalized_grad(lam, total, target_sum=1e4),
+                numpy_form(lam.numpy(), total.numpy(), target_sum=1e4)):  # fmt: skip
+        np.testing.assert_allclose(np.asarray(got), want, atol=1e-5)  # NaN where want is NaN
+
+
 def test_the_cpu_expectation_cut_into_parts_run_side_by_side_gives_the_same_values(monkeypatch):
     """Rows cut into parts on several threads (uneven, into an out array, strided input) equal one pass, to the bit."""
     from pixnet.infer import _expect_cpu

@@ -68,7 +68,7 @@ def _block(lam: torch.Tensor, total: torch.Tensor, table: torch.Tensor) -> torch
     per_bin = torch.float64 if lam.device.type != "mps" else torch.float32  # n values: cheap anywhere
     total = total.to(per_bin).clamp_min(1e-12)
     fl = (torch.log(total.clamp(float(_e._L[0]), float(_e._L[-1]))) - _e._LOG_L0) / _e._LOG_L_SPAN * (n_l - 1)
-    fl = fl.clamp(0, n_l - 1 - 1e-9)
+    fl = fl.nan_to_num(0.0).clamp(0, n_l - 1 - 1e-9)  # a NaN total reads NaN below, not an index
     il = fl.long()
     wl = (fl - il).float()[:, None]
     below = (total / float(_e._L[0])).clamp(max=1.0).float()[:, None]
@@ -76,11 +76,12 @@ def _block(lam: torch.Tensor, total: torch.Tensor, table: torch.Tensor) -> torch
     p = (lam.float() / total.float()[:, None]).clamp(0.0, 1.0)
     p1 = float(np.float32(_e._P[1]))
     fp = (torch.log(p.clamp_min(p1)) - float(np.float32(_e._LOG_P1))) * float(np.float32((n_p - 2) / _e._LOG_P_SPAN))
-    fp = fp.clamp(0, n_p - 2 - 1e-4) + 1
+    fp = fp.nan_to_num(0.0).clamp(0, n_p - 2 - 1e-4) + 1
     ip = fp.long()
     wp = fp - ip
     v = cols.gather(1, ip) * (1 - wp) + cols.gather(1, ip + 1) * wp
-    return torch.where(p < p1, v * (p / p1), v)
+    v = torch.where(p < p1, v * (p / p1), v)
+    return torch.where(p.isnan(), p, v)  # NaN in (a diverged map), NaN out, as the CPU loop gives
 
 
 def outputs(lam: torch.Tensor, *, n_genes: int, target_sum: float, density: bool, layers,

@@ -127,19 +127,22 @@ def _expected_block(lam: np.ndarray, total: np.ndarray, table: np.ndarray) -> np
     """
     n, n_p = len(total), len(_P)
     total = np.maximum(total, 1e-12)
-    fl = np.clip((np.log(np.clip(total, _L[0], _L[-1])) - _LOG_L0) / _LOG_L_SPAN * (len(_L) - 1), 0, len(_L) - 1 - 1e-9)
+    fl = (np.log(np.clip(total, _L[0], _L[-1])) - _LOG_L0) / _LOG_L_SPAN * (len(_L) - 1)
+    fl = np.clip(np.nan_to_num(fl), 0, len(_L) - 1 - 1e-9)  # a NaN total reads NaN below, not an index
     il = fl.astype(np.int64)
     wl = (fl - il).astype(np.float32)[:, None]
     # Below the grid's smallest total F is linear in Lambda (only n = 1 matters): scale the column.
     below = np.minimum(total / _L[0], 1.0).astype(np.float32)[:, None]
     cols = ((1 - wl) * table[:, il].T + wl * table[:, il + 1].T) * below  # (n, n_p)
-    p = np.clip(np.asarray(lam, np.float32) / total.astype(np.float32)[:, None], 0.0, 1.0)  # (n, genes)
+    with np.errstate(invalid="ignore"):  # inf / inf: NaN, as it should read
+        p = np.clip(np.asarray(lam, np.float32) / total.astype(np.float32)[:, None], 0.0, 1.0)  # (n, genes)
     fp = (np.log(np.maximum(p, np.float32(_P[1]))) - np.float32(_LOG_P1)) * np.float32((n_p - 2) / _LOG_P_SPAN)
-    fp = np.clip(fp, 0, n_p - 2 - 1e-4) + 1
+    fp = np.clip(np.nan_to_num(fp), 0, n_p - 2 - 1e-4) + 1
     ip = fp.astype(np.int32)
     wp = fp - ip
     flat = ip + (np.arange(n, dtype=np.int32) * n_p)[:, None]
     cols = cols.ravel()
     v = cols[flat] * (1 - wp) + cols[flat + 1] * wp
-    # Below the first grid point of p, F is linear in p (only k = 1 matters).
-    return np.where(p < _P[1], v * (p / np.float32(_P[1])), v).astype(np.float32, copy=False)
+    # Below the first grid point of p, F is linear in p (only k = 1 matters). NaN in (a diverged map), NaN out.
+    v = np.where(p < _P[1], v * (p / np.float32(_P[1])), v)
+    return np.where(np.isnan(p), np.float32(np.nan), v).astype(np.float32, copy=False)
