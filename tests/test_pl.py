@@ -85,7 +85,19 @@ def test_scores_and_training(predicted, trained, tmp_path):
     for a in axes:
         kept = [ln for ln in a.lines if ln.get_label().startswith("kept")]
         assert len(kept) == 1 and list(kept[0].get_xdata()) == [best + 1, best + 1]
-    assert f"kept: epoch {best + 1}" in [t.get_text() for t in axes[0].get_legend().get_texts()]
+    kept_label = f"kept: epoch {best + 1} (best validation PCC)"  # why that epoch: not the lowest loss
+    assert kept_label in [t.get_text() for t in axes[0].get_legend().get_texts()]
+    shown = [t for t in axes[1].get_xticks() if axes[1].get_xlim()[0] <= t <= axes[1].get_xlim()[1]]
+    assert shown and all(float(t).is_integer() for t in shown)  # whole epochs
+
+
+def test_scores_legend_sits_above_the_bars_and_counts_are_whole(predicted, tmp_path):
+    hist, _ = pixnet.pl.scores(predicted, bin_size=8, show=False)
+    hist.figure.canvas.draw()
+    box = hist.get_legend().get_window_extent().transformed(hist.transData.inverted())  # in data units
+    tallest = max(p.get_height() for p in hist.patches)
+    assert box.y0 >= tallest  # no bar under the legend's text
+    assert all(float(t).is_integer() for t in hist.get_yticks())  # a count of genes
 
 
 def test_map_arguments(predicted, trained):

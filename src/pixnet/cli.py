@@ -128,9 +128,10 @@ def _demo(args) -> None:
     with logger_levels(dict.fromkeys(names, logging.INFO)):
         table = run_demo(Path(args.out), size_um=args.size_um, epochs=args.epochs, progress=args.progress)
     print("\nPrediction at bin sizes the model was not trained on (it was fitted on this slide's 16 um bins;")
-    print("PCC@F, PCC@S, PCC@M: first quartile, median and mean of the per-gene Pearson correlations):")
+    print("PCC@F, PCC@S, PCC@M: first quartile, median and mean of the per-gene Pearson correlations;")
+    print("MSE, MAE: mean squared and absolute error over bins and genes of log1p(1e4 x / total)):")
     print(table.round(3).to_string())
-    print(f"\nfigures, scores.csv and the model are in {args.out}/")
+    print(f"\nfigures, scores.csv, gene_scores.csv (per-gene PCC), the model and the synthetic slide: {args.out}/")
 
 
 def _common(default) -> argparse.ArgumentParser:

@@ -31,14 +31,17 @@ def scores(
         raise KeyError("No per-gene PCC in this table: run pixnet.tl.evaluate(sdata, ...) first.")
     pcc = table.var["pcc"].dropna().sort_values()
     fig, axes = panels(2, ncols=2, size=4.5, layout=None)
-    axes[0].hist(pcc.to_numpy(), bins=30, color="0.4")
+    counts, _, _ = axes[0].hist(pcc.to_numpy(), bins=30, color="0.4")
+    axes[0].set_ylim(0, max(counts.max(), 1) * 1.45)  # headroom: the legend sits above the bars
     # distinct colours, the mean drawn first and widest: when the median equals the mean, both lines still show
     marks = (("PCC@M (mean)", pcc.mean(), "-", "C3", 2.5), ("PCC@S (median)", pcc.median(), "--", "C1", 1.5),
              ("PCC@F (first quartile)", pcc.quantile(0.25), ":", "C0", 1.5))  # fmt: skip
     for label, q, ls, color, lw in marks:
         axes[0].axvline(q, color=color, ls=ls, lw=lw, label=f"{label} {q:.3f}")
     lines, labels = axes[0].get_legend_handles_labels()
-    axes[0].legend(lines[::-1], labels[::-1], frameon=False, fontsize=8, loc="upper left")  # F, S, M: low to high
+    # F, S, M: low to high; above the bars, on a light box so that no line crosses the text
+    axes[0].legend(lines[::-1], labels[::-1], fontsize=8, loc="upper left", framealpha=0.9, edgecolor="none")
+    axes[0].yaxis.set_major_locator(MaxNLocator(integer=True))  # a count of genes
     axes[0].set(xlabel="PCC across bins", ylabel="genes", title=f"per-gene PCC, {rows_label(table)}")
     ends = (
         np.concatenate([pcc.iloc[:n_top].to_numpy(), pcc.iloc[-n_top:].to_numpy()])
@@ -76,9 +79,10 @@ def training(model: PixNet, *, show: bool | None = None, save: str | Path | None
     best = model.training.get("params", {}).get("best_epoch")
     if validated and best is not None:  # the weights the model holds: fit keeps the epoch of best validation PCC
         for a in axes:
-            a.axvline(best + 1, color="0.5", ls=":", lw=1, label=f"kept: epoch {best + 1}")
+            a.axvline(best + 1, color="0.5", ls=":", lw=1, label=f"kept: epoch {best + 1} (best validation PCC)")
     axes[0].legend(frameon=False)
     for a in axes:
-        a.xaxis.set_major_locator(MaxNLocator(integer=True))
+        a.set_xlim(0.5, max(epochs) + 0.5)  # whole epochs on the axis, one epoch's run too
+        a.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     fig.tight_layout()
     return finish(fig, axes, show=show, save=save)
