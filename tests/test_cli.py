@@ -102,3 +102,20 @@ def test_predict_from_a_zarr_v2_store_writes_a_new_one(tmp_path, sdata, trained,
     assert "pass another --out" in capsys.readouterr().err
     assert main([*args, "--out", str(tmp_path / "new.zarr")]) == 0
     assert "pixnet_square_016um" in sd.read_zarr(tmp_path / "new.zarr").tables
+
+
+def test_demo_writes_its_figures_scores_and_per_gene_scores(tmp_path, capsys):
+    """What the README says the demo writes, on a small slide with one epoch (~40 s)."""
+    import pandas as pd
+
+    assert main(["demo", "--out", str(tmp_path / "out"), "--size-um", "300", "--epochs", "1"]) in (0, None)
+    out = tmp_path / "out"
+    figures = sorted(p.name for p in out.glob("*.png"))
+    assert figures[0].startswith("01_") and figures[-1] == "06_training.png" and len(figures) == 6
+    scores = pd.read_csv(out / "scores.csv", index_col=0)
+    assert list(scores.index) == ["8 um", "2 um"] and {"PCC@M", "MSE", "MAE"} <= set(scores.columns)
+    genes = pd.read_csv(out / "gene_scores.csv", index_col="gene")
+    assert list(genes.columns) == ["8 um", "2 um"] and len(genes) == 250
+    assert genes["8 um"].is_monotonic_increasing  # worst first
+    assert genes["8 um"].mean() == pytest.approx(scores.loc["8 um", "PCC@M"], abs=1e-6)  # evaluate's PCC@M: their mean
+    assert (out / "model" / "config.json").exists() and "gene_scores.csv" in capsys.readouterr().out

@@ -27,7 +27,7 @@ def run_demo(out: Path, *, size_um: float = 1000.0, epochs: int | None = None, p
     import pandas as pd
 
     from . import datasets, io, pl, tl
-    from ._keys import bin_table_name, prediction_table
+    from ._keys import DEFAULT_KEY_ADDED, bin_table_name, prediction_table
 
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -50,7 +50,7 @@ def run_demo(out: Path, *, size_um: float = 1000.0, epochs: int | None = None, p
     for b in (8, 2):
         tl.predict(sdata, bin_size=b, progress=progress)
         scores[f"{b} um"] = tl.evaluate(sdata, bin_size=b)
-        gene_pcc[f"{b} um"] = sdata.tables[prediction_table("pixnet", bin_table_name(b))].var["pcc"]  # from evaluate
+        gene_pcc[f"{b} um"] = sdata.tables[prediction_table(DEFAULT_KEY_ADDED, bin_table_name(b))].var["pcc"]
     table = pd.DataFrame(scores).T[["PCC@F", "PCC@S", "PCC@M", "MSE", "MAE"]]
 
     pl.compare(sdata, genes, bin_size=8, save=out / "02_measured_vs_predicted_8um.png", show=False)
