@@ -419,18 +419,6 @@ def test_a_new_grid_covers_the_measured_bins_whatever_was_predicted_before(sdata
     assert abs(total - 1) < 0.01, total  # the same tissue: the same expected counts
 
 
-def test_membership_by_binary_search_is_numpys_isin():
-    """infer.targets._member: np.isin's answer for keys below, among, between and above the set, and an empty set."""
-    from pixnet.infer.targets import _key, _member
-
-    rng = np.random.default_rng(7)
-    of = _key(rng.integers(-50, 50, 5000), rng.integers(-50, 50, 5000))  # repeats, unsorted, negative columns
-    keys = _key(rng.integers(-60, 60, 3000), rng.integers(-60, 60, 3000))
-    assert 0 < _member(keys, of).sum() < len(keys)
-    assert np.array_equal(_member(keys, of), np.isin(keys, of))
-    assert not _member(keys, of[:0]).any() and _member(keys[:0], of).shape == (0,)
-
-
 @pytest.mark.parametrize("map_dtype", [True, "float16"])
 @pytest.mark.parametrize("one_pass", [True, False])
 @pytest.mark.parametrize("channel_chunk", [16, 3])

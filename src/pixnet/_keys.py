@@ -16,6 +16,8 @@ from __future__ import annotations
 import numbers
 import re
 
+import numpy as np
+
 #: Key under which pixnet records its metadata in ``AnnData.uns`` and ``SpatialData.attrs``.
 UNS_KEY = "pixnet"
 
@@ -100,6 +102,12 @@ def barcode_prefix(bin_size) -> str:
 def barcode(bin_size, row: int, col: int) -> str:
     """A bin's barcode: ``s_008um_00012_00034-1``."""
     return f"{barcode_prefix(bin_size)}{row:05d}_{col:05d}-1"
+
+
+def barcodes(bin_size, rows, cols) -> list[str]:
+    """The barcodes of bins ``(rows, cols)``, as :func:`barcode` writes one (its prefix made once: 0.6 s a million)."""
+    prefix = barcode_prefix(bin_size)
+    return [f"{prefix}{r:05d}_{c:05d}-1" for r, c in zip(np.asarray(rows).tolist(), np.asarray(cols).tolist())]
 
 
 def target_name(*, bin_size=None, shapes: str | None = None) -> str:

@@ -11,6 +11,8 @@ from PIL import Image
 from spatialdata.transformations import get_transformation
 from xarray import DataArray, DataTree
 
+from .zarr_window import local_windows
+
 logger = logging.getLogger(__name__)
 
 #: A level whose dask graph holds a chunk (not in memory) of at least this many bytes, and 16 times
@@ -188,7 +190,8 @@ class SlideImage:
             self._arrays.append((_block_mean(self._arrays[level][0], k), down * k))
         # Levels that a small read would decode whole (one-chunk JPEG/PNG sources): computed once, on first use.
         self._source_bytes = [source_chunk_bytes(a) for a, _ in self._arrays]
-        self._zarr = [zarr_source(a) for a, _ in self._arrays]  # levels read straight from their zarr array
+        # levels read straight from their zarr array, on local disk in this thread (pixnet.data.zarr_window)
+        self._zarr = [(local_windows(z) or z) if (z := zarr_source(a)) is not None else None for a, _ in self._arrays]
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict:

@@ -10,11 +10,12 @@ import pandas as pd
 from spatialdata import deepcopy
 from spatialdata.models import get_table_keys
 
-from .._keys import ARRAY_COL, ARRAY_ROW, UNS_KEY, barcode, check_bin_size, target_name
+from .._keys import ARRAY_COL, ARRAY_ROW, UNS_KEY, barcodes, check_bin_size, target_name
 from ..data import element_to_cs, shapes_to_spots, table_spots
 from ..data.grids import table_grid
 from ..data.slide import Slide
 from ..geometry import BinGrid, Spots
+from ..geometry.binsets import isin, pack, unique, unpack
 from ..pp import tissue_mask
 
 logger = logging.getLogger(__name__)
@@ -107,7 +108,7 @@ def _new_grid(slide: Slide, bin_size: float, name: str) -> Target:
     if grid.side_px * slide.um_per_px < slide.um_per_px:
         raise ValueError(f"bin_size={bin_size:g} um is smaller than a pixel of the image ({slide.um_per_px:g} um).")
     rr, cc = _bins_over(old, grid, ref.obs[ARRAY_ROW].to_numpy(), ref.obs[ARRAY_COL].to_numpy())
-    index = pd.Index([barcode(bin_size, a, b) for a, b in zip(rr.tolist(), cc.tolist())])
+    index = pd.Index(barcodes(bin_size, rr, cc))
     obs = pd.DataFrame({ARRAY_ROW: rr.astype(np.int32), ARRAY_COL: cc.astype(np.int32)}, index=index)
     centres = grid.centres(rr, cc)
     spots = Spots.squares(centres, grid.side_px / 2, grid.angle)
@@ -125,16 +126,16 @@ def _bins_over(old: BinGrid, grid: BinGrid, rows: np.ndarray, cols: np.ndarray, 
     Finer or coarser, every such bin is found: several per measured bin when ``grid`` is finer,
     none for most when it is coarser. Bins are handled ``chunk`` at a time and pairs as one int64
     key each (a set of pairs over 8.2M bins took +3.4 GB and 90 s; ``benchmarks/RESULTS.md``), and
-    the centres' keys looked up by :func:`_member` (``np.isin`` took 15 s of it, 2026-12-02).
+    the centres' keys looked up by :func:`~pixnet.geometry.binsets.isin` (``np.isin`` took 15 s of it, 2026-12-02).
     """
-    measured = _key(rows, cols)
+    measured = pack(rows, cols)
     keys = _whole_multiple(old, grid, rows, cols)
     if keys is None:
         keys = _candidates(old, grid, rows, cols, chunk)
-    rr, cc = keys >> 32, (keys & 0xFFFFFFFF) - 2**31
+    rr, cc = unpack(keys)
     centre = grid.centres(rr, cc)
-    k = _key(*old.index_of(centre[:, 0], centre[:, 1]))
-    keep = _member(k, measured) & (rr >= 0) & (cc >= 0)
+    k = pack(*old.index_of(centre[:, 0], centre[:, 1]))
+    keep = isin(k, measured) & (rr >= 0) & (cc >= 0)
     return rr[keep], cc[keep]
 
 
@@ -149,7 +150,7 @@ def _whole_multiple(old: BinGrid, grid: BinGrid, rows: np.ndarray, cols: np.ndar
     k = round(ratio)
     if k < 1 or abs(ratio - k) > 1e-9:
         return None
-    return np.unique(_key(np.floor_divide(rows, k), np.floor_divide(cols, k)))
+    return unique(pack(np.floor_divide(rows, k), np.floor_divide(cols, k)))
 
 
 def _candidates(old: BinGrid, grid: BinGrid, rows: np.ndarray, cols: np.ndarray, chunk: int) -> np.ndarray:
@@ -167,25 +168,9 @@ def _candidates(old: BinGrid, grid: BinGrid, rows: np.ndarray, cols: np.ndarray,
         k = np.arange(span)
         cc, rr = c0[:, None] + k, r0[:, None] + k  # (n, span) each, valid up to c1 and r1
         ok = (rr <= r1[:, None])[:, :, None] & (cc <= c1[:, None])[:, None, :]
-        keys = _key(np.broadcast_to(rr[:, :, None], ok.shape)[ok], np.broadcast_to(cc[:, None, :], ok.shape)[ok])
+        keys = pack(np.broadcast_to(rr[:, :, None], ok.shape)[ok], np.broadcast_to(cc[:, None, :], ok.shape)[ok])
         cand.append(np.unique(keys))
-    return np.unique(np.concatenate(cand)) if cand else np.zeros(0, np.int64)  # sorted: by row, then column
-
-
-def _member(keys: np.ndarray, of: np.ndarray) -> np.ndarray:
-    """``np.isin(keys, of)`` for int64 keys by a binary search in ``of`` sorted.
-
-    numpy's ``isin`` sorts both arrays together for keys over a wide range (a key packs row and
-    column): 15 s for 0.5M keys in 8.2M, against 0.3 s here.
-    """
-    of = np.sort(of)
-    at = np.minimum(np.searchsorted(of, keys), max(len(of) - 1, 0))
-    return of[at] == keys if len(of) else np.zeros(len(keys), bool)
-
-
-def _key(rows, cols) -> np.ndarray:
-    """One int64 per ``(row, col)`` pair, ordered as the pairs are (row, then column); |values| < 2**31."""
-    return (np.asarray(rows, np.int64) << 32) + (np.asarray(cols, np.int64) + 2**31)
+    return unique(np.concatenate(cand)) if cand else np.zeros(0, np.int64)  # sorted: by row, then column
 
 
 def _grid_or_none(sdata, table: str, cs: str) -> BinGrid | None:
@@ -212,7 +197,7 @@ def _image_grid(slide: Slide, bin_size: float, name: str) -> Target:
     ix = np.clip(xy[:, 0].astype(int), 0, mask.shape[1] - 1)
     keep = mask[iy, ix]
     rr, cc = rr[keep], cc[keep]
-    index = pd.Index([barcode(bin_size, a, b) for a, b in zip(rr.tolist(), cc.tolist())])
+    index = pd.Index(barcodes(bin_size, rr, cc))
     obs = pd.DataFrame({ARRAY_ROW: rr.astype(np.int32), ARRAY_COL: cc.astype(np.int32)}, index=index)
     centres = grid.centres(rr, cc)
     spots = Spots.squares(centres, side / 2)
