@@ -12,6 +12,10 @@ predict runs under (``pixnet._memory.resident``), and, for results before 2026-1
 ``ratio_network``): predict / encoder cannot fall below network / encoder, whatever the outputs cost. The
 encoder is also timed channels-last (``encoder_channels_last_s``, ``ratio_channels_last``, since 2026-12-07):
 the reference above is the encoder in its default layout, as a user runs it, which is slower on a CPU.
+Since 2026-12-07 the reference encoder is also timed on the sampled tiles just before predict
+(``encoder_before_s``) and predict told against the mean of the two (``ratio_bracketed``): this
+machine's speed drifts by 10-20% within minutes, which one timing after predict takes in whole.
+The peak memory since then is read from ``VmHWM``, reset just before predict (Linux).
 
     python benchmarks/predict.py                 # full size (6.5 mm capture area), CPU here, GPU when there is one
     python benchmarks/predict.py --size 2000
@@ -72,25 +76,6 @@ class Trivial(torch.nn.Module):  # the output pipeline alone: a map at the netwo
 
 net = PixNet(model.config, Trivial(model.config)) if {trivial} else model
 device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-rss_before_gb = int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**30
-kw = dict(model=net, bin_size={bin_size}, layers={layers}, tile_px={tile}, context_px={context}, progress=False)
-t0 = time.perf_counter()
-table = pixnet.tl.predict(sd, key_added="bench", map={map_opt}, **kw)
-if device.type == "cuda":
-    torch.cuda.synchronize()
-predict_s = time.perf_counter() - t0
-peak_after_predict_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-old_s = None
-if {compare}:  # the map-then-aggregate path, as predict was before the one pass (it always writes the map)
-    mod = importlib.import_module("pixnet.tl.predict")
-    stream, mod.can_stream = mod.can_stream, lambda *a, **k: False
-    t0 = time.perf_counter()
-    old = pixnet.tl.predict(sd, key_added="bench_old", **kw)
-    old_s = time.perf_counter() - t0
-    mod.can_stream = stream
-    x_new, x_old = np.asarray(table.X[:200000]), np.asarray(old.X[:200000])
-    max_abs_diff_x = float(np.abs(x_new - x_old).max())
-
 # the bare encoder on the tiles predict ran: same grid, same reads, only the encoder's forward timed
 cfg, slide = model.config, resolve_slide(sd)
 work = slide.working_image(cfg.um_per_px)
@@ -99,22 +84,11 @@ y0, x0, h, w = map_region(spots, work.shape, cfg.map_stride)
 core, side = {tile} // cfg.map_stride, {tile} + 2 * {context}
 busy = occupied_blocks(spots, (y0, x0, h, w), core)  # the tiles predict computes
 tiles = [(i * core, j * core) for i, j in zip(*np.nonzero(busy))]
+del spots  # the grid's copy: not held while predict runs
 k = max(1, len(tiles) // {sample})
 encoder = model.module.encoder.to(device).eval()
 from pixnet._memory import resident
 import contextlib
-
-
-# the whole network (encoder, decoder, head) as predict runs it (pixnet.infer.stream: channels-last, the decoder and
-# head on the tile's core only since 2026-12-07): the floor of predict / encoder when the outputs cost nothing
-import copy
-from pixnet.model import forward_cropped
-net_cl = copy.deepcopy(model.module).to(device, memory_format=torch.channels_last).eval()
-def network(t):
-    return forward_cropped(net_cl, t, {context} // cfg.map_stride)
-# the encoder channels-last too: the reference above is the encoder as a user runs it (its default layout); this one
-# is the encoder in predict's layout, so that the ratio is also told against the faster of the two
-encoder_cl = copy.deepcopy(encoder).to(memory_format=torch.channels_last)
 
 
 def timed(t, ctx, module=encoder):
@@ -129,12 +103,64 @@ def timed(t, ctx, module=encoder):
         return time.perf_counter() - t1
 
 
+def sample_tile(y, x):
+    tile = np.array(work.read((y0 + y) * cfg.map_stride - {context}, (x0 + x) * cfg.map_stride - {context}, side, side))
+    return torch.from_numpy(tile).to(device).permute(2, 0, 1)[None].float() / 255.0
+
+
+# the reference encoder on the sampled tiles just before predict too (since 2026-12-07): this machine's speed drifts
+# by 10-20% within minutes, so predict is also told against the mean of the encoder before and after it
+before = [timed(sample_tile(y, x), resident()) for y, x in tiles[::k]]
+pixnet._memory.trim(force=True)
+
+
+def vm_hwm_gb():  # this process's peak resident memory since the last reset (Linux), else since it started
+    try:
+        return next(int(ln.split()[1]) for ln in open("/proc/self/status") if ln.startswith("VmHWM")) / 2**20
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+rss_before_gb = int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**30
+try:  # the peak from here on: predict's own, not the encoder's above
+    open("/proc/self/clear_refs", "w").write("5")
+except OSError:
+    pass
+kw = dict(model=net, bin_size={bin_size}, layers={layers}, tile_px={tile}, context_px={context}, progress=False)
+t0 = time.perf_counter()
+table = pixnet.tl.predict(sd, key_added="bench", map={map_opt}, **kw)
+if device.type == "cuda":
+    torch.cuda.synchronize()
+predict_s = time.perf_counter() - t0
+peak_after_predict_gb = vm_hwm_gb()
+old_s = None
+if {compare}:  # the map-then-aggregate path, as predict was before the one pass (it always writes the map)
+    mod = importlib.import_module("pixnet.tl.predict")
+    stream, mod.can_stream = mod.can_stream, lambda *a, **k: False
+    t0 = time.perf_counter()
+    old = pixnet.tl.predict(sd, key_added="bench_old", **kw)
+    old_s = time.perf_counter() - t0
+    mod.can_stream = stream
+    x_new, x_old = np.asarray(table.X[:200000]), np.asarray(old.X[:200000])
+    max_abs_diff_x = float(np.abs(x_new - x_old).max())
+
+# the whole network (encoder, decoder, head) as predict runs it (pixnet.infer.stream: channels-last, the decoder and
+# head on the tile's core only since 2026-12-07): the floor of predict / encoder when the outputs cost nothing
+import copy
+from pixnet.model import forward_cropped
+net_cl = copy.deepcopy(model.module).to(device, memory_format=torch.channels_last).eval()
+def network(t):
+    return forward_cropped(net_cl, t, {context} // cfg.map_stride)
+# the encoder channels-last too: the reference above is the encoder as a user runs it (its default layout); this one
+# is the encoder in predict's layout, so that the ratio is also told against the faster of the two
+encoder_cl = copy.deepcopy(encoder).to(memory_format=torch.channels_last)
+
+
 # each sampled tile twice: under predict's allocator settings (pixnet._memory.resident, the reference since
 # 2026-12-01) and under glibc's own (the reference before), one after the other, so that load drifts alike
 times, plain, whole, fast = [], [], [], []
 for y, x in tiles[::k]:
-    tile = np.array(work.read((y0 + y) * cfg.map_stride - {context}, (x0 + x) * cfg.map_stride - {context}, side, side))
-    t = torch.from_numpy(tile).to(device).permute(2, 0, 1)[None].float() / 255.0
+    t = sample_tile(y, x)
     times.append(timed(t, resident()))
     plain.append(timed(t, contextlib.nullcontext()))
     whole.append(timed(t.contiguous(memory_format=torch.channels_last), resident(), network))
@@ -146,8 +172,9 @@ def total(v):
 
 
 encoder_s, encoder_plain_s, network_s, encoder_cl_s = total(times), total(plain), total(whole), total(fast)
+encoder_before_s = total(before)
 print(json.dumps({{"device": str(device), "n_bins": table.n_obs, "n_genes": table.n_vars, "n_tiles": len(tiles), "n_blocks": busy.size,
-                  "sampled_tiles": len(times), "predict_s": predict_s, "encoder_s": encoder_s, "encoder_plain_s": encoder_plain_s, "network_s": network_s, "encoder_channels_last_s": encoder_cl_s, "rss_before_predict_gb": rss_before_gb,
+                  "sampled_tiles": len(times), "predict_s": predict_s, "encoder_s": encoder_s, "encoder_before_s": encoder_before_s, "encoder_plain_s": encoder_plain_s, "network_s": network_s, "encoder_channels_last_s": encoder_cl_s, "rss_before_predict_gb": rss_before_gb,
                   "peak_rss_after_predict_gb": peak_after_predict_gb, "old_predict_s": old_s,
                   "max_abs_diff_x": max_abs_diff_x if old_s is not None else None}}))
 """
@@ -191,6 +218,7 @@ def main() -> None:
     )
     res = run_child(code)
     ratio = res["predict_s"] / res["encoder_s"]
+    bracketed = res["predict_s"] / ((res["encoder_before_s"] + res["encoder_s"]) / 2)
     print(json.dumps(res))
     print(
         f"{res['n_bins']:,} bins of {args.bin_size:g} um x {res['n_genes']} genes, {res['n_tiles']} tiles, on {res['device']}"
@@ -202,6 +230,8 @@ def main() -> None:
     print(f"bare encoder on the same tiles {res['encoder_s']:.0f} s; predict / encoder = {ratio:.2f} "
           f"(encoder under glibc's own allocator settings {res['encoder_plain_s']:.0f} s: "
           f"{res['predict_s'] / res['encoder_plain_s']:.2f})")
+    print(f"the same encoder timed just before predict {res['encoder_before_s']:.0f} s: predict / the mean of the two = "
+          f"{bracketed:.2f}")
     print(f"the encoder channels-last (predict's layout) {res['encoder_channels_last_s']:.0f} s: predict / it = "
           f"{res['predict_s'] / res['encoder_channels_last_s']:.2f}, network / it = "
           f"{res['network_s'] / res['encoder_channels_last_s']:.2f}")
@@ -224,6 +254,7 @@ def main() -> None:
             "layers": args.layers,
             "lazy_mb": args.lazy_mb,
             "ratio": ratio,
+            "ratio_bracketed": bracketed,
             "ratio_plain": res["predict_s"] / res["encoder_plain_s"],
             "ratio_network": res["predict_s"] / res["network_s"],
             "ratio_channels_last": res["predict_s"] / res["encoder_channels_last_s"],

@@ -20,8 +20,7 @@ logger = logging.getLogger(__name__)
 #: dask_image.imread: one chunk per image): it is computed once and kept, when it fits in
 #: :data:`MATERIALISE_MAX_BYTES`.
 HEAVY_CHUNK_BYTES = 16 * 2**20
-#: The most memory one materialised level may take.
-MATERIALISE_MAX_BYTES = 4 * 2**30
+MATERIALISE_MAX_BYTES = 4 * 2**30  #: The most memory one materialised level may take.
 _WARNED: set[str] = set()
 
 
@@ -215,7 +214,9 @@ class SlideImage:
         arr = self._array(level, int(np.prod(hi - lo)) * 3)
         H, W = arr.shape[1], arr.shape[2]
         clo, chi = np.maximum(lo, 0), np.minimum(hi, (W, H))
-        crop = np.full((hi[1] - lo[1], hi[0] - lo[0], 3), 255, np.uint8)
+        crop = np.empty((hi[1] - lo[1], hi[0] - lo[0], 3), np.uint8)
+        if (clo > lo).any() or (chi < hi).any():  # pixels beyond the image: white
+            crop.fill(255)
         if (chi > clo).all():
             data = arr[:3, clo[1] : chi[1], clo[0] : chi[0]]
             # synchronous: a small window, often read inside a task of predict's graph (threads or a cluster)
