@@ -15,7 +15,9 @@ the reference above is the encoder in its default layout, as a user runs it, whi
 Since 2026-12-07 the reference encoder is also timed on the sampled tiles just before predict
 (``encoder_before_s``) and predict told against the mean of the two (``ratio_bracketed``): this
 machine's speed drifts by 10-20% within minutes, which one timing after predict takes in whole.
-The peak memory since then is read from ``VmHWM``, reset just before predict (Linux).
+The peak memory since then is read from ``VmHWM``, reset just before predict (Linux). That pass
+reads the sampled tiles' image chunks before predict does; the benchmark's store is read whole
+by every run before it, so the page cache holds it either way.
 
     python benchmarks/predict.py                 # full size (6.5 mm capture area), CPU here, GPU when there is one
     python benchmarks/predict.py --size 2000
@@ -110,6 +112,7 @@ def sample_tile(y, x):
 
 # the reference encoder on the sampled tiles just before predict too (since 2026-12-07): this machine's speed drifts
 # by 10-20% within minutes, so predict is also told against the mean of the encoder before and after it
+timed(sample_tile(*tiles[0]), resident())  # untimed: the encoder's first call (its kernels' set-up) is neither's
 before = [timed(sample_tile(y, x), resident()) for y, x in tiles[::k]]
 pixnet._memory.trim(force=True)
 
@@ -122,8 +125,9 @@ def vm_hwm_gb():  # this process's peak resident memory since the last reset (Li
 
 
 rss_before_gb = int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**30
-try:  # the peak from here on: predict's own, not the encoder's above
-    open("/proc/self/clear_refs", "w").write("5")
+try:  # the peak from here on: predict's own, not the encoder's above (written on close: inside the try)
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
 except OSError:
     pass
 kw = dict(model=net, bin_size={bin_size}, layers={layers}, tile_px={tile}, context_px={context}, progress=False)

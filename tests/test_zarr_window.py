@@ -81,3 +81,18 @@ def test_the_last_windows_chunks_are_reused_and_not_pickled(tmp_path, monkeypatc
     assert len(decoded) == 9 + 3  # only column 3's chunks are new
     assert pickle.loads(pickle.dumps(local))._recent == {}
     np.testing.assert_array_equal(pickle.loads(pickle.dumps(local))[:, 5:9], data[:, 5:9])
+
+
+def test_indices_are_numpys(tmp_path):
+    """Integers (negative too), an ellipsis, reversed slices as numpy reads them; too many indices refused."""
+    data = np.arange(3 * 20 * 30, dtype="int16").reshape(3, 20, 30)
+    a = zarr.create_array(tmp_path / "a.zarr", shape=data.shape, chunks=(2, 8, 8), dtype="int16")
+    a[:] = data
+    local = local_windows(a)
+    for key in [0, -1, (1, 5), (0, slice(0, 5), slice(3, 9)), (Ellipsis, slice(0, 5)), (slice(None), slice(5, 2)),
+                (2, Ellipsis, -3), (Ellipsis,), (slice(None), -20)]:  # fmt: skip
+        np.testing.assert_array_equal(local[key], data[key])
+        assert local[key].shape == data[key].shape
+    for key in [(0, 0, 0, 0), (3,), (0, 20), (Ellipsis, 0, Ellipsis)]:
+        with pytest.raises(IndexError):
+            local[key]

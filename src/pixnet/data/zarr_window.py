@@ -7,7 +7,8 @@ window per tile, beside the network, on the same cores. Only the plain layouts a
 (a regular chunk grid, the default chunk keys, the ``bytes`` codec and at most one of zstd,
 blosc and gzip); :func:`local_windows` gives None for any other array, which zarr then reads.
 The chunks of the last window read are kept for the next one: predict's tiles overlap their
-neighbours' windows by their context, a fifth of a window's chunks at 256 px.
+neighbours' windows by their context, a fifth of a window's chunks at 256 px. An array written
+while it is being read this way may so give a window of its former values.
 """
 
 from __future__ import annotations
@@ -34,14 +35,27 @@ class LocalWindows:
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_recent": {}}  # a worker process decodes its own
 
-    def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
-        """``array[key]`` for a tuple of slices with steps of 1 (as zarr and numpy read them)."""
+    def __getitem__(self, key) -> np.ndarray:
+        """``array[key]`` for integers, slices with steps of 1 and one ``...``, as numpy and zarr read them."""
         key = key if isinstance(key, tuple) else (key,)
+        if key.count(Ellipsis) > 1 or len(key) - (Ellipsis in key) > len(self.shape):
+            raise IndexError(f"too many indices for an array of {len(self.shape)} dimensions: {key}")
+        if Ellipsis in key:
+            at = key.index(Ellipsis)
+            key = key[:at] + (slice(None),) * (len(self.shape) - len(key) + 1) + key[at + 1 :]
         key = key + (slice(None),) * (len(self.shape) - len(key))
-        window = tuple(slice(*k.indices(n)[:2]) for k, n in zip(key, self.shape))
-        if any(k.step not in (None, 1) for k in key) or any(w.stop < w.start for w in window):
-            raise IndexError(f"LocalWindows reads windows with steps of 1, not {key}.")
-        return self.read(window)
+        window, drop = [], []
+        for axis, (k, n) in enumerate(zip(key, self.shape)):
+            if isinstance(k, (int, np.integer)):
+                if not -n <= k < n:
+                    raise IndexError(f"index {k} is out of bounds for axis {axis} with size {n}")
+                k, drop = slice(k % n, k % n + 1), [*drop, axis]
+            if not isinstance(k, slice) or k.step not in (None, 1):
+                raise IndexError(f"LocalWindows reads integers and slices with steps of 1, not {key}.")
+            start, stop, _ = k.indices(n)
+            window.append(slice(start, max(start, stop)))
+        out = self.read(tuple(window))
+        return out.reshape([m for axis, m in enumerate(out.shape) if axis not in drop]) if drop else out
 
     def read(self, window: tuple[slice, ...], out: np.ndarray | None = None) -> np.ndarray:
         """The window (one slice a dimension, steps of 1, within the array) as an array; into ``out`` when given.
