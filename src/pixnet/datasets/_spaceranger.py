@@ -11,19 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from scipy import sparse
 
-from .._keys import barcode_prefix
-
 POSITION_COLUMNS = ["barcode", "in_tissue", "array_row", "array_col", "pxl_row_in_fullres", "pxl_col_in_fullres"]
-
-
-def barcodes(bin_size: int, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """10x barcodes of Visium HD bins: ``s_008um_00012_00345-1``."""
-    prefix = barcode_prefix(bin_size)
-    if len(rows) == 0:  # a band of the slide without tissue (numpy's zfill fails on empty arrays)
-        return np.array([], dtype="U22")
-    r = np.char.zfill(rows.astype(str), 5)
-    c = np.char.zfill(cols.astype(str), 5)
-    return np.char.add(np.char.add(np.char.add(np.char.add(prefix, r), "_"), c), "-1")
 
 
 class MatrixWriter:

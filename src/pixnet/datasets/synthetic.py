@@ -18,13 +18,13 @@ from skimage.transform import resize
 from tqdm.auto import tqdm
 
 from .._cache import default_data_dir
-from .._keys import bin_table_name
+from .._keys import barcodes, bin_table_name
 from ._counts import Grid, block_weights, coarsen, sample_counts
 from ._layout import make_layout
 from ._programme import make_programme
 from ._render import Stain, render_tile
 from ._segmentation import _per_cell, _write_segmentation
-from ._spaceranger import MatrixWriter, PositionsWriter, barcodes, scalefactors, write_feature_slice, write_json
+from ._spaceranger import MatrixWriter, PositionsWriter, scalefactors, write_feature_slice, write_json
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 from scipy import sparse
 
-from ._spaceranger import barcodes
+from .._keys import barcodes
 from .synthetic import MANIFEST_FILE, TRUTH_FILE
 
 
